@@ -1,0 +1,24 @@
+"""tf_maml: MAML-family meta-learning as a Keras 3 / TensorFlow plugin."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tf_maml",
+    version="0.1.0",
+    description="Meta-learning of the MAML family through keras.Model.fit, on TensorFlow.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tf_maml", "tf_maml.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "tensorflow-datasets>=4.9",
+        "keras-tuner>=1.4",
+        "absl-py>=2.0",
+        "ml-collections>=1.0",
+        "matplotlib>=3.8",
+        "pillow>=10",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+)

@@ -1,0 +1,224 @@
+"""Meta-gradients against a closed form and against finite differences.
+
+The meta-gradient is read off one real `train_on_batch` with SGD of step 1
+(weights before minus after), so the checked path is the one `fit` runs.
+The meta-loss is read off `test_on_batch`, which adapts with the same steps
+and reports the mean post-adaptation query loss.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_maml
+from tf_maml import meta_learner
+
+
+def meta_gradient(maml, episode, jit_compile=False, loss="mse"):
+    maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=jit_compile)
+    before = [v.numpy() for v in maml.model.trainable_variables]
+    maml.train_on_batch(*episode)
+    grads = [b - v.numpy() for b, v in zip(before, maml.model.trainable_variables)]
+    for v, b in zip(maml.model.trainable_variables, before):
+        v.assign(b)
+    return grads
+
+
+def finite_difference_gradient(maml, episode, eps=1e-6, loss="mse"):
+    maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=False)
+    variables = maml.model.trainable_variables
+    grads = []
+    for variable in variables:
+        base = variable.numpy()
+        grad = np.zeros_like(base)
+        for index in np.ndindex(base.shape):
+            values = []
+            for sign in (1.0, -1.0):
+                shifted = base.copy()
+                shifted[index] += sign * eps
+                variable.assign(shifted)
+                values.append(maml.test_on_batch(*episode, return_dict=True)["loss"])
+            grad[index] = (values[0] - values[1]) / (2 * eps)
+        variable.assign(base)
+        grads.append(grad)
+    return grads
+
+
+def assert_gradients_close(actual, expected, rtol=1e-5):
+    scale = max(np.abs(g).max() for g in expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * scale)
+
+
+def regression_episode(rng, tasks=3, shots=6, queries=5, features=4, dtype=np.float64):
+    def draw(n):
+        x = rng.standard_normal((tasks, n, features)).astype(dtype)
+        y = rng.standard_normal((tasks, n, 1)).astype(dtype)
+        return x, y
+
+    return draw(shots), draw(queries)
+
+
+def classification_episode(rng, tasks=2, ways=3, shots=2, queries=2, image=(8, 8, 1)):
+    def draw(per_class):
+        x = rng.standard_normal((tasks, ways * per_class) + image)
+        y = np.tile(np.repeat(np.arange(ways), per_class), (tasks, 1))
+        return x, y.astype(np.int32)
+
+    return draw(shots), draw(queries)
+
+
+def closed_form_linear_meta_gradient(w, episode, inner_lr, steps, first_order):
+    """MAML on y = x . w with mean squared error, in closed form."""
+    (support_x, support_y), (query_x, query_y) = episode
+    grads = []
+    for xs, ys, xq, yq in zip(support_x, support_y, query_x, query_y):
+        hessian = 2.0 / len(xs) * xs.T @ xs
+        fast = w.copy()
+        for _ in range(steps):
+            fast = fast - inner_lr * 2.0 / len(xs) * xs.T @ (xs @ fast - ys)
+        query_grad = 2.0 / len(xq) * xq.T @ (xq @ fast - yq)
+        jacobian = np.linalg.matrix_power(np.eye(len(w)) - inner_lr * hessian, steps)
+        grads.append(query_grad if first_order else jacobian.T @ query_grad)
+    return np.mean(grads, axis=0)
+
+
+def linear_model(features):
+    return keras.Sequential([keras.Input((features,)), keras.layers.Dense(1, use_bias=False)])
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_linear_regression_meta_gradient_matches_closed_form(float64, steps, first_order):
+    episode = regression_episode(np.random.default_rng(1))
+    maml = tf_maml.MAML(linear_model(4), inner_lr=0.1, inner_steps=steps, first_order=first_order)
+    w = maml.model.trainable_variables[0].numpy()
+    expected = closed_form_linear_meta_gradient(w, episode, 0.1, steps, first_order)
+    (actual,) = meta_gradient(maml, episode)
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_second_order_differs_from_first_order(float64):
+    episode = regression_episode(np.random.default_rng(2))
+    w = linear_model(4).trainable_variables[0].numpy()
+    second = closed_form_linear_meta_gradient(w, episode, 0.1, 2, first_order=False)
+    first = closed_form_linear_meta_gradient(w, episode, 0.1, 2, first_order=True)
+    assert np.abs(second - first).max() > 0.05 * np.abs(second).max()
+    grads = {}
+    for order in (False, True):
+        maml = tf_maml.MAML(linear_model(4), inner_lr=0.1, inner_steps=2, first_order=order)
+        maml.model.set_weights([w])
+        (grads[order],) = meta_gradient(maml, episode)
+    np.testing.assert_allclose(grads[False], second, rtol=1e-10)
+    np.testing.assert_allclose(grads[True], first, rtol=1e-10)
+
+
+def tanh_mlp():
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(6, activation="tanh"),
+            keras.layers.Dense(5, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_mlp_second_order_meta_gradient_matches_finite_differences(float64, jit_compile):
+    episode = regression_episode(np.random.default_rng(3))
+    maml = tf_maml.MAML(tanh_mlp(), inner_lr=0.3, inner_steps=2)
+    actual = meta_gradient(maml, episode, jit_compile=jit_compile)
+    assert_gradients_close(actual, finite_difference_gradient(maml, episode))
+
+
+def test_first_order_meta_gradient_is_query_gradient_at_adapted_weights(float64):
+    episode = regression_episode(np.random.default_rng(4))
+    maml = tf_maml.FOMAML(tanh_mlp(), inner_lr=0.3, inner_steps=2)
+    actual = meta_gradient(maml, episode)
+    (support_x, support_y), (query_x, query_y) = episode
+    per_task = []
+    for t in range(len(support_x)):
+        adapted = maml.adapt(support_x[t], support_y[t])
+        with tf.GradientTape() as tape:
+            loss = keras.losses.mean_squared_error(query_y[t], adapted(query_x[t]))
+            loss = tf.reduce_mean(loss)
+        per_task.append([g.numpy() for g in tape.gradient(loss, adapted.trainable_variables)])
+    expected = [np.mean(gs, axis=0) for gs in zip(*per_task)]
+    assert_gradients_close(actual, expected, rtol=1e-10)
+
+
+def conv_bn_pool_net():
+    layers = [keras.Input((8, 8, 1))]
+    for _ in range(2):
+        layers += [
+            keras.layers.Conv2D(3, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(2),
+        ]
+    layers += [keras.layers.Flatten(), keras.layers.Dense(3)]
+    return keras.Sequential(layers)
+
+
+def sparse_ce():
+    # Created inside the test: a loss object takes floatx at construction.
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.mark.parametrize(
+    "jit_compile, steps, transductive",
+    [(False, 1, True), (True, 1, True), (True, 2, True), (False, 2, False)],
+)
+def test_conv_batchnorm_maxpool_meta_gradient_matches_finite_differences(
+    float64, jit_compile, steps, transductive
+):
+    episode = classification_episode(np.random.default_rng(5))
+    maml = tf_maml.MAML(
+        conv_bn_pool_net(), inner_lr=0.4, inner_steps=steps, transductive=transductive
+    )
+    actual = meta_gradient(maml, episode, jit_compile=jit_compile, loss=sparse_ce())
+    expected = finite_difference_gradient(maml, episode, loss=sparse_ce())
+    assert_gradients_close(actual, expected)
+
+
+def test_stock_batchnorm_second_derivative_is_wrong(float64, monkeypatch):
+    """Guards the test above: without the exact ops, it would fail."""
+    episode = classification_episode(np.random.default_rng(5))
+    maml = tf_maml.MAML(conv_bn_pool_net(), inner_lr=0.4, inner_steps=1)
+    expected = finite_difference_gradient(maml, episode, loss=sparse_ce())
+    monkeypatch.setattr(meta_learner, "exact_second_order", lambda xla: contextlib.nullcontext())
+    actual = meta_gradient(maml, episode, loss=sparse_ce())
+    scale = max(np.abs(g).max() for g in expected)
+    error = max(np.abs(a - e).max() for a, e in zip(actual, expected))
+    assert error > 1e-3 * scale
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_float32_conv4_meta_gradient_matches_float64_reference(jit_compile):
+    """The papers' backbone at 28x28 in float32, graph and XLA.
+
+    Reference: the float64 graph-mode meta-gradient, which the finite
+    difference tests above verify on a smaller net of the same layers.
+    (Stock XLA max-pooling has no exact second derivative: see
+    tf_maml.exact_gradients.)
+    """
+    episode = classification_episode(
+        np.random.default_rng(6), tasks=4, ways=5, shots=1, queries=2, image=(28, 28, 1)
+    )
+    maml32 = tf_maml.MAML(tf_maml.nets.conv4(5, filters=8), inner_lr=0.4, inner_steps=1)
+    keras.config.set_floatx("float64")
+    try:
+        maml64 = tf_maml.MAML(tf_maml.nets.conv4(5, filters=8), inner_lr=0.4, inner_steps=1)
+        maml64.model.set_weights([w.astype(np.float64) for w in maml32.model.get_weights()])
+        expected = meta_gradient(maml64, episode, loss=sparse_ce())
+    finally:
+        keras.config.set_floatx("float32")
+    episode32 = tf.nest.map_structure(
+        lambda a: a.astype(np.float32) if a.dtype == np.float64 else a, episode
+    )
+    actual = meta_gradient(maml32, episode32, jit_compile=jit_compile, loss=sparse_ce())
+    assert_gradients_close(actual, expected, rtol=1e-4)

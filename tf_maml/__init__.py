@@ -1,0 +1,26 @@
+"""tf_maml: MAML-family meta-learning as a Keras 3 / TensorFlow plugin."""
+
+import os
+
+# tf_maml runs on TensorFlow; choose that backend unless the user chose one.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "tf_maml needs Keras on the TensorFlow backend; Keras is running on "
+        f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing "
+        "keras (or import tf_maml first)."
+    )
+
+from tf_maml import data  # noqa: E402
+from tf_maml import episodes  # noqa: E402
+from tf_maml import nets  # noqa: E402
+from tf_maml.exact_gradients import exact_second_order  # noqa: E402
+from tf_maml.meta_learner import MAML  # noqa: E402
+from tf_maml.meta_learner import FOMAML  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["MAML", "FOMAML", "data", "episodes", "exact_second_order", "nets"]

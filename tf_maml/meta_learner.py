@@ -1,0 +1,543 @@
+"""MAML as a `keras.Model`: `fit` meta-trains, `evaluate` reports few-shot results."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src import backend as keras_backend
+from keras.src.losses import loss as loss_module
+
+from tf_maml import adaptation
+from tf_maml import episodes as episodes_lib
+from tf_maml.exact_gradients import exact_second_order
+
+
+def _merge_task_axis(tensor):
+    """[tasks, examples, ...] -> [tasks * examples, ...]."""
+    return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], axis=0))
+
+
+class _BatchStatisticsCapture:
+    """Makes BatchNormalization layers store the batch statistics as they are.
+
+    With momentum 0 the "moving" statistics a training-mode call writes are
+    exactly the batch mean and variance, so a later inference-mode call
+    normalizes with them. Used to normalize query sets with support-set
+    statistics.
+    """
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def __enter__(self):
+        self.saved = [layer.momentum for layer in self.layers]
+        for layer in self.layers:
+            layer.momentum = 0.0
+
+    def __exit__(self, *exc_info):
+        for layer, momentum in zip(self.layers, self.saved):
+            layer.momentum = momentum
+
+
+@keras.saving.register_keras_serializable(package="tf_maml")
+class MAML(keras.Model):
+    """Model-Agnostic Meta-Learning (Finn et al., 2017) for any Keras model.
+
+    Wraps a Keras model (Sequential, functional or subclassed) and meta-trains
+    that model's own variables: after `fit`, `model` holds the meta-learned
+    initialization. For every task of an episode batch `train_step` takes
+    `inner_steps` plain SGD steps of size `inner_lr` on the support set with
+    the compiled loss, evaluates the compiled loss on the query set with the
+    adapted weights, and applies the compiled optimizer to the gradient of the
+    mean over tasks of those query losses (differentiating through the inner
+    steps unless `first_order`).
+
+    Logged metrics: `loss`, the query loss after adaptation (the meta-loss);
+    `pre_adaptation_loss`, the query loss with the meta-learned initialization;
+    and the compiled metrics on the query predictions after adaptation.
+    `evaluate` and `fit(validation_data=...)` adapt with `eval_inner_steps`
+    and report the same, without an outer update.
+
+    Episodes are `((support_x, support_y), (query_x, query_y))` with a leading
+    task axis (see `tf_maml.episodes`).
+
+    BatchNormalization: with `transductive=True` (the papers' protocol) every
+    forward pass, queries included, runs in training mode and normalizes with
+    the statistics of the batch at hand. With `transductive=False`, query
+    predictions run in inference mode and normalize with the support set's
+    statistics under the adapted weights, so each query is predicted on its
+    own; `adapt` and `export_adaptive` always do this.
+
+    Second derivatives are exact for stock Keras layers, BatchNormalization
+    and max-pooling under XLA included (see `tf_maml.exact_gradients`).
+
+    Args:
+        model: the `keras.Model` to meta-train.
+        inner_lr: step size of the inner SGD steps.
+        inner_steps: inner steps per task during meta-training.
+        first_order: if True, treat the inner gradients as constants
+            (FOMAML): cheaper, no second derivatives.
+        eval_inner_steps: inner steps in `evaluate`, `predict` and `adapt`;
+            defaults to `inner_steps`.
+        transductive: BatchNorm statistics of the query batch (True) or of
+            the support set (False) for query predictions.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    ```python
+    net = tf_maml.nets.mlp(hidden=(40, 40), outputs=1)
+    maml = tf_maml.MAML(net, inner_lr=0.01, inner_steps=1)
+    maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    episodes = tf_maml.data.sinusoid_episodes(shots=10, meta_batch_size=25)
+    maml.fit(episodes, steps_per_epoch=100, epochs=5)
+    adapted = maml.adapt(support_x, support_y, steps=10)   # a keras.Model
+    ```
+    """
+
+    def __init__(
+        self,
+        model,
+        inner_lr=0.4,
+        inner_steps=1,
+        first_order=False,
+        eval_inner_steps=None,
+        transductive=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"`model` must be a keras.Model; received {type(model).__name__}."
+            )
+        inner_lr = float(inner_lr)
+        if not np.isfinite(inner_lr) or inner_lr <= 0:
+            raise ValueError(f"`inner_lr` must be a positive number; received {inner_lr}.")
+        if not isinstance(inner_steps, (int, np.integer)) or inner_steps < 1:
+            raise ValueError(f"`inner_steps` must be an integer >= 1; received {inner_steps!r}.")
+        if eval_inner_steps is None:
+            eval_inner_steps = inner_steps
+        if not isinstance(eval_inner_steps, (int, np.integer)) or eval_inner_steps < 0:
+            raise ValueError(
+                f"`eval_inner_steps` must be an integer >= 0; received {eval_inner_steps!r}."
+            )
+        self.model = model
+        self.inner_lr = inner_lr
+        self.inner_steps = int(inner_steps)
+        self.first_order = bool(first_order)
+        self.eval_inner_steps = int(eval_inner_steps)
+        self.transductive = bool(transductive)
+        self.pre_adaptation_loss_tracker = keras.metrics.Mean(name="pre_adaptation_loss")
+        # What the episodes look like, learnt from the first data handed over
+        # (or a saved build config): example shape, input and label specs.
+        self._episode_spec = None
+
+    # ------------------------------------------------------------------
+    # Keras plumbing: build, call, config.
+
+    def build(self, input_shape):
+        """Builds the wrapped model for examples of `input_shape` ([batch, ...])."""
+        if not self.model.built:
+            keras_backend.compute_output_spec(
+                self.model, keras.KerasTensor(tuple(input_shape)), training=False
+            )
+
+    def call(self, inputs, training=None):
+        """The wrapped model's predictions with the meta-learned weights."""
+        return self.model(inputs, training=training)
+
+    def get_build_config(self):
+        if self._episode_spec is None:
+            return super().get_build_config()
+        spec = self._episode_spec
+        return {
+            "episodes": {
+                "features": list(spec.features),
+                "x_dtype": spec.x_dtype.name,
+                "label_shape": list(spec.label_shape),
+                "label_dtype": spec.label_dtype.name,
+            }
+        }
+
+    def build_from_config(self, config):
+        if "episodes" not in config:
+            return super().build_from_config(config)
+        spec = config["episodes"]
+        self._episode_spec = episodes_lib.EpisodeSpec(
+            num_tasks=None,
+            features=tuple(spec["features"]),
+            x_dtype=tf.as_dtype(spec["x_dtype"]),
+            label_shape=tuple(spec["label_shape"]),
+            label_dtype=tf.as_dtype(spec["label_dtype"]),
+        )
+        self.build((None,) + self._episode_spec.features)
+
+    @property
+    def example_shape(self):
+        """Shape of one example, from the episodes seen or the model's input."""
+        if self._episode_spec is not None:
+            return self._episode_spec.features
+        inputs = getattr(self.model, "inputs", None)
+        if inputs and len(inputs) == 1:
+            return tuple(inputs[0].shape[1:])
+        raise ValueError(
+            f"The example shape of {self.model.name!r} is unknown: hand episodes to "
+            "fit/evaluate first, or give the wrapped model an Input."
+        )
+
+    @property
+    def input_dtype(self):
+        if self._episode_spec is not None:
+            return self._episode_spec.x_dtype
+        return tf.as_dtype(self.model.compute_dtype)
+
+    @property
+    def label_spec(self):
+        """`(shape, dtype)` of one label, from the episodes seen."""
+        if self._episode_spec is None:
+            raise ValueError(
+                "The label format is unknown: call fit() or evaluate() on episodes first."
+            )
+        return self._episode_spec.label_shape, self._episode_spec.label_dtype
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "inner_lr": self.inner_lr,
+            "inner_steps": self.inner_steps,
+            "first_order": self.first_order,
+            "eval_inner_steps": self.eval_inner_steps,
+            "transductive": self.transductive,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(model, **config)
+
+    # ------------------------------------------------------------------
+    # Checks run once when episodes are handed over, before any compute.
+
+    def _prepare(self, x, y=None, name="episodes", check_labels=True):
+        """Checks episodes against the model and builds what Keras would build.
+
+        Keras' own automatic build would read `(support_x, support_y)` as the
+        model input, so the model, compiled loss and metrics are built here
+        from per-example specs instead.
+        """
+        spec = episodes_lib.spec_of(x, y)
+        if spec is None:
+            return
+        episode = episodes_lib.check_spec(spec, name=name)
+        example_shape = (None,) + episode.features
+        if not self.built:
+            self.build(example_shape)
+        if self._episode_spec is None:
+            self._episode_spec = episode
+        try:
+            output = keras_backend.compute_output_spec(
+                self.model,
+                keras.KerasTensor(example_shape, episode.x_dtype.name),
+                training=False,
+            )
+        except Exception as error:
+            raise ValueError(
+                f"{name}: examples of shape {episode.features} ({episode.x_dtype.name}) do "
+                f"not fit the wrapped model {self.model.name!r}: {error}"
+            ) from error
+        if tf.nest.is_nested(output):
+            raise ValueError(
+                f"The wrapped model must have a single output; {self.model.name!r} returns "
+                f"{tf.nest.map_structure(lambda t: t.shape, output)}."
+            )
+        episodes_lib.check_labels_fit_outputs(episode, output.shape, name=name)
+        num_classes = output.shape[-1]
+        if check_labels and episode.label_dtype.is_integer and num_classes and num_classes > 1:
+            for labels in episodes_lib.first_labels(x, y):
+                episodes_lib.check_label_range(labels, num_classes, name=name)
+        if self.compiled:
+            labels = keras.KerasTensor((None,) + episode.label_shape, episode.label_dtype.name)
+            if self._compile_loss is not None and not self._compile_loss.built:
+                keras_backend.compute_output_spec(self._compute_loss, None, labels, output)
+            if self._compile_metrics is not None and not self._compile_metrics.built:
+                keras_backend.compute_output_spec(self.compute_metrics, None, labels, output)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._prepare(x, y)
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            if isinstance(validation_data, tf.data.Dataset):
+                self._prepare(validation_data, name="validation_data")
+            else:
+                self._prepare(*validation_data[:2], name="validation_data")
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        if not kwargs.get("_use_cached_eval_dataset"):
+            self._prepare(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x=None, y=None, *args, **kwargs):
+        self._prepare(x, y)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x=None, y=None, *args, **kwargs):
+        self._prepare(x, y)
+        return super().test_on_batch(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """Query predictions after adaptation, `[tasks, query_examples, ...]`.
+
+        `x`: episodes as for `evaluate` (query labels are ignored), or
+        `((support_x, support_y), query_x)` arrays.
+        """
+        if isinstance(x, tf.data.Dataset):
+            self._prepare(x, check_labels=False)
+        return super().predict(x, *args, **kwargs)
+
+    # ------------------------------------------------------------------
+    # The computation of one task.
+
+    @property
+    def _batch_norm_layers(self):
+        return [
+            layer
+            for layer in self.model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+
+    def _loss(self, y, y_pred, extra_losses):
+        """The compiled loss of one task, plus regularization losses."""
+        # Keras scales losses by 1 / replicas under tf.distribute; a task's
+        # loss must not depend on how many replicas share the meta-batch.
+        loss = loss_module.unscale_loss_for_distribution(self._compile_loss(y, y_pred))
+        if extra_losses:
+            loss += tf.add_n([tf.cast(tf.reduce_sum(e), loss.dtype) for e in extra_losses])
+        return loss
+
+    def _forward(self, params, state, x, training):
+        return self.model.stateless_call(params, state, x, training=training, return_losses=True)
+
+    def _adapt_task(self, params, state, x, y, steps, first_order):
+        """`steps` SGD steps on one task's support set; returns (params, state)."""
+        for _ in range(steps):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(params)
+                y_pred, new_state, extra_losses = self._forward(params, state, x, training=True)
+                loss = self._loss(y, y_pred, extra_losses)
+            grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            if first_order:
+                grads = [tf.stop_gradient(g) for g in grads]
+            params = [p - self.inner_lr * g for p, g in zip(params, grads)]
+            # Moving statistics and RNG seeds move on, outside the
+            # differentiated path.
+            state = [tf.stop_gradient(s) for s in new_state]
+        return params, state
+
+    def _predict_query(self, params, state, support_x, query_x, transductive):
+        """Query predictions and regularization losses under `params`."""
+        batch_norm_layers = self._batch_norm_layers
+        if transductive:
+            y_pred, _, extra_losses = self._forward(params, state, query_x, training=True)
+            return y_pred, extra_losses
+        if batch_norm_layers:
+            with _BatchStatisticsCapture(batch_norm_layers):
+                _, state = self.model.stateless_call(params, state, support_x, training=True)
+        y_pred, _, extra_losses = self._forward(params, state, query_x, training=False)
+        return y_pred, extra_losses
+
+    def _adapted_values(self, support_x, support_y, steps):
+        """Adapted weights and the state that predicts with them on its own.
+
+        Returns `(params, state)` for `stateless_call(..., training=False)`:
+        BatchNormalization statistics in `state` are those of the support set
+        under the adapted weights.
+        """
+        params = [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
+        state = [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
+        params, state = self._adapt_task(params, state, support_x, support_y, steps, True)
+        batch_norm_layers = self._batch_norm_layers
+        if batch_norm_layers:
+            with _BatchStatisticsCapture(batch_norm_layers):
+                _, state = self.model.stateless_call(params, state, support_x, training=True)
+        return params, state
+
+    def adapt(self, support_x, support_y, steps=None):
+        """Adapts to one task; returns a standalone `keras.Model`.
+
+        The returned model has the wrapped model's architecture and the
+        adapted weights; BatchNormalization layers hold the support set's
+        statistics under the adapted weights as their moving statistics, so
+        inference mode predicts each query on its own (see the class
+        docstring). It predicts, saves as `.keras` and exports a SavedModel
+        (`adapted.export(path)`) like any Keras model.
+
+        Args:
+            support_x: `[examples, *features]`, one task without a task axis.
+            support_y: `[examples]` class labels or `[examples, *targets]`.
+            steps: inner SGD steps; defaults to `eval_inner_steps`.
+
+        Returns:
+            A `keras.Model`.
+        """
+        return adaptation.standalone_model(self, support_x, support_y, steps)
+
+    def export_adaptive(self, filepath, steps=None):
+        """Writes a SavedModel that adapts per call, with no Python needed.
+
+        Its `serving_default` signature (also the `adapt_and_predict`
+        function) takes `support_x`, `support_y` and `query_x` of one task and
+        returns the query predictions after `steps` inner steps (default
+        `eval_inner_steps`), exactly as `adapt(support_x, support_y,
+        steps).predict(query_x)`.
+
+        Example:
+
+        ```python
+        maml.export_adaptive("adaptive/")
+        served = tf.saved_model.load("adaptive/")
+        predictions = served.adapt_and_predict(support_x, support_y, query_x)
+        ```
+        """
+        adaptation.export_adaptive(self, filepath, steps)
+
+    def _prediction_dtype(self, query_x):
+        spec = keras_backend.compute_output_spec(
+            self.model, keras.KerasTensor((None,) + tuple(query_x.shape[2:]), query_x.dtype.name)
+        )
+        return tf.as_dtype(spec.dtype)
+
+    # ------------------------------------------------------------------
+    # The meta-batch: tasks in a tf.while_loop, one task's meta-gradient per
+    # iteration, accumulated. Tracing sees one task, so the first step comes
+    # within seconds, and memory holds one task's second-order graph at a time.
+
+    def _run_tasks(self, support, query, steps, first_order, with_gradients):
+        (support_x, support_y), (query_x, query_y) = support, query
+        variables = self.model.trainable_variables
+        params = [tf.convert_to_tensor(v) for v in variables]
+        state = [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
+        num_tasks = tf.shape(support_x)[0]
+        predictions = tf.TensorArray(self._prediction_dtype(query_x), size=num_tasks)
+        zero = tf.zeros((), self._loss_dtype)
+        grads = [tf.zeros_like(p) for p in params]
+
+        def task_body(t, state, grads, post_sum, pre_sum, predictions):
+            sx, sy, qx, qy = support_x[t], support_y[t], query_x[t], query_y[t]
+            pre_pred, pre_extra = self._predict_query(params, state, sx, qx, self.transductive)
+            pre_loss = self._loss(qy, pre_pred, pre_extra)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(params)
+                fast, new_state = self._adapt_task(params, state, sx, sy, steps, first_order)
+                y_pred, extra = self._predict_query(fast, new_state, sx, qx, self.transductive)
+                loss = self._loss(qy, y_pred, extra)
+                scaled = self.optimizer.scale_loss(loss) if with_gradients else loss
+            if with_gradients:
+                task_grads = tape.gradient(
+                    scaled, params, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
+                grads = [g + tg for g, tg in zip(grads, task_grads)]
+            return (
+                t + 1,
+                new_state,
+                grads,
+                post_sum + tf.cast(loss, zero.dtype),
+                pre_sum + tf.cast(pre_loss, zero.dtype),
+                predictions.write(t, y_pred),
+            )
+
+        _, state, grads, post_sum, pre_sum, predictions = tf.while_loop(
+            lambda t, *_: t < num_tasks,
+            task_body,
+            (tf.constant(0), state, grads, zero, zero, predictions),
+        )
+        count = tf.cast(num_tasks, zero.dtype)
+        # Mean over tasks; Keras sums replicas' gradients under tf.distribute.
+        scale = loss_module.scale_loss_for_distribution(1.0 / count)
+        grads = [g * tf.cast(scale, g.dtype) for g in grads]
+        return {
+            "gradients": grads,
+            "state": state,
+            "loss": post_sum / count,
+            "pre_adaptation_loss": pre_sum / count,
+            "predictions": predictions.stack(),
+            "num_tasks": num_tasks,
+        }
+
+    @property
+    def _loss_dtype(self):
+        return tf.float64 if keras.config.floatx() == "float64" else tf.float32
+
+    def _update_metrics(self, query_y, result):
+        self._loss_tracker.update_state(result["loss"], sample_weight=result["num_tasks"])
+        self.pre_adaptation_loss_tracker.update_state(
+            result["pre_adaptation_loss"], sample_weight=result["num_tasks"]
+        )
+        if self._compile_metrics is not None:
+            self._compile_metrics.update_state(
+                _merge_task_axis(query_y), _merge_task_axis(result["predictions"])
+            )
+        return self.get_metrics_result()
+
+    def train_step(self, data):
+        support, query = episodes_lib.unpack(data)
+        with exact_second_order(xla=bool(self.jit_compile)):
+            result = self._run_tasks(
+                support, query, self.inner_steps, self.first_order, with_gradients=True
+            )
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(result["gradients"], variables))
+        for variable, value in zip(self.model.non_trainable_variables, result["state"]):
+            variable.assign(value)
+        return self._update_metrics(query[1], result)
+
+    def test_step(self, data):
+        # Evaluation leaves the model as it was: moving statistics and RNG
+        # seeds are not written back.
+        support, query = episodes_lib.unpack(data)
+        with exact_second_order(xla=bool(self.jit_compile)):
+            result = self._run_tasks(
+                support, query, self.eval_inner_steps, True, with_gradients=False
+            )
+        return self._update_metrics(query[1], result)
+
+    def predict_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if y is not None:  # full episodes: ((sx, sy), (qx, qy))
+            (support_x, support_y), query_x = x, y[0]
+        else:  # ((sx, sy), qx)
+            (support_x, support_y), query_x = x
+        params = [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
+        state = [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
+
+        def one_task(task):
+            sx, sy, qx = task
+            fast, new_state = self._adapt_task(params, state, sx, sy, self.eval_inner_steps, True)
+            y_pred, _ = self._predict_query(fast, new_state, sx, qx, self.transductive)
+            return y_pred
+
+        return tf.map_fn(
+            one_task,
+            (support_x, support_y, query_x),
+            fn_output_signature=self._prediction_dtype(query_x),
+        )
+
+
+@keras.saving.register_keras_serializable(package="tf_maml")
+class FOMAML(MAML):
+    """First-order MAML: `MAML(..., first_order=True)`.
+
+    The inner gradients are treated as constants, so the meta-gradient is the
+    query-loss gradient at the adapted weights: no second derivatives, less
+    memory and time, close to MAML's accuracy in the papers.
+    """
+
+    def __init__(self, model, inner_lr=0.4, inner_steps=1, eval_inner_steps=None,
+                 transductive=True, **kwargs):
+        kwargs.pop("first_order", None)
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, first_order=True,
+                         eval_inner_steps=eval_inner_steps, transductive=transductive, **kwargs)
