@@ -16,6 +16,8 @@ import tensorflow as tf
 import tf_maml
 from tf_maml import meta_learner
 
+from helpers import classification_episode, conv_bn_pool_net, regression_episode, sparse_ce
+
 
 def meta_gradient(maml, episode, jit_compile=False, loss="mse"):
     maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=jit_compile)
@@ -51,24 +53,6 @@ def assert_gradients_close(actual, expected, rtol=1e-5):
     scale = max(np.abs(g).max() for g in expected)
     for a, e in zip(actual, expected):
         np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * scale)
-
-
-def regression_episode(rng, tasks=3, shots=6, queries=5, features=4, dtype=np.float64):
-    def draw(n):
-        x = rng.standard_normal((tasks, n, features)).astype(dtype)
-        y = rng.standard_normal((tasks, n, 1)).astype(dtype)
-        return x, y
-
-    return draw(shots), draw(queries)
-
-
-def classification_episode(rng, tasks=2, ways=3, shots=2, queries=2, image=(8, 8, 1)):
-    def draw(per_class):
-        x = rng.standard_normal((tasks, ways * per_class) + image)
-        y = np.tile(np.repeat(np.arange(ways), per_class), (tasks, 1))
-        return x, y.astype(np.int32)
-
-    return draw(shots), draw(queries)
 
 
 def closed_form_linear_meta_gradient(w, episode, inner_lr, steps, first_order):
@@ -149,24 +133,6 @@ def test_first_order_meta_gradient_is_query_gradient_at_adapted_weights(float64)
         per_task.append([g.numpy() for g in tape.gradient(loss, adapted.trainable_variables)])
     expected = [np.mean(gs, axis=0) for gs in zip(*per_task)]
     assert_gradients_close(actual, expected, rtol=1e-10)
-
-
-def conv_bn_pool_net():
-    layers = [keras.Input((8, 8, 1))]
-    for _ in range(2):
-        layers += [
-            keras.layers.Conv2D(3, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.MaxPooling2D(2),
-        ]
-    layers += [keras.layers.Flatten(), keras.layers.Dense(3)]
-    return keras.Sequential(layers)
-
-
-def sparse_ce():
-    # Created inside the test: a loss object takes floatx at construction.
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def export_adaptive(meta, filepath, steps=None):
 
     def adapt_and_predict(support_x, support_y, query_x):
         params, state = meta._adapted_values(support_x, support_y, steps)
-        predictions, _ = meta.model.stateless_call(params, state, query_x, training=False)
+        predictions, _, _ = meta._forward(params, state, query_x, training=False)
         return predictions
 
     archive = keras.export.ExportArchive()

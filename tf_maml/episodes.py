@@ -111,6 +111,13 @@ def check_spec(spec, name="episodes"):
             f"{name}: support_y and query_y must share a dtype. Received "
             f"{support_y.dtype.name} and {query_y.dtype.name}."
         )
+    for a, b in (("support_x", "query_x"), ("support_y", "query_y")):
+        if named[a].shape.rank != named[b].shape.rank:
+            raise ValueError(
+                f"{name}: {a} has rank {named[a].shape.rank} and {b} rank "
+                f"{named[b].shape.rank}; both need [tasks, examples, ...]. Is a task axis "
+                f"missing? Shapes: {named[a].shape} and {named[b].shape}."
+            )
     if not support_x.shape[2:].is_compatible_with(query_x.shape[2:]):
         raise ValueError(
             f"{name}: support_x and query_x examples differ in shape: "

@@ -267,6 +267,8 @@ class MAML(keras.Model):
                 keras_backend.compute_output_spec(self.compute_metrics, None, labels, output)
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
         self._prepare(x, y)
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
@@ -320,7 +322,9 @@ class MAML(keras.Model):
         return loss
 
     def _forward(self, params, state, x, training):
-        return self.model.stateless_call(params, state, x, training=training, return_losses=True)
+        """`(outputs, state, losses)` of the wrapped model under `params`."""
+        kwargs = {"training": training} if self.model._call_has_training_arg else {}
+        return self.model.stateless_call(params, state, x, return_losses=True, **kwargs)
 
     def _adapt_task(self, params, state, x, y, steps, first_order):
         """`steps` SGD steps on one task's support set; returns (params, state)."""
@@ -346,7 +350,7 @@ class MAML(keras.Model):
             return y_pred, extra_losses
         if batch_norm_layers:
             with _BatchStatisticsCapture(batch_norm_layers):
-                _, state = self.model.stateless_call(params, state, support_x, training=True)
+                _, state, _ = self._forward(params, state, support_x, training=True)
         y_pred, _, extra_losses = self._forward(params, state, query_x, training=False)
         return y_pred, extra_losses
 
@@ -363,7 +367,7 @@ class MAML(keras.Model):
         batch_norm_layers = self._batch_norm_layers
         if batch_norm_layers:
             with _BatchStatisticsCapture(batch_norm_layers):
-                _, state = self.model.stateless_call(params, state, support_x, training=True)
+                _, state, _ = self._forward(params, state, support_x, training=True)
         return params, state
 
     def adapt(self, support_x, support_y, steps=None):

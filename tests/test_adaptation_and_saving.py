@@ -1,0 +1,162 @@
+"""adapt(), SavedModel export, serving the adaptation, saving and resuming."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tf_maml
+
+from helpers import as_float32, classification_episode, conv_bn_pool_net, sparse_ce
+
+
+def run_in_fresh_process(code, tmp_path):
+    """Runs `code` in a new Python; returns the array it saves as out.npy."""
+    script = tmp_path / "fresh.py"
+    script.write_text(textwrap.dedent(code))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, str(script)], check=True, cwd=tmp_path, env=env)
+    return np.load(tmp_path / "out.npy")
+
+
+@pytest.fixture
+def trained():
+    """A conv+BN meta-learner after two meta-steps, and a task."""
+    episode = as_float32(classification_episode(np.random.default_rng(0), tasks=4))
+    maml = tf_maml.MAML(conv_bn_pool_net(), inner_lr=0.4, inner_steps=1, eval_inner_steps=3)
+    maml.compile(optimizer="adam", loss=sparse_ce(), metrics=["accuracy"])
+    maml.fit(*episode, batch_size=2, verbose=0)
+    (support_x, support_y), (query_x, _) = episode
+    return maml, episode, (support_x[0], support_y[0], query_x[0])
+
+
+def test_adapt_returns_a_standalone_model_with_adapted_weights(trained):
+    maml, _, (support_x, support_y, query_x) = trained
+    meta_weights = maml.get_weights()
+    adapted = maml.adapt(support_x, support_y, steps=3)
+    assert isinstance(adapted, keras.Model) and adapted is not maml.model
+    assert [v.shape for v in adapted.weights] == [v.shape for v in maml.model.weights]
+    changed = [np.abs(a - b).max() for a, b in zip(adapted.get_weights(), maml.model.get_weights())]
+    assert max(changed) > 1e-4
+    for a, b in zip(meta_weights, maml.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the meta-learner is untouched
+    # Adapted predictions beat the meta-initialization on the support set.
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    before = loss(support_y, maml.model(support_x, training=True))
+    after = loss(support_y, adapted(support_x))
+    assert float(after) < float(before)
+
+
+def test_adapt_matches_non_transductive_predict(trained):
+    maml, episode, (support_x, support_y, query_x) = trained
+    maml.transductive = False
+    adapted = maml.adapt(support_x, support_y)
+    (sx, sy), (qx, _) = episode
+    predictions = maml.predict(((sx, sy), qx), batch_size=4, verbose=0)
+    np.testing.assert_allclose(adapted.predict(query_x, verbose=0), predictions[0], atol=1e-5)
+
+
+def test_adapt_rejects_a_task_axis(trained):
+    maml, episode, _ = trained
+    (sx, sy), _ = episode
+    with pytest.raises(ValueError, match="one task, shape \\[examples"):
+        maml.adapt(sx, sy)
+
+
+def test_adapted_model_saves_and_exports(trained, tmp_path):
+    maml, _, (support_x, support_y, query_x) = trained
+    adapted = maml.adapt(support_x, support_y)
+    expected = adapted.predict(query_x, verbose=0)
+    adapted.save(tmp_path / "adapted.keras")
+    reloaded = keras.models.load_model(tmp_path / "adapted.keras")
+    np.testing.assert_allclose(reloaded.predict(query_x, verbose=0), expected, atol=1e-6)
+    adapted.export(str(tmp_path / "serving"), verbose=False)
+    np.save(tmp_path / "query_x.npy", query_x)
+    served = run_in_fresh_process(
+        """
+        import numpy as np, tensorflow as tf
+        model = tf.saved_model.load("serving")
+        np.save("out.npy", model.serve(np.load("query_x.npy")).numpy())
+        """,
+        tmp_path,
+    )
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+
+
+def test_export_adaptive_serves_the_adaptation_in_a_fresh_process(trained, tmp_path):
+    maml, _, (support_x, support_y, query_x) = trained
+    expected = maml.adapt(support_x, support_y).predict(query_x, verbose=0)
+    maml.export_adaptive(str(tmp_path / "adaptive"))
+    np.savez(tmp_path / "task.npz", support_x=support_x, support_y=support_y, query_x=query_x)
+    served = run_in_fresh_process(
+        """
+        import numpy as np, tensorflow as tf
+        task = np.load("task.npz")
+        served = tf.saved_model.load("adaptive")
+        signature = served.signatures["serving_default"]
+        by_signature = list(signature(**{k: tf.constant(task[k]) for k in task.files}).values())[0]
+        by_function = served.adapt_and_predict(task["support_x"], task["support_y"], task["query_x"])
+        np.testing.assert_allclose(by_signature.numpy(), by_function.numpy(), atol=1e-6)
+        np.save("out.npy", by_function.numpy())
+        """,
+        tmp_path,
+    )
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_meta_learner_saves_and_loads_with_optimizer_state(trained, tmp_path):
+    maml, episode, _ = trained
+    maml.save(tmp_path / "meta.keras")
+    loaded = keras.models.load_model(tmp_path / "meta.keras")
+    assert isinstance(loaded, tf_maml.MAML)
+    hyper_parameters = ("inner_lr", "inner_steps", "first_order", "eval_inner_steps", "transductive")
+    for key in hyper_parameters:
+        assert loaded.get_config()[key] == maml.get_config()[key]
+    assert type(loaded.model) is type(maml.model)
+    assert loaded.eval_inner_steps == 3 and loaded.inner_lr == 0.4
+    assert int(loaded.optimizer.iterations) == int(maml.optimizer.iterations) == 2
+    for a, b in zip(loaded.optimizer.variables, maml.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(loaded.get_weights(), maml.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    expected = maml.evaluate(*episode, batch_size=2, return_dict=True, verbose=0)
+    assert loaded.evaluate(*episode, batch_size=2, return_dict=True, verbose=0) == expected
+    # The label format travels with the file, so serving needs no data.
+    loaded.export_adaptive(str(tmp_path / "adaptive"))
+
+
+class InterruptAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path):
+    episodes = tf_maml.data.sinusoid_episodes(shots=5, meta_batch_size=4, num_batches=3)
+
+    def new_meta_learner():
+        keras.utils.set_random_seed(0)
+        maml = tf_maml.MAML(tf_maml.nets.mlp(hidden=(8,)), inner_lr=0.05, inner_steps=2)
+        maml.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+        return maml
+
+    uninterrupted = new_meta_learner()
+    uninterrupted.fit(episodes, epochs=4, verbose=0)
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        new_meta_learner().fit(episodes, epochs=4, callbacks=[backup, InterruptAtEpoch(2)], verbose=0)
+    resumed = new_meta_learner()
+    history = resumed.fit(episodes, epochs=4, callbacks=[backup], verbose=0)
+    assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
+    assert int(resumed.optimizer.iterations) == 12
+    for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
