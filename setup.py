@@ -13,6 +13,7 @@ setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
+        "tensorboard>=2.20",
         "tensorflow-datasets>=4.9",
         "keras-tuner>=1.4",
         "absl-py>=2.0",
@@ -20,5 +21,5 @@ setup(
         "matplotlib>=3.8",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+    extras_require={"test": ["pytest>=8"]},
 )

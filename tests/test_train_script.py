@@ -1,0 +1,108 @@
+"""scripts/train.py and tf_maml.experiment: outputs, configs, resumption."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from ml_collections import config_flags  # noqa: F401  (the scripts' config system)
+
+import tf_maml
+import tf_maml.experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--config.meta_steps=20",
+    "--config.steps_per_epoch=10",
+    "--config.steps_per_execution=5",
+    "--config.meta_batch_size=5",
+    "--config.validation_batches=2",
+    "--config.eval_tasks=30",
+    "--config.eval_max_steps=3",
+    "--config.model.hidden=(8,)",
+    "--config.verbose=0",
+]
+
+
+def tiny_config(**overrides):
+    from configs import sinusoid  # noqa: PLC0415
+
+    config = sinusoid.get_config()
+    config.update(
+        meta_steps=30, steps_per_epoch=10, steps_per_execution=5, meta_batch_size=5,
+        validation_batches=2,
+        eval_tasks=30, eval_max_steps=3, verbose=0, **overrides,
+    )
+    config.model.hidden = (8,)
+    return config
+
+
+def train(workdir, *extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+               f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}",
+               f"--workdir={workdir}", *TINY, *extra]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_train_script_writes_model_logs_report_and_figures(tmp_path):
+    train(tmp_path, "--config.inner_steps=2")
+    meta = keras.models.load_model(tmp_path / "meta.keras")
+    assert isinstance(meta, tf_maml.MAML)
+    assert meta.inner_steps == 2  # the command-line override took effect
+    assert int(meta.optimizer.iterations) == 20
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["loss_by_step"]) == 4 and report["tasks"] == 30
+    for figure in ("loss_by_step.png", "sinusoid_fits.png"):
+        assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = [f for _, _, files in os.walk(tmp_path / "logs") for f in files]
+    assert any(f.startswith("events.out.tfevents") for f in events)
+    assert not (tmp_path / "backup").exists()  # removed once training completed
+
+    # Rerun on a finished workdir: no more training, same model.
+    train(tmp_path, "--config.inner_steps=2")
+    again = keras.models.load_model(tmp_path / "meta.keras")
+    assert int(again.optimizer.iterations) == 20
+
+
+def test_missing_config_flag_fails_with_a_message(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--workdir={tmp_path}"],
+        capture_output=True, text=True, env=env,
+    )
+    assert result.returncode != 0 and "--config" in result.stderr
+
+
+class InterruptAtSecondEpoch(keras.callbacks.TensorBoard):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        super().on_epoch_begin(epoch, logs)
+
+
+def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
+    sys.path.insert(0, ROOT)
+    tf_maml.experiment.run(tiny_config(), str(tmp_path / "uninterrupted"))
+    expected = keras.models.load_model(tmp_path / "uninterrupted" / "meta.keras").get_weights()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tf_maml.experiment.keras.callbacks, "TensorBoard", InterruptAtSecondEpoch)
+        with pytest.raises(KeyboardInterrupt):
+            tf_maml.experiment.run(tiny_config(), str(tmp_path / "resumed"))
+    assert (tmp_path / "resumed" / "backup").exists()
+    report = tf_maml.experiment.run(tiny_config(), str(tmp_path / "resumed"))
+    assert report["meta_steps"] == 30
+    resumed = keras.models.load_model(tmp_path / "resumed" / "meta.keras").get_weights()
+    for a, b in zip(resumed, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_meta_steps_must_fill_whole_epochs(tmp_path):
+    with pytest.raises(ValueError, match="multiple of steps_per_epoch"):
+        tf_maml.experiment.run(tiny_config(meta_steps=25), str(tmp_path))

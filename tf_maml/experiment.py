@@ -1,0 +1,141 @@
+"""A meta-training run from a config: data, model, fit, checkpoints, report.
+
+`scripts/train.py` is a thin absl front end to `run(config, workdir)`; the
+config files in `configs/` list every field read here.
+"""
+
+import json
+import os
+import time
+
+import keras
+from absl import logging
+
+from tf_maml import data, evaluation, nets, plots
+from tf_maml.meta_learner import MAML
+
+_SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2, "plots": 3}
+
+
+def episodes(config, split, num_batches=None, start_batch=0, queries=None):
+    """The episode pipeline of `config.task` for `split`."""
+    if config.task != "sinusoid":
+        raise ValueError(f"Unknown task {config.task!r}; known: 'sinusoid'.")
+    return data.sinusoid_episodes(
+        shots=config.shots,
+        queries=queries or config.queries,
+        meta_batch_size=config.meta_batch_size,
+        seed=config.seed * 10 + _SPLIT_SEED_OFFSETS[split],
+        num_batches=num_batches,
+        start_batch=start_batch,
+    )
+
+
+def build_meta_learner(config):
+    """A compiled `MAML` for `config`."""
+    model = nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
+    meta_learner = MAML(
+        model,
+        inner_lr=config.inner_lr,
+        inner_steps=config.inner_steps,
+        first_order=config.first_order,
+        eval_inner_steps=config.eval_inner_steps,
+    )
+    meta_learner.compile(
+        optimizer=keras.optimizers.Adam(config.outer_lr),
+        loss="mse",
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
+    )
+    return meta_learner
+
+
+def _epochs(config):
+    if config.meta_steps % config.steps_per_epoch:
+        raise ValueError(
+            f"meta_steps ({config.meta_steps}) must be a multiple of steps_per_epoch "
+            f"({config.steps_per_epoch})."
+        )
+    return config.meta_steps // config.steps_per_epoch
+
+
+def _resumed_epoch(backup_dir):
+    """The epoch an interrupted run stopped at (BackupAndRestore's record)."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f).get("epoch", 0))
+
+
+def run(config, workdir):
+    """Meta-trains as `config` says, resuming from `workdir`; returns the report.
+
+    Writes `workdir/meta.keras` (the meta-learner), TensorBoard logs in
+    `workdir/logs`, a backup for resumption in `workdir/backup` (removed when
+    training completes), `report.json`, and the PNG figures. Run again with
+    the same `workdir`, it resumes an interrupted run, or only re-evaluates a
+    finished one.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    meta_path = os.path.join(workdir, "meta.keras")
+    backup_dir = os.path.join(workdir, "backup")
+    epochs = _epochs(config)
+    start = time.time()
+    if os.path.exists(meta_path) and not os.path.exists(backup_dir):
+        logging.info("%s exists: training finished earlier; evaluating only.", meta_path)
+        meta_learner = keras.models.load_model(meta_path)
+    else:
+        keras.utils.set_random_seed(config.seed)
+        meta_learner = build_meta_learner(config)
+        # Continue the episode stream where the interrupted run stopped, so
+        # a resumed run sees the same tasks as an uninterrupted one.
+        start_batch = _resumed_epoch(backup_dir) * config.steps_per_epoch
+        meta_learner.fit(
+            episodes(config, "train", start_batch=start_batch),
+            epochs=epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            validation_data=episodes(config, "validation", num_batches=config.validation_batches),
+            callbacks=[
+                keras.callbacks.BackupAndRestore(backup_dir),
+                keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+            ],
+            verbose=config.verbose,
+        )
+        meta_learner.save(meta_path)
+    train_seconds = time.time() - start
+    report = evaluate(meta_learner, config, workdir)
+    report.update(
+        meta_steps=int(meta_learner.optimizer.iterations.numpy()),
+        seconds_this_run=round(train_seconds, 1),
+    )
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def evaluate(meta_learner, config, workdir=None):
+    """Query loss after 0..`eval_max_steps` steps on `eval_tasks` fresh tasks."""
+    test = episodes(config, "test", queries=config.eval_queries)
+    losses = evaluation.query_losses_by_step(
+        meta_learner, test, config.eval_tasks, config.eval_max_steps
+    )
+    mean, confidence = evaluation.mean_and_confidence(losses)
+    report = {
+        "tasks": config.eval_tasks,
+        "query_points": config.eval_queries,
+        "loss_by_step": [round(float(m), 4) for m in mean],
+        "confidence_95": [round(float(c), 4) for c in confidence],
+    }
+    if workdir is not None:
+        plots.plot_loss_by_step(mean, confidence, os.path.join(workdir, "loss_by_step.png"))
+        plots.plot_sinusoid_fits(
+            meta_learner,
+            episodes(config, "plots", num_batches=1, queries=100),
+            os.path.join(workdir, "sinusoid_fits.png"),
+        )
+    logging.info("query loss by step: %s", report["loss_by_step"])
+    return report
+
+
+__all__ = ["build_meta_learner", "episodes", "evaluate", "run"]
