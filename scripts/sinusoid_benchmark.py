@@ -29,18 +29,19 @@ _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here too.")
 def main(argv):
     del argv
     rows = [
-        "| K | meta-steps | MSE, 0 steps | MSE, 1 step | MSE, 10 steps | training time (s) |",
-        "|---|---|---|---|---|---|",
+        "| K | meta-steps | MSE, 0 steps | MSE, 1 step | MSE, 10 steps | median MSE, 1 / 10 steps "
+        "| training time (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for shots in map(int, _SHOTS.value):
         config = _CONFIG.value.copy_and_resolve_references()
         config.shots = config.queries = shots
         report = tf_maml.experiment.run(config, os.path.join(_WORKDIR.value, f"k{shots}"))
-        mse, ci = report["loss_by_step"], report["confidence_95"]
+        mse, ci, median = report["loss_by_step"], report["confidence_95"], report["median_by_step"]
         rows.append(
             f"| {shots} | {report['meta_steps']} | {mse[0]:.3f} ± {ci[0]:.3f} "
             f"| {mse[1]:.3f} ± {ci[1]:.3f} | {mse[10]:.3f} ± {ci[10]:.3f} "
-            f"| {report['seconds_this_run']} |"
+            f"| {median[1]:.3f} / {median[10]:.3f} | {report['training_seconds']} |"
         )
     table = "\n".join(
         rows

@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -15,12 +16,26 @@ tf.config.set_logical_device_configuration(
 import tf_maml  # noqa: E402,F401
 
 
+@contextlib.contextmanager
+def precision(dtype):
+    """Layers, losses and metrics made inside use `dtype`.
+
+    Keras caches its global dtype policy, so floatx alone is not enough.
+    """
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy("float32")
+
+
 @pytest.fixture
 def float64():
-    """Runs a test with float64 Keras variables (for finite differences)."""
-    keras.config.set_floatx("float64")
-    yield
-    keras.config.set_floatx("float32")
+    """Runs a test in float64 (for finite differences)."""
+    with precision("float64"):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_maml
 from tf_maml import meta_learner
 
+from conftest import precision
 from helpers import classification_episode, conv_bn_pool_net, regression_episode, sparse_ce
 
 
@@ -30,6 +31,7 @@ def meta_gradient(maml, episode, jit_compile=False, loss="mse"):
 
 
 def finite_difference_gradient(maml, episode, eps=1e-6, loss="mse"):
+    assert all(v.dtype == "float64" for v in maml.model.weights), "finite differences need float64"
     maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=False)
     variables = maml.model.trainable_variables
     grads = []
@@ -55,23 +57,25 @@ def assert_gradients_close(actual, expected, rtol=1e-5):
         np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * scale)
 
 
-def closed_form_linear_meta_gradient(w, episode, inner_lr, steps, first_order):
-    """MAML on y = x . w with mean squared error, in closed form."""
+def closed_form_linear_meta_gradient(w, episode, inner_lr, steps, first_order, l2=0.0):
+    """MAML on y = x . w with mean squared error (+ l2 ||w||^2), in closed form."""
     (support_x, support_y), (query_x, query_y) = episode
     grads = []
     for xs, ys, xq, yq in zip(support_x, support_y, query_x, query_y):
-        hessian = 2.0 / len(xs) * xs.T @ xs
+        hessian = 2.0 / len(xs) * xs.T @ xs + 2.0 * l2 * np.eye(len(w))
         fast = w.copy()
         for _ in range(steps):
-            fast = fast - inner_lr * 2.0 / len(xs) * xs.T @ (xs @ fast - ys)
-        query_grad = 2.0 / len(xq) * xq.T @ (xq @ fast - yq)
+            fast = fast - inner_lr * (2.0 / len(xs) * xs.T @ (xs @ fast - ys) + 2.0 * l2 * fast)
+        query_grad = 2.0 / len(xq) * xq.T @ (xq @ fast - yq) + 2.0 * l2 * fast
         jacobian = np.linalg.matrix_power(np.eye(len(w)) - inner_lr * hessian, steps)
         grads.append(query_grad if first_order else jacobian.T @ query_grad)
     return np.mean(grads, axis=0)
 
 
-def linear_model(features):
-    return keras.Sequential([keras.Input((features,)), keras.layers.Dense(1, use_bias=False)])
+def linear_model(features, l2=0.0):
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    dense = keras.layers.Dense(1, use_bias=False, kernel_regularizer=regularizer)
+    return keras.Sequential([keras.Input((features,)), dense])
 
 
 @pytest.mark.parametrize("steps", [1, 3])
@@ -81,6 +85,16 @@ def test_linear_regression_meta_gradient_matches_closed_form(float64, steps, fir
     maml = tf_maml.MAML(linear_model(4), inner_lr=0.1, inner_steps=steps, first_order=first_order)
     w = maml.model.trainable_variables[0].numpy()
     expected = closed_form_linear_meta_gradient(w, episode, 0.1, steps, first_order)
+    (actual,) = meta_gradient(maml, episode)
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_weight_regularization_enters_inner_and_outer_losses(float64):
+    episode = regression_episode(np.random.default_rng(7))
+    # 0.25: Keras casts the L2 factor through float32, so pick one it keeps exact.
+    maml = tf_maml.MAML(linear_model(4, l2=0.25), inner_lr=0.1, inner_steps=2)
+    w = maml.model.trainable_variables[0].numpy()
+    expected = closed_form_linear_meta_gradient(w, episode, 0.1, 2, False, l2=0.25)
     (actual,) = meta_gradient(maml, episode)
     np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
 
@@ -176,13 +190,12 @@ def test_float32_conv4_meta_gradient_matches_float64_reference(jit_compile):
         np.random.default_rng(6), tasks=4, ways=5, shots=1, queries=2, image=(28, 28, 1)
     )
     maml32 = tf_maml.MAML(tf_maml.nets.conv4(5, filters=8), inner_lr=0.4, inner_steps=1)
-    keras.config.set_floatx("float64")
-    try:
+    assert maml32.model.weights[0].dtype == "float32"
+    with precision("float64"):
         maml64 = tf_maml.MAML(tf_maml.nets.conv4(5, filters=8), inner_lr=0.4, inner_steps=1)
+        assert maml64.model.weights[0].dtype == "float64"
         maml64.model.set_weights([w.astype(np.float64) for w in maml32.model.get_weights()])
         expected = meta_gradient(maml64, episode, loss=sparse_ce())
-    finally:
-        keras.config.set_floatx("float32")
     episode32 = tf.nest.map_structure(
         lambda a: a.astype(np.float32) if a.dtype == np.float64 else a, episode
     )

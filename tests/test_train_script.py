@@ -32,9 +32,11 @@ def tiny_config(**overrides):
 
     config = sinusoid.get_config()
     config.update(
-        meta_steps=30, steps_per_epoch=10, steps_per_execution=5, meta_batch_size=5,
-        validation_batches=2,
-        eval_tasks=30, eval_max_steps=3, verbose=0, **overrides,
+        {
+            "meta_steps": 30, "steps_per_epoch": 10, "steps_per_execution": 5,
+            "meta_batch_size": 5, "validation_batches": 2, "eval_tasks": 30,
+            "eval_max_steps": 3, "verbose": 0, **overrides,
+        }
     )
     config.model.hidden = (8,)
     return config

@@ -9,6 +9,7 @@ import os
 import time
 
 import keras
+import numpy as np
 from absl import logging
 
 from tf_maml import data, evaluation, nets, plots
@@ -81,16 +82,21 @@ def run(config, workdir):
     meta_path = os.path.join(workdir, "meta.keras")
     backup_dir = os.path.join(workdir, "backup")
     epochs = _epochs(config)
-    start = time.time()
+    report_path = os.path.join(workdir, "report.json")
     if os.path.exists(meta_path) and not os.path.exists(backup_dir):
         logging.info("%s exists: training finished earlier; evaluating only.", meta_path)
         meta_learner = keras.models.load_model(meta_path)
+        training_seconds = None
+        if os.path.exists(report_path):
+            with open(report_path) as f:
+                training_seconds = json.load(f).get("training_seconds")
     else:
         keras.utils.set_random_seed(config.seed)
         meta_learner = build_meta_learner(config)
         # Continue the episode stream where the interrupted run stopped, so
         # a resumed run sees the same tasks as an uninterrupted one.
         start_batch = _resumed_epoch(backup_dir) * config.steps_per_epoch
+        start = time.time()
         meta_learner.fit(
             episodes(config, "train", start_batch=start_batch),
             epochs=epochs,
@@ -102,14 +108,15 @@ def run(config, workdir):
             ],
             verbose=config.verbose,
         )
+        # Wall time of this run's fit (a resumed run counts its own part only).
+        training_seconds = round(time.time() - start, 1)
         meta_learner.save(meta_path)
-    train_seconds = time.time() - start
     report = evaluate(meta_learner, config, workdir)
     report.update(
         meta_steps=int(meta_learner.optimizer.iterations.numpy()),
-        seconds_this_run=round(train_seconds, 1),
+        training_seconds=training_seconds,
     )
-    with open(os.path.join(workdir, "report.json"), "w") as f:
+    with open(report_path, "w") as f:
         json.dump(report, f, indent=2)
     return report
 
@@ -126,6 +133,8 @@ def evaluate(meta_learner, config, workdir=None):
         "query_points": config.eval_queries,
         "loss_by_step": [round(float(m), 4) for m in mean],
         "confidence_95": [round(float(c), 4) for c in confidence],
+        # Plain SGD can diverge on a rare task; the median shows the typical one.
+        "median_by_step": [round(float(m), 4) for m in np.median(losses, axis=0)],
     }
     if workdir is not None:
         plots.plot_loss_by_step(mean, confidence, os.path.join(workdir, "loss_by_step.png"))

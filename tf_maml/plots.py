@@ -25,10 +25,11 @@ def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10))
         order = np.argsort(query_x[task, :, 0])
         grid, truth = query_x[task].numpy()[order], query_y[task].numpy()[order]
         axis.plot(grid, truth, color="black", label="ground truth")
-        axis.plot(grid, meta_learner.model.predict(grid, verbose=0), ":", label="pre-update")
+        pre_update = meta_learner.model(grid, training=False)
+        axis.plot(grid, pre_update, ":", label="pre-update")
         for k in steps:
             adapted = meta_learner.adapt(support_x[task], support_y[task], steps=k)
-            axis.plot(grid, adapted.predict(grid, verbose=0), "--", label=f"{k} grad step(s)")
+            axis.plot(grid, adapted(grid, training=False), "--", label=f"{k} grad step(s)")
         axis.plot(support_x[task], support_y[task], "^", color="purple", label="support points")
         axis.set_title(f"task {task}")
     axes[0][0].legend(fontsize=8)
