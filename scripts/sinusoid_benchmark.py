@@ -37,7 +37,8 @@ def main(argv):
         config = _CONFIG.value.copy_and_resolve_references()
         config.shots = config.queries = shots
         report = tf_maml.experiment.run(config, os.path.join(_WORKDIR.value, f"k{shots}"))
-        mse, ci, median = report["loss_by_step"], report["confidence_95"], report["median_by_step"]
+        mse, ci = report["loss_by_step"], report["loss_confidence_95"]
+        median = report["loss_median_by_step"]
         rows.append(
             f"| {shots} | {report['meta_steps']} | {mse[0]:.3f} ± {ci[0]:.3f} "
             f"| {mse[1]:.3f} ± {ci[1]:.3f} | {mse[10]:.3f} ± {ci[10]:.3f} "

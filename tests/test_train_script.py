@@ -108,3 +108,48 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
 def test_meta_steps_must_fill_whole_epochs(tmp_path):
     with pytest.raises(ValueError, match="multiple of steps_per_epoch"):
         tf_maml.experiment.run(tiny_config(meta_steps=25), str(tmp_path))
+
+
+OMNIGLOT_DIR = os.path.join(ROOT, "..", "shared", "data", "omniglot")
+
+
+@pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
+def test_omniglot_train_then_evaluate_script(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    config = f"--config={os.path.join(ROOT, 'configs', 'omniglot.py')}:20w1s"
+    tiny = [
+        f"--config.data_dir={OMNIGLOT_DIR}", "--config.meta_steps=4", "--config.steps_per_epoch=2",
+        "--config.meta_batch_size=2", "--config.validation_batches=1", "--config.eval_tasks=4",
+        "--config.eval_max_steps=2", "--config.model.filters=8", "--config.inner_steps=1",
+        "--config.verbose=0",
+    ]
+    train = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), config,
+         f"--workdir={tmp_path}", *tiny],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["accuracy_by_step"]) == 3
+    assert all(0.0 <= a <= 1.0 for a in report["accuracy_by_step"])
+    header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "accuracy", "val_accuracy", "wall_time"} <= set(header)
+
+    evaluate = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), config, *tiny,
+         f"--meta={tmp_path / 'meta.keras'}", f"--out={tmp_path / 'eval.json'}"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert "accuracy after 2 steps on 4 tasks:" in evaluate.stdout
+    assert json.loads((tmp_path / "eval.json").read_text()) == {
+        k: v for k, v in report.items() if k not in ("meta_steps", "training_seconds")
+    }
+
+
+def test_unknown_omniglot_setting_is_rejected():
+    sys.path.insert(0, ROOT)
+    from configs import omniglot  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="Unknown Omniglot setting '7w1s'"):
+        omniglot.get_config("7w1s")

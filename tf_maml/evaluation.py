@@ -1,4 +1,4 @@
-"""Few-shot evaluation: query loss against the number of adaptation steps."""
+"""Few-shot evaluation: query loss and accuracy against the number of adaptation steps."""
 
 import math
 
@@ -8,12 +8,13 @@ import tensorflow as tf
 from tf_maml import episodes as episodes_lib
 
 
-def query_losses_by_step(meta_learner, episodes, num_tasks, max_steps=10):
-    """Query loss of each task after 0, 1, ..., `max_steps` inner steps.
+def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10):
+    """Query loss (and accuracy) of each task after 0, 1, ..., `max_steps` steps.
 
     Adapts the meta-learned initialization to each task's support set with
-    the meta-learner's inner SGD (step size `inner_lr`) and records the
-    compiled loss on the query set before the first step and after each.
+    the meta-learner's inner SGD (step size `inner_lr`) and records, on the
+    query set, the compiled loss and, for integer class labels, the accuracy,
+    before the first step and after each.
 
     Args:
         meta_learner: a compiled `tf_maml.MAML`.
@@ -22,19 +23,21 @@ def query_losses_by_step(meta_learner, episodes, num_tasks, max_steps=10):
         max_steps: the largest number of inner steps.
 
     Returns:
-        A float64 array of shape `[num_tasks, max_steps + 1]`.
+        A dict of float64 arrays of shape `[num_tasks, max_steps + 1]`:
+        `"loss"`, and `"accuracy"` for classification episodes.
     """
-    episodes_lib.check_spec(episodes.element_spec)
+    spec = episodes_lib.check_spec(episodes.element_spec)
+    classification = spec.label_dtype.is_integer and not spec.label_shape
 
     @tf.function
-    def batch_losses(support, query):
+    def batch_results(support, query):
         (support_x, support_y), (query_x, query_y) = support, query
         params = [tf.convert_to_tensor(v) for v in meta_learner.model.trainable_variables]
         state = [tf.convert_to_tensor(v) for v in meta_learner.model.non_trainable_variables]
 
         def one_task(task):
             sx, sy, qx, qy = task
-            fast, task_state, losses = params, state, []
+            fast, task_state, losses, accuracies = params, state, [], []
             for step in range(max_steps + 1):
                 if step:
                     fast, task_state = meta_learner._adapt_task(fast, task_state, sx, sy, 1, True)
@@ -42,21 +45,27 @@ def query_losses_by_step(meta_learner, episodes, num_tasks, max_steps=10):
                     fast, task_state, sx, qx, meta_learner.transductive
                 )
                 losses.append(tf.cast(meta_learner._loss(qy, y_pred, extra), tf.float64))
-            return tf.stack(losses)
+                if classification:
+                    hits = tf.equal(tf.argmax(y_pred, axis=-1, output_type=qy.dtype), qy)
+                    accuracies.append(tf.reduce_mean(tf.cast(hits, tf.float64)))
+            return {"loss": tf.stack(losses), **({"accuracy": tf.stack(accuracies)} if classification else {})}
 
+        signature = {"loss": tf.TensorSpec([max_steps + 1], tf.float64)}
+        if classification:
+            signature["accuracy"] = tf.TensorSpec([max_steps + 1], tf.float64)
         return tf.map_fn(
-            one_task, (support_x, support_y, query_x, query_y), fn_output_signature=tf.float64
+            one_task, (support_x, support_y, query_x, query_y), fn_output_signature=signature
         )
 
-    losses, count = [], 0
+    results, count = [], 0
     for support, query in episodes:
-        losses.append(batch_losses(support, query).numpy())
-        count += len(losses[-1])
+        results.append({k: v.numpy() for k, v in batch_results(support, query).items()})
+        count += len(results[-1]["loss"])
         if count >= num_tasks:
             break
     if count < num_tasks:
         raise ValueError(f"`episodes` ran out after {count} tasks; {num_tasks} were asked for.")
-    return np.concatenate(losses)[:num_tasks]
+    return {key: np.concatenate([r[key] for r in results])[:num_tasks] for key in results[0]}
 
 
 def mean_and_confidence(values, axis=0):

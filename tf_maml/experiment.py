@@ -18,23 +18,49 @@ from tf_maml.meta_learner import MAML
 _SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2, "plots": 3}
 
 
+TASKS = ("sinusoid", "omniglot")
+
+
+def _check_task(config):
+    if config.task not in TASKS:
+        raise ValueError(f"Unknown task {config.task!r}; known: {', '.join(TASKS)}.")
+
+
 def episodes(config, split, num_batches=None, start_batch=0, queries=None):
     """The episode pipeline of `config.task` for `split`."""
-    if config.task != "sinusoid":
-        raise ValueError(f"Unknown task {config.task!r}; known: 'sinusoid'.")
-    return data.sinusoid_episodes(
-        shots=config.shots,
+    _check_task(config)
+    common = dict(
         queries=queries or config.queries,
         meta_batch_size=config.meta_batch_size,
         seed=config.seed * 10 + _SPLIT_SEED_OFFSETS[split],
         num_batches=num_batches,
         start_batch=start_batch,
     )
+    if config.task == "sinusoid":
+        return data.sinusoid_episodes(shots=config.shots, **common)
+    return data.omniglot_episodes(
+        "test" if split == "plots" else split,
+        ways=config.ways,
+        shots=config.shots,
+        data_dir=config.data_dir or None,
+        protocol=config.protocol,
+        rotation=config.rotation or None,
+        **common,
+    )
 
 
 def build_meta_learner(config):
     """A compiled `MAML` for `config`."""
-    model = nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
+    _check_task(config)
+    if config.task == "sinusoid":
+        model = nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
+        loss, metrics = "mse", []
+    else:
+        model = nets.conv4(
+            config.ways, filters=config.model.filters, downsample=config.model.downsample
+        )
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = ["accuracy"]
     meta_learner = MAML(
         model,
         inner_lr=config.inner_lr,
@@ -44,11 +70,23 @@ def build_meta_learner(config):
     )
     meta_learner.compile(
         optimizer=keras.optimizers.Adam(config.outer_lr),
-        loss="mse",
+        loss=loss,
+        metrics=metrics,
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )
     return meta_learner
+
+
+class _WallTime(keras.callbacks.Callback):
+    """Adds `wall_time` (seconds since this run's fit began) to epoch logs."""
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["wall_time"] = time.time() - self.start
 
 
 def _epochs(config):
@@ -105,6 +143,8 @@ def run(config, workdir):
             callbacks=[
                 keras.callbacks.BackupAndRestore(backup_dir),
                 keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+                _WallTime(),  # before CSVLogger, which writes the logs it sees
+                keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
             ],
             verbose=config.verbose,
         )
@@ -122,29 +162,34 @@ def run(config, workdir):
 
 
 def evaluate(meta_learner, config, workdir=None):
-    """Query loss after 0..`eval_max_steps` steps on `eval_tasks` fresh tasks."""
+    """Query results after 0..`eval_max_steps` steps on `eval_tasks` test tasks.
+
+    Returns a report with the mean and 95% confidence half-width of the loss
+    (and accuracy, for classification) after each number of steps; with a
+    `workdir`, also writes the figures there.
+    """
     test = episodes(config, "test", queries=config.eval_queries)
-    losses = evaluation.query_losses_by_step(
+    results = evaluation.query_results_by_step(
         meta_learner, test, config.eval_tasks, config.eval_max_steps
     )
-    mean, confidence = evaluation.mean_and_confidence(losses)
-    report = {
-        "tasks": config.eval_tasks,
-        "query_points": config.eval_queries,
-        "loss_by_step": [round(float(m), 4) for m in mean],
-        "confidence_95": [round(float(c), 4) for c in confidence],
+    report = {"tasks": config.eval_tasks, "eval_queries": config.eval_queries}
+    ylabels = {"loss": "query MSE" if config.task == "sinusoid" else "query loss",
+               "accuracy": "query accuracy"}
+    for name, values in results.items():
+        mean, confidence = evaluation.mean_and_confidence(values)
+        report[f"{name}_by_step"] = [round(float(m), 4) for m in mean]
+        report[f"{name}_confidence_95"] = [round(float(c), 4) for c in confidence]
         # Plain SGD can diverge on a rare task; the median shows the typical one.
-        "median_by_step": [round(float(m), 4) for m in np.median(losses, axis=0)],
-    }
-    if workdir is not None:
-        plots.plot_loss_by_step(mean, confidence, os.path.join(workdir, "loss_by_step.png"))
+        report[f"{name}_median_by_step"] = [round(float(m), 4) for m in np.median(values, axis=0)]
+        if workdir is not None:
+            plots.plot_by_step(
+                mean, confidence, os.path.join(workdir, f"{name}_by_step.png"), ylabels[name]
+            )
+    if workdir is not None and config.task == "sinusoid":
         plots.plot_sinusoid_fits(
             meta_learner,
             episodes(config, "plots", num_batches=1, queries=100),
             os.path.join(workdir, "sinusoid_fits.png"),
         )
-    logging.info("query loss by step: %s", report["loss_by_step"])
+    logging.info("query results by step: %s", {k: v for k, v in report.items() if "by_step" in k})
     return report
-
-
-__all__ = ["build_meta_learner", "episodes", "evaluate", "run"]

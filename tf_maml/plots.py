@@ -38,8 +38,8 @@ def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10))
     plt.close(figure)
 
 
-def plot_loss_by_step(mean, confidence, path, ylabel="mean squared error"):
-    """Query loss against the number of inner gradient steps, with 95% CIs."""
+def plot_by_step(mean, confidence, path, ylabel):
+    """A query result against the number of inner gradient steps, with 95% CIs."""
     steps = np.arange(len(mean))
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.errorbar(steps, mean, yerr=confidence, marker="o", capsize=3, label="MAML")

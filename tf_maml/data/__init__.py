@@ -1,5 +1,14 @@
 """Episode pipelines (tf.data) in the format of `tf_maml.episodes`."""
 
+from tf_maml.data.class_pool import ClassPool, few_shot_episodes
+from tf_maml.data.omniglot import load_omniglot, omniglot_episodes, omniglot_split
 from tf_maml.data.sinusoid import sinusoid_episodes
 
-__all__ = ["sinusoid_episodes"]
+__all__ = [
+    "ClassPool",
+    "few_shot_episodes",
+    "load_omniglot",
+    "omniglot_episodes",
+    "omniglot_split",
+    "sinusoid_episodes",
+]

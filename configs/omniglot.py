@@ -1,0 +1,56 @@
+"""Omniglot few-shot classification with the MAML paper's hyper-parameters.
+
+Pick a setting after a colon (default 5w1s):
+  python scripts/train.py --config=configs/omniglot.py:5w1s \
+      --config.data_dir=../shared/data/omniglot --workdir=runs/omniglot_5w1s
+Settings: 5w1s, 5w5s, 20w1s, 20w5s. Override any field, e.g. --config.first_order=True.
+"""
+
+import ml_collections
+
+# ways, shots, inner_lr, inner_steps (meta-training), meta_batch_size: Finn et al. 2017.
+SETTINGS = {
+    "5w1s": (5, 1, 0.4, 1, 32),
+    "5w5s": (5, 5, 0.4, 1, 32),
+    "20w1s": (20, 1, 0.1, 5, 16),
+    "20w5s": (20, 5, 0.1, 5, 16),
+}
+
+
+def get_config(setting="5w1s"):
+    if setting not in SETTINGS:
+        raise ValueError(f"Unknown Omniglot setting {setting!r}; choose from {sorted(SETTINGS)}.")
+    ways, shots, inner_lr, inner_steps, meta_batch_size = SETTINGS[setting]
+    config = ml_collections.ConfigDict()
+    config.task = "omniglot"
+    config.seed = 0
+    # Data: the official zips in data_dir ("" = tensorflow-datasets' omniglot);
+    # 1100 / 100 / 423 characters ("maml") or background / evaluation ("lake");
+    # each class of a task rotated by a random multiple of 90 degrees.
+    config.data_dir = ""
+    config.protocol = "maml"
+    config.rotation = "per_class"
+    # Episodes: as the original code, as many query as support examples per class.
+    config.ways = ways
+    config.shots = shots
+    config.queries = shots
+    config.meta_batch_size = meta_batch_size
+    # conv4: 4 x [3x3 conv 64, BatchNorm, ReLU, 2x2 max-pool], dense logits.
+    config.model = ml_collections.ConfigDict({"filters": 64, "downsample": "max_pool"})
+    config.inner_lr = inner_lr
+    config.inner_steps = inner_steps
+    config.eval_inner_steps = 10
+    config.first_order = False
+    # Outer loop: Adam 1e-3 for 60,000 meta-steps.
+    config.outer_lr = 1e-3
+    config.meta_steps = 60_000
+    config.steps_per_epoch = 500
+    config.validation_batches = 10
+    config.jit_compile = "auto"  # XLA where Keras finds an accelerator
+    config.steps_per_execution = 1
+    # Evaluation: 600 test tasks, accuracy after 0..10 inner steps.
+    config.eval_tasks = 600
+    config.eval_max_steps = 10
+    config.eval_queries = shots
+    config.verbose = 1  # Keras: 0 silent, 1 progress bar, 2 one line per epoch
+    return config

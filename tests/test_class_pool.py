@@ -1,0 +1,135 @@
+"""Few-shot episodes from class pools: sampling, labels, rotation, bad input."""
+
+import numpy as np
+import pytest
+
+import tf_maml
+from tf_maml.data import ClassPool, few_shot_episodes
+
+
+def labelled_pool(classes=12, examples=6, size=4):
+    """Example e of class c is an image filled with the value 10 * c + e."""
+    values = 10 * np.arange(classes)[:, None] + np.arange(examples)[None, :]
+    images = np.broadcast_to(values[:, :, None, None, None], (classes, examples, size, size, 1))
+    return ClassPool(images.astype(np.uint8))
+
+
+def first_batch(pool, **kwargs):
+    episodes = few_shot_episodes(pool, scale=1.0, num_batches=1, **kwargs)
+    (sx, sy), (qx, qy) = next(iter(episodes))
+    return sx.numpy(), sy.numpy(), qx.numpy(), qy.numpy()
+
+
+def test_episode_structure_and_label_consistency():
+    sx, sy, qx, qy = first_batch(labelled_pool(), ways=3, shots=2, queries=3, meta_batch_size=4)
+    assert sx.shape == (4, 6, 4, 4, 1) and qx.shape == (4, 9, 4, 4, 1)
+    assert sy.dtype == np.int32 and sx.dtype == np.float32
+    for t in range(4):
+        values_s = sx[t, :, 0, 0, 0].astype(int)
+        values_q = qx[t, :, 0, 0, 0].astype(int)
+        classes = {}
+        for value, label in zip(np.concatenate([values_s, values_q]), np.concatenate([sy[t], qy[t]])):
+            classes.setdefault(int(label), set()).add(value // 10)
+        # Each label is one class, different labels different classes.
+        assert sorted(classes) == [0, 1, 2]
+        assert all(len(c) == 1 for c in classes.values())
+        assert len(set.union(*classes.values())) == 3
+        # Examples drawn without replacement across support and query.
+        assert len(set(values_s) | set(values_q)) == len(values_s) + len(values_q)
+
+
+def test_labels_are_remapped_in_random_order_and_tasks_differ():
+    sx, sy, _, _ = first_batch(labelled_pool(), ways=5, shots=1, queries=0, meta_batch_size=32)
+    class_of_label0 = {int(sx[t, list(sy[t]).index(0), 0, 0, 0]) // 10 for t in range(32)}
+    assert len(class_of_label0) > 3
+    assert len({tuple(sx[t, :, 0, 0, 0]) for t in range(32)}) > 20
+
+
+def test_reproducible_from_seed_and_resumable():
+    pool = labelled_pool()
+    a = list(few_shot_episodes(pool, 3, 1, 1, 2, seed=5, num_batches=3))
+    b = list(few_shot_episodes(pool, 3, 1, 1, 2, seed=5, num_batches=3))
+    c = list(few_shot_episodes(pool, 3, 1, 1, 2, seed=5, num_batches=1, start_batch=2))
+    np.testing.assert_array_equal(a[1][0][0], b[1][0][0])
+    np.testing.assert_array_equal(a[2][0][0], c[0][0][0])
+    assert not np.array_equal(a[0][0][0], a[1][0][0])
+
+
+def test_classes_of_unequal_size_never_yield_padding():
+    rng = np.random.default_rng(0)
+    classes = [np.full((n, 2, 2, 1), 10 * c + 1, np.uint8) for c, n in enumerate([3, 7, 4, 5])]
+    pool = ClassPool(classes)
+    assert list(pool.counts) == [3, 7, 4, 5]
+    for batch in few_shot_episodes(pool, 4, 1, 2, 8, scale=1.0, num_batches=5, seed=int(rng.integers(9))):
+        (sx, _), (qx, _) = batch
+        assert np.all(sx.numpy() % 10 == 1) and np.all(qx.numpy() % 10 == 1)
+
+
+def test_per_class_rotation_rotates_whole_classes_by_multiples_of_90_degrees():
+    base = np.arange(9, dtype=np.uint8).reshape(3, 3)
+    images = np.broadcast_to(base[None, None, :, :, None], (6, 4, 3, 3, 1))
+    sx, sy, qx, qy = first_batch(
+        ClassPool(images), ways=3, shots=2, queries=2, meta_batch_size=16, rotation="per_class"
+    )
+    rotations = [np.rot90(base, k) for k in range(4)]
+    seen = set()
+    for t in range(16):
+        for label in range(3):
+            members = np.concatenate([sx[t][sy[t] == label], qx[t][qy[t] == label]])[..., 0]
+            k = [i for i, r in enumerate(rotations) if np.array_equal(members[0], r)]
+            assert len(k) == 1
+            assert all(np.array_equal(m, rotations[k[0]]) for m in members)
+            seen.add(k[0])
+    assert seen == {0, 1, 2, 3}
+
+
+def test_rotations_as_extra_classes_quadruple_the_pool():
+    pool = labelled_pool(classes=3).with_rotations()
+    assert pool.num_classes == 12
+    sx, _, _, _ = first_batch(labelled_pool(classes=3), ways=10, shots=1, queries=0,
+                              meta_batch_size=2, rotation="extra_classes")
+    assert sx.shape == (2, 10, 4, 4, 1)
+
+
+def test_split_is_disjoint_and_seeded():
+    pool = labelled_pool(classes=20)
+    a, b, c = pool.split([10, 5, 5], seed=3)
+    ids = [set(p.class_ids) for p in (a, b, c)]
+    assert set.union(*ids) == set(range(20)) and sum(map(len, ids)) == 20
+    assert set(pool.split([10, 5, 5], seed=3)[0].class_ids) == ids[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"ways": 13}, r"ways=13 exceeds the 12 classes"),
+        ({"shots": 4, "queries": 3}, r"shots \+ queries = 7 exceeds the examples of 12 class"),
+        ({"rotation": "sideways"}, "`rotation` must be one of"),
+        ({"ways": 0}, "`ways` must be a positive integer"),
+    ],
+)
+def test_bad_sampling_arguments_are_rejected(kwargs, message):
+    arguments = {"ways": 3, "shots": 1, "queries": 1, "meta_batch_size": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        few_shot_episodes(labelled_pool(), **arguments)
+
+
+def test_images_of_mixed_shapes_are_rejected():
+    with pytest.raises(ValueError, match="All examples must share one shape"):
+        ClassPool([np.zeros((3, 4, 4, 1)), np.zeros((3, 5, 5, 1))])
+
+
+def test_rotation_needs_square_images():
+    pool = ClassPool(np.zeros((4, 3, 4, 5, 1), np.uint8))
+    with pytest.raises(ValueError, match="need square images"):
+        few_shot_episodes(pool, 2, 1, 1, 2, rotation="per_class")
+
+
+def test_episodes_meta_train_a_classifier():
+    pool = labelled_pool(classes=8, examples=6, size=8)
+    episodes = few_shot_episodes(pool, 3, 1, 2, 4, num_batches=3)
+    maml = tf_maml.MAML(tf_maml.nets.conv4(3, input_shape=(8, 8, 1), filters=4, blocks=2),
+                        inner_lr=0.4)
+    maml.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = maml.fit(episodes, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -1,0 +1,211 @@
+"""N-way K-shot episodes sampled inside tf.data from an in-memory pool of classes."""
+
+import numpy as np
+import tensorflow as tf
+
+ROTATION_MODES = (None, "per_class", "extra_classes")
+
+
+class ClassPool:
+    """Examples grouped by class, held in memory.
+
+    Args:
+        images: `[classes, examples_per_class, *example_shape]` array, or a
+            list with one `[examples, *example_shape]` array per class (classes
+            of unequal size).
+        class_ids: optional identifiers of the classes (e.g. original labels),
+            kept for bookkeeping.
+
+    Example:
+
+    ```python
+    pool = ClassPool(np.zeros((100, 20, 28, 28, 1), np.uint8))
+    train, test = pool.split([80, 20], seed=0)
+    ```
+    """
+
+    def __init__(self, images, class_ids=None):
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError("A ClassPool needs at least one class; received none.")
+            shapes = {np.shape(c)[1:] for c in images}
+            if len(shapes) != 1:
+                raise ValueError(
+                    f"All examples must share one shape; received shapes {sorted(shapes)}."
+                )
+            counts = np.array([len(c) for c in images], np.int32)
+            padded = np.zeros((len(images), counts.max()) + shapes.pop(), np.asarray(images[0]).dtype)
+            for i, c in enumerate(images):
+                padded[i, : len(c)] = c
+            images = padded
+        else:
+            images = np.asarray(images)
+            if images.ndim < 3:
+                raise ValueError(
+                    "images must have shape [classes, examples_per_class, *example_shape]; "
+                    f"received shape {images.shape}."
+                )
+            counts = np.full(len(images), images.shape[1], np.int32)
+        self.images = images
+        self.counts = counts
+        self.class_ids = np.arange(len(images)) if class_ids is None else np.asarray(class_ids)
+
+    @property
+    def num_classes(self):
+        return len(self.images)
+
+    @property
+    def example_shape(self):
+        return self.images.shape[2:]
+
+    def subset(self, classes):
+        """A pool of the given class indices."""
+        classes = np.asarray(classes)
+        pool = ClassPool.__new__(ClassPool)
+        pool.images = self.images[classes]
+        pool.counts = self.counts[classes]
+        pool.class_ids = self.class_ids[classes]
+        return pool
+
+    def split(self, sizes, seed=0):
+        """Disjoint pools of `sizes` classes each, after a seeded shuffle."""
+        if sum(sizes) > self.num_classes:
+            raise ValueError(
+                f"Cannot split {self.num_classes} classes into {list(sizes)} (total {sum(sizes)})."
+            )
+        order = np.random.default_rng(seed).permutation(self.num_classes)
+        bounds = np.cumsum([0] + list(sizes))
+        return [self.subset(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def with_rotations(self):
+        """A pool 4 times larger: every class rotated by 0, 90, 180, 270 degrees."""
+        self._check_square("rotations")
+        rotated = [np.rot90(self.images, k, axes=(2, 3)) for k in range(4)]
+        pool = ClassPool.__new__(ClassPool)
+        pool.images = np.stack(rotated, axis=1).reshape((-1,) + self.images.shape[1:])
+        pool.counts = np.repeat(self.counts, 4)
+        pool.class_ids = np.repeat(self.class_ids, 4)
+        return pool
+
+    def _check_square(self, what):
+        if len(self.example_shape) < 2 or self.example_shape[0] != self.example_shape[1]:
+            raise ValueError(
+                f"{what} need square images; examples have shape {self.example_shape}."
+            )
+
+
+def _rotate_per_class(x, k):
+    """Rotates x [T, ways, n, H, W, C] by k [T, ways] times 90 degrees (as np.rot90)."""
+    rank = len(x.shape)
+    h, w = rank - 3, rank - 2
+    perm = list(range(rank))
+    perm[h], perm[w] = w, h
+    transposed = tf.transpose(x, perm)
+    rotations = [tf.reverse(transposed, [h]), tf.reverse(x, [h, w]), tf.reverse(transposed, [w])]
+    k = tf.reshape(k, tf.concat([tf.shape(k), tf.ones([rank - 2], tf.int32)], 0))
+    for times, rotated in enumerate(rotations, start=1):
+        x = tf.where(k == times, rotated, x)
+    return x
+
+
+def few_shot_episodes(
+    pool,
+    ways,
+    shots,
+    queries,
+    meta_batch_size,
+    seed=0,
+    rotation=None,
+    num_batches=None,
+    start_batch=0,
+    scale=1.0 / 255.0,
+):
+    """A `tf.data.Dataset` of N-way K-shot classification episode batches.
+
+    For each task: `ways` classes drawn without replacement, their order
+    giving the labels 0..ways-1 (so labels are remapped randomly per task);
+    from each class `shots + queries` examples drawn without replacement,
+    the first `shots` forming the support set. Batch `i` is a pure function of
+    `(seed, i)`: reproducible, and different tasks every batch.
+
+    Args:
+        pool: a `ClassPool`.
+        ways, shots, queries: classes per task, support and query examples
+            per class.
+        meta_batch_size: tasks per batch.
+        seed: integer seed of the stream.
+        rotation: `None`; `"per_class"` to rotate each class of a task by a
+            random multiple of 90 degrees (the original MAML code);
+            `"extra_classes"` to treat each rotation as a class of its own.
+        num_batches: batches to yield; `None` for an endless stream.
+        start_batch: index of the first batch.
+        scale: images are cast to float32 and multiplied by `scale`.
+
+    Returns:
+        A dataset of `((support_x, support_y), (query_x, query_y))` with
+        `support_x: [meta_batch_size, ways * shots, *example_shape]` float32
+        and int32 labels.
+    """
+    if rotation not in ROTATION_MODES:
+        raise ValueError(f"`rotation` must be one of {ROTATION_MODES}; received {rotation!r}.")
+    for name, value in (("ways", ways), ("shots", shots), ("queries", queries),
+                        ("meta_batch_size", meta_batch_size)):
+        if not isinstance(value, (int, np.integer)) or value < (0 if name == "queries" else 1):
+            raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+    if rotation == "extra_classes":
+        pool = pool.with_rotations()
+    elif rotation == "per_class":
+        pool._check_square("rotations")
+    if ways > pool.num_classes:
+        raise ValueError(
+            f"ways={ways} exceeds the {pool.num_classes} classes of the pool."
+        )
+    per_class = shots + queries
+    if per_class > pool.counts.min():
+        small = int(np.sum(pool.counts < per_class))
+        raise ValueError(
+            f"shots + queries = {per_class} exceeds the examples of {small} class(es) "
+            f"(the smallest has {pool.counts.min()})."
+        )
+
+    images = tf.constant(pool.images)
+    counts = tf.constant(pool.counts)
+    max_count = pool.images.shape[1]
+    example_shape = pool.example_shape
+
+    def batch(index):
+        seeds = tf.random.experimental.stateless_split(
+            tf.stack([tf.cast(seed, tf.int64), index]), num=3
+        )
+        # Classes: the `ways` largest of random keys, in random order.
+        class_keys = tf.random.stateless_uniform([meta_batch_size, pool.num_classes], seeds[0])
+        classes = tf.math.top_k(class_keys, ways).indices  # [T, ways]
+        # Examples: random keys, slots past a class's size never chosen.
+        example_keys = tf.random.stateless_uniform([meta_batch_size, ways, max_count], seeds[1])
+        valid = tf.range(max_count) < tf.gather(counts, classes)[..., None]
+        example_keys = tf.where(valid, example_keys, -1.0)
+        examples = tf.math.top_k(example_keys, per_class).indices  # [T, ways, n]
+        classes_n = tf.broadcast_to(classes[..., None], tf.shape(examples))
+        x = tf.gather_nd(images, tf.stack([classes_n, examples], axis=-1))
+        x = tf.cast(x, tf.float32) * scale
+        if rotation == "per_class":
+            k = tf.random.stateless_uniform(
+                [meta_batch_size, ways], seeds[2], minval=0, maxval=4, dtype=tf.int32
+            )
+            x = _rotate_per_class(x, k)
+        labels = tf.broadcast_to(tf.range(ways, dtype=tf.int32)[:, None], [ways, per_class])
+
+        def take(start, size):
+            xs = tf.reshape(x[:, :, start:start + size], [meta_batch_size, ways * size, *example_shape])
+            ys = tf.reshape(labels[:, start:start + size], [ways * size])
+            return xs, tf.tile(ys[None], [meta_batch_size, 1])
+
+        return take(0, shots), take(shots, queries)
+
+    stop = None if num_batches is None else start_batch + num_batches
+    indices = (
+        tf.data.Dataset.counter(start_batch)
+        if stop is None
+        else tf.data.Dataset.range(start_batch, stop)
+    )
+    return indices.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
