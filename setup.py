@@ -15,6 +15,7 @@ setup(
         "keras>=3.15,<3.16",
         "tensorboard>=2.20",
         "tensorflow-datasets>=4.9",
+        "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "keras-tuner>=1.4",
         "absl-py>=2.0",
         "ml-collections>=1.0",

@@ -153,3 +153,16 @@ def test_unknown_omniglot_setting_is_rejected():
 
     with pytest.raises(ValueError, match="Unknown Omniglot setting '7w1s'"):
         omniglot.get_config("7w1s")
+
+
+@pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
+def test_pipeline_benchmark_script_runs(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "pipeline_benchmark.py"),
+         f"--data_dir={OMNIGLOT_DIR}", "--batches=3", "--meta_steps=0", f"--out={tmp_path / 't.md'}"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (tmp_path / "t.md").read_text().splitlines()
+    assert rows[0].startswith("| workload | episode batches/s") and len(rows) >= 5

@@ -3,6 +3,7 @@
 from tf_maml.data.class_pool import ClassPool, few_shot_episodes
 from tf_maml.data.omniglot import load_omniglot, omniglot_episodes, omniglot_split
 from tf_maml.data.sinusoid import sinusoid_episodes
+from tf_maml.data.tfds_pools import tfds_class_pool, tfds_class_splits
 
 __all__ = [
     "ClassPool",
@@ -11,4 +12,6 @@ __all__ = [
     "omniglot_episodes",
     "omniglot_split",
     "sinusoid_episodes",
+    "tfds_class_pool",
+    "tfds_class_splits",
 ]

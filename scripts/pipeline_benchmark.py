@@ -1,0 +1,75 @@
+"""Episode pipeline speed: Omniglot episode batches per second, against meta-steps.
+
+The input pipeline must never be the bottleneck. For each workload this times
+the tf.data pipeline alone (batches per second, after warm-up) and, unless
+--meta_steps=0, the second-order meta-step of the papers' conv4 on the same
+batches, and reports the ratio.
+
+  python scripts/pipeline_benchmark.py --data_dir=../shared/data/omniglot
+"""
+
+import os
+import platform
+import time
+
+import keras
+from absl import app, flags
+
+import tf_maml
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory with the Omniglot zips.")
+_BATCHES = flags.DEFINE_integer("batches", 300, "Pipeline batches to time.")
+_META_STEPS = flags.DEFINE_integer("meta_steps", 6, "Meta-steps to time (0: skip).")
+_OUT = flags.DEFINE_string("out", None, "Write the Markdown table here too.")
+
+# name: (ways, shots, queries per class, meta-batch size, inner lr, inner steps)
+WORKLOADS = {
+    "5-way 1-shot, 1 query/class": (5, 1, 1, 32, 0.4, 1),
+    "5-way 1-shot, 15 queries/class": (5, 1, 15, 32, 0.4, 1),
+    "20-way 1-shot, 1 query/class": (20, 1, 1, 16, 0.1, 5),
+}
+
+
+def batches_per_second(episodes, count):
+    iterator = iter(episodes)
+    for _ in range(5):  # warm-up: tracing, first prefetches
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(count):
+        next(iterator)
+    return count / (time.perf_counter() - start)
+
+
+def meta_steps_per_second(episodes, ways, lr, steps, count):
+    maml = tf_maml.MAML(tf_maml.nets.conv4(ways), inner_lr=lr, inner_steps=steps)
+    maml.compile(optimizer="adam", metrics=["accuracy"],
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    maml.fit(episodes, steps_per_epoch=2, verbose=0)  # trace and warm up
+    start = time.perf_counter()
+    maml.fit(episodes, steps_per_epoch=count, verbose=0)
+    return count / (time.perf_counter() - start)
+
+
+def main(argv):
+    del argv
+    rows = ["| workload | episode batches/s | tasks/s | meta-steps/s | ratio |", "|---|---|---|---|---|"]
+    for name, (ways, shots, queries, tasks, lr, steps) in WORKLOADS.items():
+        episodes = tf_maml.data.omniglot_episodes(
+            "train", ways, shots, queries, tasks, data_dir=_DATA_DIR.value
+        )
+        rate = batches_per_second(episodes, _BATCHES.value)
+        if _META_STEPS.value:
+            meta = meta_steps_per_second(episodes, ways, lr, steps, _META_STEPS.value)
+            meta_cells = f"{meta:.2f} | {rate / meta:.0f}x"
+        else:
+            meta_cells = "- | -"
+        rows.append(f"| {name}, meta-batch {tasks} | {rate:.1f} | {rate * tasks:.0f} | {meta_cells} |")
+    table = "\n".join(rows + ["", f"Machine: {platform.machine()}, {os.cpu_count()} cores."])
+    print(table)
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
