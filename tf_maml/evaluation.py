@@ -32,15 +32,16 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10):
     @tf.function
     def batch_results(support, query):
         (support_x, support_y), (query_x, query_y) = support, query
-        params = [tf.convert_to_tensor(v) for v in meta_learner.model.trainable_variables]
-        state = [tf.convert_to_tensor(v) for v in meta_learner.model.non_trainable_variables]
+        params, inner, state = meta_learner._read_values()
 
         def one_task(task):
             sx, sy, qx, qy = task
             fast, task_state, losses, accuracies = params, state, [], []
             for step in range(max_steps + 1):
                 if step:
-                    fast, task_state = meta_learner._adapt_task(fast, task_state, sx, sy, 1, True)
+                    fast, task_state = meta_learner._adapt_task(
+                        fast, task_state, sx, sy, 1, True, inner, first_step=step - 1
+                    )
                 y_pred, extra = meta_learner._predict_query(
                     fast, task_state, sx, qx, meta_learner.transductive
                 )

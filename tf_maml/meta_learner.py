@@ -326,17 +326,52 @@ class MAML(keras.Model):
         kwargs = {"training": training} if self.model._call_has_training_arg else {}
         return self.model.stateless_call(params, state, x, return_losses=True, **kwargs)
 
-    def _adapt_task(self, params, state, x, y, steps, first_order):
-        """`steps` SGD steps on one task's support set; returns (params, state)."""
-        for _ in range(steps):
+    # Extension points of the MAML family (see MetaSGD, ANIL).
+
+    @property
+    def _inner_variables(self):
+        """Meta-trained variables of the inner loop itself (e.g. learned step sizes)."""
+        return []
+
+    @property
+    def _adapted_indices(self):
+        """Indices into the model's trainable variables that the inner loop adapts."""
+        return range(len(self.model.trainable_variables))
+
+    def _inner_update(self, params, grads, inner, step):
+        """One inner SGD step: `params - inner_lr * grads` (one entry per adapted param)."""
+        del inner, step
+        return [p - self.inner_lr * g for p, g in zip(params, grads)]
+
+    def _read_values(self):
+        """The current variables as tensors: (params, inner, state)."""
+        return (
+            [tf.convert_to_tensor(v) for v in self.model.trainable_variables],
+            [tf.convert_to_tensor(v) for v in self._inner_variables],
+            [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables],
+        )
+
+    def _adapt_task(self, params, state, x, y, steps, first_order, inner=(), first_step=0):
+        """`steps` inner steps on one task's support set; returns (params, state).
+
+        `first_step` numbers the first of them, for step-dependent update rules.
+        """
+        adapted = list(self._adapted_indices)
+        for step in range(first_step, first_step + steps):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(params)
                 y_pred, new_state, extra_losses = self._forward(params, state, x, training=True)
                 loss = self._loss(y, y_pred, extra_losses)
-            grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            grads = tape.gradient(
+                loss, [params[i] for i in adapted],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
             if first_order:
                 grads = [tf.stop_gradient(g) for g in grads]
-            params = [p - self.inner_lr * g for p, g in zip(params, grads)]
+            updated = self._inner_update([params[i] for i in adapted], grads, inner, step)
+            params = list(params)
+            for i, value in zip(adapted, updated):
+                params[i] = value
             # Moving statistics and RNG seeds move on, outside the
             # differentiated path.
             state = [tf.stop_gradient(s) for s in new_state]
@@ -361,9 +396,8 @@ class MAML(keras.Model):
         BatchNormalization statistics in `state` are those of the support set
         under the adapted weights.
         """
-        params = [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
-        state = [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
-        params, state = self._adapt_task(params, state, support_x, support_y, steps, True)
+        params, inner, state = self._read_values()
+        params, state = self._adapt_task(params, state, support_x, support_y, steps, True, inner)
         batch_norm_layers = self._batch_norm_layers
         if batch_norm_layers:
             with _BatchStatisticsCapture(batch_norm_layers):
@@ -422,27 +456,25 @@ class MAML(keras.Model):
 
     def _run_tasks(self, support, query, steps, first_order, with_gradients):
         (support_x, support_y), (query_x, query_y) = support, query
-        variables = self.model.trainable_variables
-        params = [tf.convert_to_tensor(v) for v in variables]
-        state = [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
+        params, inner, state = self._read_values()
         num_tasks = tf.shape(support_x)[0]
         predictions = tf.TensorArray(self._prediction_dtype(query_x), size=num_tasks)
         zero = tf.zeros((), self._loss_dtype)
-        grads = [tf.zeros_like(p) for p in params]
+        grads = [tf.zeros_like(v) for v in params + inner]
 
         def task_body(t, state, grads, post_sum, pre_sum, predictions):
             sx, sy, qx, qy = support_x[t], support_y[t], query_x[t], query_y[t]
             pre_pred, pre_extra = self._predict_query(params, state, sx, qx, self.transductive)
             pre_loss = self._loss(qy, pre_pred, pre_extra)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(params)
-                fast, new_state = self._adapt_task(params, state, sx, sy, steps, first_order)
+                tape.watch(params + inner)
+                fast, new_state = self._adapt_task(params, state, sx, sy, steps, first_order, inner)
                 y_pred, extra = self._predict_query(fast, new_state, sx, qx, self.transductive)
                 loss = self._loss(qy, y_pred, extra)
                 scaled = self.optimizer.scale_loss(loss) if with_gradients else loss
             if with_gradients:
                 task_grads = tape.gradient(
-                    scaled, params, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                    scaled, params + inner, unconnected_gradients=tf.UnconnectedGradients.ZERO
                 )
                 grads = [g + tg for g, tg in zip(grads, task_grads)]
             return (
@@ -493,7 +525,7 @@ class MAML(keras.Model):
             result = self._run_tasks(
                 support, query, self.inner_steps, self.first_order, with_gradients=True
             )
-        variables = self.model.trainable_variables
+        variables = self.model.trainable_variables + self._inner_variables
         self.optimizer.apply_gradients(zip(result["gradients"], variables))
         for variable, value in zip(self.model.non_trainable_variables, result["state"]):
             variable.assign(value)
@@ -515,12 +547,13 @@ class MAML(keras.Model):
             (support_x, support_y), query_x = x, y[0]
         else:  # ((sx, sy), qx)
             (support_x, support_y), query_x = x
-        params = [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
-        state = [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
+        params, inner, state = self._read_values()
 
         def one_task(task):
             sx, sy, qx = task
-            fast, new_state = self._adapt_task(params, state, sx, sy, self.eval_inner_steps, True)
+            fast, new_state = self._adapt_task(
+                params, state, sx, sy, self.eval_inner_steps, True, inner
+            )
             y_pred, _ = self._predict_query(fast, new_state, sx, qx, self.transductive)
             return y_pred
 
