@@ -22,18 +22,19 @@ from helpers import classification_episode, conv_bn_pool_net, regression_episode
 
 def meta_gradient(maml, episode, jit_compile=False, loss="mse"):
     maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=jit_compile)
-    before = [v.numpy() for v in maml.model.trainable_variables]
+    variables = maml.trainable_variables  # the model's, and learned step sizes if any
+    before = [v.numpy() for v in variables]
     maml.train_on_batch(*episode)
-    grads = [b - v.numpy() for b, v in zip(before, maml.model.trainable_variables)]
-    for v, b in zip(maml.model.trainable_variables, before):
+    grads = [b - v.numpy() for b, v in zip(before, variables)]
+    for v, b in zip(variables, before):
         v.assign(b)
     return grads
 
 
 def finite_difference_gradient(maml, episode, eps=1e-6, loss="mse"):
-    assert all(v.dtype == "float64" for v in maml.model.weights), "finite differences need float64"
+    assert all(v.dtype == "float64" for v in maml.weights), "finite differences need float64"
     maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=False)
-    variables = maml.model.trainable_variables
+    variables = maml.trainable_variables
     grads = []
     for variable in variables:
         base = variable.numpy()

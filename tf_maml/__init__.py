@@ -15,12 +15,14 @@ if keras.backend.backend() != "tensorflow":
     )
 
 from tf_maml import data  # noqa: E402
+from tf_maml.anil import ANIL  # noqa: E402
 from tf_maml import episodes  # noqa: E402
 from tf_maml import nets  # noqa: E402
 from tf_maml.exact_gradients import exact_second_order  # noqa: E402
 from tf_maml.meta_learner import MAML  # noqa: E402
 from tf_maml.meta_learner import FOMAML  # noqa: E402
+from tf_maml.meta_sgd import MetaSGD  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["MAML", "FOMAML", "data", "episodes", "exact_second_order", "nets"]
+__all__ = ["ANIL", "FOMAML", "MAML", "MetaSGD", "data", "episodes", "exact_second_order", "nets"]

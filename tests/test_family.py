@@ -1,0 +1,110 @@
+"""The MAML family: each member's defining property."""
+
+import keras
+import numpy as np
+import pytest
+
+import tf_maml
+
+from helpers import as_float32, classification_episode, conv_bn_pool_net, regression_episode, sparse_ce
+from test_meta_gradients import (
+    assert_gradients_close,
+    finite_difference_gradient,
+    linear_model,
+    meta_gradient,
+    tanh_mlp,
+)
+
+
+# ---------------------------------------------------------------- Meta-SGD
+
+
+def test_meta_sgd_gradients_match_closed_form(float64):
+    """Linear regression, one step: w' = w - a * grad_s(w), elementwise a."""
+    episode = regression_episode(np.random.default_rng(11))
+    meta_sgd = tf_maml.MetaSGD(linear_model(4), inner_lr=0.1)
+    w = meta_sgd.model.trainable_variables[0].numpy()
+    rates = np.random.default_rng(12).uniform(0.05, 0.2, w.shape)
+    meta_sgd.inner_lrs[0].assign(rates)
+    (support_x, support_y), (query_x, query_y) = episode
+    grad_w, grad_a = [], []
+    for xs, ys, xq, yq in zip(support_x, support_y, query_x, query_y):
+        support_grad = 2.0 / len(xs) * xs.T @ (xs @ w - ys)
+        fast = w - rates * support_grad
+        query_grad = 2.0 / len(xq) * xq.T @ (xq @ fast - yq)
+        hessian = 2.0 / len(xs) * xs.T @ xs
+        grad_w.append((np.eye(4) - np.diag(rates[:, 0]) @ hessian).T @ query_grad)
+        grad_a.append(-query_grad * support_grad)
+    grads = dict(zip(map(id, meta_sgd.trainable_variables), meta_gradient(meta_sgd, episode)))
+    np.testing.assert_allclose(grads[id(meta_sgd.model.trainable_variables[0])],
+                               np.mean(grad_w, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(grads[id(meta_sgd.inner_lrs[0])], np.mean(grad_a, axis=0),
+                               rtol=1e-10)
+
+
+def test_meta_sgd_step_size_gradient_matches_finite_differences(float64):
+    episode = regression_episode(np.random.default_rng(13))
+    meta_sgd = tf_maml.MetaSGD(tanh_mlp(), inner_lr=0.2, inner_steps=2)
+    assert len(meta_sgd.trainable_variables) == 2 * len(meta_sgd.model.trainable_variables)
+    actual = meta_gradient(meta_sgd, episode)
+    assert_gradients_close(actual, finite_difference_gradient(meta_sgd, episode))
+
+
+def test_meta_sgd_learns_step_sizes_and_saves_them(tmp_path):
+    meta_sgd = tf_maml.MetaSGD(tf_maml.nets.mlp(hidden=(8,)), inner_lr=0.05)
+    meta_sgd.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    meta_sgd.fit(tf_maml.data.sinusoid_episodes(meta_batch_size=4, num_batches=5), verbose=0)
+    rates = [v.numpy() for v in meta_sgd.inner_lrs]
+    assert any(np.abs(r - 0.05).max() > 1e-3 for r in rates)
+    meta_sgd.save(tmp_path / "meta_sgd.keras")
+    loaded = keras.models.load_model(tmp_path / "meta_sgd.keras")
+    assert isinstance(loaded, tf_maml.MetaSGD)
+    for a, b in zip(rates, loaded.inner_lrs):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+# ---------------------------------------------------------------- ANIL
+
+
+def test_anil_adapts_only_the_head():
+    episode = as_float32(classification_episode(np.random.default_rng(0), tasks=2))
+    anil = tf_maml.ANIL(conv_bn_pool_net(), inner_lr=0.4, eval_inner_steps=3)
+    anil.compile(optimizer="adam", loss=sparse_ce())
+    anil.fit(*episode, batch_size=2, verbose=0)
+    (support_x, support_y), _ = episode
+    adapted = anil.adapt(support_x[0], support_y[0])
+    head = anil.model.layers[-1]
+    for layer, adapted_layer in zip(anil.model.layers, adapted.layers):
+        for v, a in zip(layer.trainable_variables, adapted_layer.trainable_variables):
+            if layer is head:
+                assert np.abs(v.numpy() - a.numpy()).max() > 1e-4
+            else:
+                np.testing.assert_array_equal(v.numpy(), a.numpy())
+
+
+def test_anil_meta_gradient_matches_finite_differences(float64):
+    episode = regression_episode(np.random.default_rng(14))
+    anil = tf_maml.ANIL(tanh_mlp(), inner_lr=0.3, inner_steps=2)
+    actual = meta_gradient(anil, episode)
+    assert all(np.abs(g).max() > 0 for g in actual)  # the body is meta-trained too
+    assert_gradients_close(actual, finite_difference_gradient(anil, episode))
+
+
+def test_anil_layer_selection_by_name_and_predicate(tmp_path):
+    model = tanh_mlp()
+    names = [layer.name for layer in model.layers]
+    by_name = tf_maml.ANIL(model, adapted_layers=names[:2])
+    assert list(by_name._adapted_indices) == [0, 1, 2, 3]
+    by_predicate = tf_maml.ANIL(model, adapted_layers=lambda layer: layer.name == names[1])
+    assert list(by_predicate._adapted_indices) == [2, 3]
+    assert list(tf_maml.ANIL(model)._adapted_indices) == [4, 5]
+    by_name.compile(optimizer="adam", loss="mse")
+    by_name.save(tmp_path / "anil.keras")
+    assert keras.models.load_model(tmp_path / "anil.keras").adapted_layers == names[:2]
+    with pytest.raises(ValueError, match="cannot be saved; pass layer names"):
+        by_predicate.get_config()
+
+
+def test_anil_unknown_layer_is_rejected():
+    with pytest.raises(ValueError, match=r"names layers not in .*\['nope'\]"):
+        tf_maml.ANIL(tanh_mlp(), adapted_layers=["nope"])
