@@ -1,6 +1,7 @@
 """The MAML family: each member's defining property."""
 
 import keras
+import tensorflow as tf
 import numpy as np
 import pytest
 
@@ -108,3 +109,68 @@ def test_anil_layer_selection_by_name_and_predicate(tmp_path):
 def test_anil_unknown_layer_is_rejected():
     with pytest.raises(ValueError, match=r"names layers not in .*\['nope'\]"):
         tf_maml.ANIL(tanh_mlp(), adapted_layers=["nope"])
+
+
+# ---------------------------------------------------------------- Reptile
+
+
+def reptile_step(reptile, episode, epsilon):
+    reptile.compile(optimizer=keras.optimizers.SGD(epsilon), loss="mse")
+    reptile.train_on_batch(*episode)
+    return reptile.model.trainable_variables[0].numpy()
+
+
+def test_reptile_sgd_update_matches_closed_form_on_a_quadratic(float64):
+    """k SGD steps on a least-squares task, then theta + eps (mean theta' - theta)."""
+    episode = regression_episode(np.random.default_rng(15))
+    reptile = tf_maml.Reptile(linear_model(4), inner_lr=0.05, inner_steps=3)
+    w = reptile.model.trainable_variables[0].numpy()
+    (support_x, support_y), _ = episode
+    adapted = []
+    for xs, ys in zip(support_x, support_y):
+        fast = w.copy()
+        for _ in range(3):
+            fast = fast - 0.05 * 2.0 / len(xs) * xs.T @ (xs @ fast - ys)
+        adapted.append(fast)
+    expected = w + 0.5 * (np.mean(adapted, axis=0) - w)
+    np.testing.assert_allclose(reptile_step(reptile, episode, 0.5), expected, rtol=1e-10)
+
+
+def test_reptile_adam_inner_loop_matches_keras_adam(float64):
+    episode = regression_episode(np.random.default_rng(16), tasks=1)
+    reptile = tf_maml.Reptile(linear_model(4), inner_lr=0.01, inner_steps=4, inner_optimizer="adam")
+    w = reptile.model.trainable_variables[0].numpy()
+    # Reference: keras.optimizers.Adam on a copy, 4 steps on the support set.
+    reference = linear_model(4)
+    reference.set_weights([w])
+    adam = keras.optimizers.Adam(0.01)
+    (support_x, support_y), _ = episode
+    for _ in range(4):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.MeanSquaredError()(support_y[0], reference(support_x[0]))
+        adam.apply_gradients(zip(tape.gradient(loss, reference.trainable_variables),
+                                 reference.trainable_variables))
+    expected = reference.get_weights()[0]  # epsilon = 1: theta <- theta'
+    np.testing.assert_allclose(reptile_step(reptile, episode, 1.0), expected, rtol=1e-6)
+
+
+def test_reptile_epsilon_anneals_through_a_keras_schedule():
+    schedule = keras.optimizers.schedules.PolynomialDecay(1.0, 10, end_learning_rate=0.0)
+    reptile = tf_maml.Reptile(tf_maml.nets.mlp(hidden=(8,)), inner_lr=0.01, inner_steps=2)
+    reptile.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    history = reptile.fit(tf_maml.data.sinusoid_episodes(meta_batch_size=4, num_batches=10),
+                          verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    weights = reptile.get_weights()
+    reptile.fit(tf_maml.data.sinusoid_episodes(meta_batch_size=4, num_batches=3), verbose=0)
+    for a, b in zip(weights, reptile.get_weights()):  # epsilon has reached 0
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reptile_saves_and_rejects_unknown_inner_optimizer(tmp_path):
+    reptile = tf_maml.Reptile(tf_maml.nets.mlp(hidden=(8,)), inner_optimizer="adam")
+    reptile.compile(optimizer="sgd", loss="mse")
+    reptile.save(tmp_path / "reptile.keras")
+    assert keras.models.load_model(tmp_path / "reptile.keras").inner_optimizer == "adam"
+    with pytest.raises(ValueError, match="`inner_optimizer` must be one of"):
+        tf_maml.Reptile(tf_maml.nets.mlp(), inner_optimizer="rmsprop")

@@ -22,7 +22,18 @@ from tf_maml.exact_gradients import exact_second_order  # noqa: E402
 from tf_maml.meta_learner import MAML  # noqa: E402
 from tf_maml.meta_learner import FOMAML  # noqa: E402
 from tf_maml.meta_sgd import MetaSGD  # noqa: E402
+from tf_maml.reptile import Reptile  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["ANIL", "FOMAML", "MAML", "MetaSGD", "data", "episodes", "exact_second_order", "nets"]
+__all__ = [
+    "ANIL",
+    "FOMAML",
+    "MAML",
+    "MetaSGD",
+    "Reptile",
+    "data",
+    "episodes",
+    "exact_second_order",
+    "nets",
+]

@@ -338,10 +338,31 @@ class MAML(keras.Model):
         """Indices into the model's trainable variables that the inner loop adapts."""
         return range(len(self.model.trainable_variables))
 
-    def _inner_update(self, params, grads, inner, step):
-        """One inner SGD step: `params - inner_lr * grads` (one entry per adapted param)."""
+    def _inner_slots(self, params):
+        """Initial state of a stateful inner optimizer (e.g. Adam moments); none for SGD."""
+        del params
+        return []
+
+    def _inner_update(self, params, grads, inner, step, slots):
+        """One inner step over the adapted params: returns `(params, slots)`.
+
+        MAML: plain SGD, `params - inner_lr * grads`.
+        """
         del inner, step
-        return [p - self.inner_lr * g for p, g in zip(params, grads)]
+        return [p - self.inner_lr * g for p, g in zip(params, grads)], slots
+
+    # Whether the meta-gradient is differentiated through the adaptation;
+    # Reptile's is not.
+    _meta_gradient_from_tape = True
+
+    def _task_meta_gradients(self, tape, loss, params, inner, fast):
+        """One task's contribution to the meta-gradient of `params + inner`."""
+        del fast
+        return tape.gradient(
+            self.optimizer.scale_loss(loss),
+            params + inner,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
 
     def _read_values(self):
         """The current variables as tensors: (params, inner, state)."""
@@ -357,6 +378,7 @@ class MAML(keras.Model):
         `first_step` numbers the first of them, for step-dependent update rules.
         """
         adapted = list(self._adapted_indices)
+        slots = self._inner_slots([params[i] for i in adapted])
         for step in range(first_step, first_step + steps):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(params)
@@ -368,7 +390,9 @@ class MAML(keras.Model):
             )
             if first_order:
                 grads = [tf.stop_gradient(g) for g in grads]
-            updated = self._inner_update([params[i] for i in adapted], grads, inner, step)
+            updated, slots = self._inner_update(
+                [params[i] for i in adapted], grads, inner, step, slots
+            )
             params = list(params)
             for i, value in zip(adapted, updated):
                 params[i] = value
@@ -467,15 +491,13 @@ class MAML(keras.Model):
             pre_pred, pre_extra = self._predict_query(params, state, sx, qx, self.transductive)
             pre_loss = self._loss(qy, pre_pred, pre_extra)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(params + inner)
+                if with_gradients and self._meta_gradient_from_tape:
+                    tape.watch(params + inner)  # otherwise the tape records nothing
                 fast, new_state = self._adapt_task(params, state, sx, sy, steps, first_order, inner)
                 y_pred, extra = self._predict_query(fast, new_state, sx, qx, self.transductive)
                 loss = self._loss(qy, y_pred, extra)
-                scaled = self.optimizer.scale_loss(loss) if with_gradients else loss
             if with_gradients:
-                task_grads = tape.gradient(
-                    scaled, params + inner, unconnected_gradients=tf.UnconnectedGradients.ZERO
-                )
+                task_grads = self._task_meta_gradients(tape, loss, params, inner, fast)
                 grads = [g + tg for g, tg in zip(grads, task_grads)]
             return (
                 t + 1,

@@ -52,7 +52,7 @@ class MetaSGD(MAML):
     def _inner_variables(self):
         return list(self.inner_lrs or [])
 
-    def _inner_update(self, params, grads, inner, step):
+    def _inner_update(self, params, grads, inner, step, slots):
         del step
         step_sizes = [inner[i] for i in self._adapted_indices]
-        return [p - lr * g for p, lr, g in zip(params, step_sizes, grads)]
+        return [p - lr * g for p, lr, g in zip(params, step_sizes, grads)], slots
