@@ -23,6 +23,7 @@ from tf_maml.meta_learner import MAML  # noqa: E402
 from tf_maml.meta_learner import FOMAML  # noqa: E402
 from tf_maml.meta_sgd import MetaSGD  # noqa: E402
 from tf_maml.reptile import Reptile  # noqa: E402
+from tf_maml import tuning  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -36,4 +37,5 @@ __all__ = [
     "episodes",
     "exact_second_order",
     "nets",
+    "tuning",
 ]

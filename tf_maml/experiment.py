@@ -49,20 +49,27 @@ def episodes(config, split, num_batches=None, start_batch=0, queries=None):
     )
 
 
-def build_meta_learner(config):
-    """A compiled `MAML` for `config`."""
+def build_backbone(config):
+    """A fresh backbone network for `config.task`."""
     _check_task(config)
     if config.task == "sinusoid":
-        model = nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
-        loss, metrics = "mse", []
-    else:
-        model = nets.conv4(
-            config.ways, filters=config.model.filters, downsample=config.model.downsample
-        )
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metrics = ["accuracy"]
+        return nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
+    return nets.conv4(config.ways, filters=config.model.filters, downsample=config.model.downsample)
+
+
+def loss_and_metrics(config):
+    """The task loss and metrics of `config.task`, for `compile`."""
+    _check_task(config)
+    if config.task == "sinusoid":
+        return "mse", []
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
+
+
+def build_meta_learner(config):
+    """A compiled `MAML` for `config`."""
+    loss, metrics = loss_and_metrics(config)
     meta_learner = MAML(
-        model,
+        build_backbone(config),
         inner_lr=config.inner_lr,
         inner_steps=config.inner_steps,
         first_order=config.first_order,

@@ -1,0 +1,83 @@
+"""keras-tuner search over meta-learners."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras_tuner
+import pytest
+
+import tf_maml
+from tf_maml.tuning import MetaLearnerHyperModel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def episodes(seed, batches):
+    return tf_maml.data.sinusoid_episodes(shots=5, meta_batch_size=4, seed=seed, num_batches=batches)
+
+
+def hypermodel():
+    return MetaLearnerHyperModel(lambda: tf_maml.nets.mlp(hidden=(8,)), loss="mse")
+
+
+def test_build_covers_every_algorithm():
+    model = hypermodel()
+    for algorithm, cls in (("maml", tf_maml.MAML), ("meta_sgd", tf_maml.MetaSGD),
+                           ("anil", tf_maml.ANIL), ("reptile", tf_maml.Reptile)):
+        hp = keras_tuner.HyperParameters()
+        hp.Fixed("algorithm", algorithm)
+        meta_learner = model.build(hp)
+        assert type(meta_learner) is cls and meta_learner.compiled
+        assert 1e-3 <= meta_learner.inner_lr <= 1.0
+
+
+def test_objective_follows_the_metrics():
+    assert hypermodel().objective().name == "val_loss"
+    classifier = MetaLearnerHyperModel(lambda: tf_maml.nets.conv4(5), loss="mse", metrics=["accuracy"])
+    assert classifier.objective().name == "val_accuracy"
+    with pytest.raises(ValueError, match="`algorithms` must be drawn from"):
+        MetaLearnerHyperModel(lambda: None, loss="mse", algorithms=["protonet"])
+
+
+def test_search_resumes_and_returns_a_ready_meta_learner(tmp_path):
+    def tuner(max_trials):
+        model = hypermodel()
+        return keras_tuner.RandomSearch(
+            model, objective=model.objective(), max_trials=max_trials, directory=str(tmp_path),
+            project_name="sinusoid", overwrite=False, seed=1,
+        )
+
+    search = dict(epochs=1, validation_data=episodes(1, 2), verbose=0)
+    first = tuner(2)
+    first.search(episodes(0, 3), **search)
+    assert len(first.oracle.trials) == 2
+    resumed = tuner(3)  # an interrupted search continues from its directory
+    resumed.search(episodes(0, 3), **search)
+    assert len(resumed.oracle.trials) == 3
+
+    best = resumed.get_best_models(1)[0]
+    assert isinstance(best, tf_maml.MAML)
+    (support_x, support_y), (query_x, _) = next(iter(episodes(2, 1)))
+    adapted = best.adapt(support_x[0], support_y[0])
+    assert adapted.predict(query_x[0], verbose=0).shape == (10, 1)
+    best.export_adaptive(str(tmp_path / "adaptive"))
+    assert os.path.exists(tmp_path / "adaptive" / "saved_model.pb")
+
+
+def test_tune_script_runs_two_trials(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "tune.py"),
+         f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}", "--max_trials=2", "--epochs=1",
+         f"--directory={tmp_path}", "--config.steps_per_epoch=3", "--config.meta_batch_size=4",
+         "--config.validation_batches=1", "--config.model.hidden=(8,)", "--config.verbose=0",
+         "--config.steps_per_execution=1"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = json.loads((tmp_path / "sinusoid" / "best.json").read_text())
+    assert best["algorithm"] in tf_maml.tuning.ALGORITHMS
+    assert "best_hyperparameters" in result.stdout
+

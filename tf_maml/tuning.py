@@ -1,0 +1,89 @@
+"""Hyper-parameter search for meta-learners with keras-tuner."""
+
+import keras
+import keras_tuner
+
+from tf_maml.anil import ANIL
+from tf_maml.meta_learner import MAML
+from tf_maml.meta_sgd import MetaSGD
+from tf_maml.reptile import Reptile
+
+ALGORITHMS = ("maml", "meta_sgd", "anil", "reptile")
+
+
+class MetaLearnerHyperModel(keras_tuner.HyperModel):
+    """A `keras_tuner.HyperModel` whose `build(hp)` returns a compiled meta-learner.
+
+    The default search space, declared where each value is used:
+
+    | name | values |
+    |---|---|
+    | `algorithm` | `algorithms` (`"maml"`, `"meta_sgd"`, `"anil"`, `"reptile"`) |
+    | `inner_lr` | 1e-3 .. 1, log scale |
+    | `inner_steps` | 1 .. 5 |
+    | `first_order` | False / True (MAML, ANIL) |
+    | `outer_lr` | 1e-4 .. 1e-2, log scale (Reptile: its epsilon, 0.05 .. 1) |
+
+    Narrow or extend it with keras-tuner's own means: fix values with
+    `hp.Fixed` in the tuner's `hyperparameters=` (and
+    `tune_new_entries=False` to fix everything else at its default), or
+    subclass and override `build`.
+
+    The objective is the post-adaptation validation metric that `fit` logs:
+    `"val_accuracy"` (max) for classification, `"val_loss"` (min) otherwise;
+    `objective()` gives it.
+
+    Args:
+        build_model: callable returning a fresh Keras model (the backbone).
+        loss: the task loss, as for `compile`.
+        metrics: metrics, as for `compile`.
+        algorithms: the algorithms to search over.
+        eval_inner_steps: inner steps at validation (default: as training).
+
+    Example:
+
+    ```python
+    hypermodel = tf_maml.tuning.MetaLearnerHyperModel(
+        lambda: tf_maml.nets.mlp(hidden=(40, 40)), loss="mse")
+    tuner = keras_tuner.RandomSearch(hypermodel, objective=hypermodel.objective(),
+                                     max_trials=20, directory="tuning", project_name="sinusoid")
+    tuner.search(train_episodes, steps_per_epoch=500, epochs=4, validation_data=val_episodes)
+    best = tuner.get_best_models(1)[0]        # ready to adapt() and export_adaptive()
+    ```
+    """
+
+    def __init__(self, build_model, loss, metrics=None, algorithms=ALGORITHMS,
+                 eval_inner_steps=None, **kwargs):
+        super().__init__(**kwargs)
+        unknown = sorted(set(algorithms) - set(ALGORITHMS))
+        if unknown or not algorithms:
+            raise ValueError(f"`algorithms` must be drawn from {ALGORITHMS}; received {algorithms!r}.")
+        self.build_model = build_model
+        self.loss = loss
+        self.metrics = list(metrics or [])
+        self.algorithms = tuple(algorithms)
+        self.eval_inner_steps = eval_inner_steps
+
+    def objective(self):
+        """The tuner objective: post-adaptation validation accuracy, or loss."""
+        if "accuracy" in self.metrics:
+            return keras_tuner.Objective("val_accuracy", direction="max")
+        return keras_tuner.Objective("val_loss", direction="min")
+
+    def build(self, hp):
+        algorithm = hp.Choice("algorithm", list(self.algorithms))
+        inner_lr = hp.Float("inner_lr", 1e-3, 1.0, sampling="log")
+        inner_steps = hp.Int("inner_steps", 1, 5)
+        common = dict(inner_lr=inner_lr, inner_steps=inner_steps,
+                      eval_inner_steps=self.eval_inner_steps)
+        if algorithm == "reptile":
+            meta_learner = Reptile(self.build_model(), **common)
+            epsilon = hp.Float("epsilon", 0.05, 1.0, sampling="log")
+            optimizer = keras.optimizers.SGD(epsilon)
+        else:
+            first_order = algorithm in ("maml", "anil") and hp.Boolean("first_order")
+            cls = {"maml": MAML, "meta_sgd": MetaSGD, "anil": ANIL}[algorithm]
+            meta_learner = cls(self.build_model(), first_order=first_order, **common)
+            optimizer = keras.optimizers.Adam(hp.Float("outer_lr", 1e-4, 1e-2, sampling="log"))
+        meta_learner.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
+        return meta_learner
