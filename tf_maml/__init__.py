@@ -20,6 +20,7 @@ from tf_maml import episodes  # noqa: E402
 from tf_maml import nets  # noqa: E402
 from tf_maml.exact_gradients import exact_second_order  # noqa: E402
 from tf_maml.meta_learner import MAML  # noqa: E402
+from tf_maml.maml_plus_plus import MAMLPlusPlus  # noqa: E402
 from tf_maml.meta_learner import FOMAML  # noqa: E402
 from tf_maml.meta_sgd import MetaSGD  # noqa: E402
 from tf_maml.reptile import Reptile  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "ANIL",
     "FOMAML",
     "MAML",
+    "MAMLPlusPlus",
     "MetaSGD",
     "Reptile",
     "data",

@@ -351,6 +351,21 @@ class MAML(keras.Model):
         del inner, step
         return [p - self.inner_lr * g for p, g in zip(params, grads)], slots
 
+    def _task_objective(self, params, inner, state, task, steps, first_order, training):
+        """Adapts to one task; returns `(fast, state, query_pred, query_loss, objective)`.
+
+        `objective` is what the meta-gradient differentiates: MAML's query
+        loss after the last step (MAML++: a weighted sum over steps).
+        """
+        del training
+        sx, sy, qx, qy = task
+        fast, state = self._adapt_task(params, state, sx, sy, steps, first_order, inner)
+        y_pred, extra = self._predict_query(
+            fast, state, sx, qx, self.transductive, inner, max(steps - 1, 0)
+        )
+        loss = self._loss(qy, y_pred, extra)
+        return fast, state, y_pred, loss, loss
+
     # Whether the meta-gradient is differentiated through the adaptation;
     # Reptile's is not.
     _meta_gradient_from_tape = True
@@ -363,6 +378,15 @@ class MAML(keras.Model):
             params + inner,
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
+
+    def _step_params(self, params, inner, step):
+        """The weights the forward pass of inner step `step` runs with (MAML++: per-step BN)."""
+        del inner, step
+        return params
+
+    def _second_order_gradients(self, grads):
+        """Inner gradients kept in the differentiated path (MAML++: order annealing)."""
+        return grads
 
     def _read_values(self):
         """The current variables as tensors: (params, inner, state)."""
@@ -382,7 +406,9 @@ class MAML(keras.Model):
         for step in range(first_step, first_step + steps):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(params)
-                y_pred, new_state, extra_losses = self._forward(params, state, x, training=True)
+                y_pred, new_state, extra_losses = self._forward(
+                    self._step_params(params, inner, step), state, x, training=True
+                )
                 loss = self._loss(y, y_pred, extra_losses)
             grads = tape.gradient(
                 loss, [params[i] for i in adapted],
@@ -390,6 +416,8 @@ class MAML(keras.Model):
             )
             if first_order:
                 grads = [tf.stop_gradient(g) for g in grads]
+            else:
+                grads = self._second_order_gradients(grads)
             updated, slots = self._inner_update(
                 [params[i] for i in adapted], grads, inner, step, slots
             )
@@ -401,8 +429,12 @@ class MAML(keras.Model):
             state = [tf.stop_gradient(s) for s in new_state]
         return params, state
 
-    def _predict_query(self, params, state, support_x, query_x, transductive):
-        """Query predictions and regularization losses under `params`."""
+    def _predict_query(self, params, state, support_x, query_x, transductive, inner=(), step=0):
+        """Query predictions and regularization losses under `params`.
+
+        `step`: the inner step whose per-step weights apply (MAML++).
+        """
+        params = self._step_params(params, inner, step)
         batch_norm_layers = self._batch_norm_layers
         if transductive:
             y_pred, _, extra_losses = self._forward(params, state, query_x, training=True)
@@ -422,6 +454,7 @@ class MAML(keras.Model):
         """
         params, inner, state = self._read_values()
         params, state = self._adapt_task(params, state, support_x, support_y, steps, True, inner)
+        params = self._step_params(params, inner, max(steps - 1, 0))
         batch_norm_layers = self._batch_norm_layers
         if batch_norm_layers:
             with _BatchStatisticsCapture(batch_norm_layers):
@@ -488,16 +521,18 @@ class MAML(keras.Model):
 
         def task_body(t, state, grads, post_sum, pre_sum, predictions):
             sx, sy, qx, qy = support_x[t], support_y[t], query_x[t], query_y[t]
-            pre_pred, pre_extra = self._predict_query(params, state, sx, qx, self.transductive)
+            pre_pred, pre_extra = self._predict_query(
+                params, state, sx, qx, self.transductive, inner
+            )
             pre_loss = self._loss(qy, pre_pred, pre_extra)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 if with_gradients and self._meta_gradient_from_tape:
                     tape.watch(params + inner)  # otherwise the tape records nothing
-                fast, new_state = self._adapt_task(params, state, sx, sy, steps, first_order, inner)
-                y_pred, extra = self._predict_query(fast, new_state, sx, qx, self.transductive)
-                loss = self._loss(qy, y_pred, extra)
+                fast, new_state, y_pred, loss, objective = self._task_objective(
+                    params, inner, state, (sx, sy, qx, qy), steps, first_order, with_gradients
+                )
             if with_gradients:
-                task_grads = self._task_meta_gradients(tape, loss, params, inner, fast)
+                task_grads = self._task_meta_gradients(tape, objective, params, inner, fast)
                 grads = [g + tg for g, tg in zip(grads, task_grads)]
             return (
                 t + 1,
@@ -548,7 +583,12 @@ class MAML(keras.Model):
                 support, query, self.inner_steps, self.first_order, with_gradients=True
             )
         variables = self.model.trainable_variables + self._inner_variables
-        self.optimizer.apply_gradients(zip(result["gradients"], variables))
+        gradients = dict(zip(map(id, variables), result["gradients"]))
+        # In Keras' order of trainable_variables, the order in which a loaded
+        # model rebuilds the optimizer's slots.
+        self.optimizer.apply_gradients(
+            [(gradients[id(v)], v) for v in self.trainable_variables if id(v) in gradients]
+        )
         for variable, value in zip(self.model.non_trainable_variables, result["state"]):
             variable.assign(value)
         return self._update_metrics(query[1], result)
@@ -573,10 +613,11 @@ class MAML(keras.Model):
 
         def one_task(task):
             sx, sy, qx = task
-            fast, new_state = self._adapt_task(
-                params, state, sx, sy, self.eval_inner_steps, True, inner
+            steps = self.eval_inner_steps
+            fast, new_state = self._adapt_task(params, state, sx, sy, steps, True, inner)
+            y_pred, _ = self._predict_query(
+                fast, new_state, sx, qx, self.transductive, inner, max(steps - 1, 0)
             )
-            y_pred, _ = self._predict_query(fast, new_state, sx, qx, self.transductive)
             return y_pred
 
         return tf.map_fn(
