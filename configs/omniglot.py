@@ -41,6 +41,12 @@ def get_config(setting="5w1s"):
     config.inner_steps = inner_steps
     config.eval_inner_steps = 10
     config.first_order = False
+    # The algorithm: maml (first_order=True: FOMAML), meta_sgd, anil,
+    # maml_plus_plus, or reptile (its settings below).
+    config.algorithm = "maml"
+    config.reptile = ml_collections.ConfigDict(
+        {"inner_lr": 0.001, "inner_steps": 5, "inner_optimizer": "adam", "epsilon": 1.0}
+    )
     # Outer loop: Adam 1e-3 for 60,000 meta-steps.
     config.outer_lr = 1e-3
     config.meta_steps = 60_000

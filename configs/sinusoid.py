@@ -22,6 +22,12 @@ def get_config():
     config.inner_steps = 1
     config.eval_inner_steps = 10
     config.first_order = False
+    # The algorithm: maml (first_order=True: FOMAML), meta_sgd, anil,
+    # maml_plus_plus, or reptile (its settings below).
+    config.algorithm = "maml"
+    config.reptile = ml_collections.ConfigDict(
+        {"inner_lr": 0.01, "inner_steps": 5, "inner_optimizer": "sgd", "epsilon": 1.0}
+    )
     # Outer loop: Adam 1e-3 for 70,000 meta-steps.
     config.outer_lr = 1e-3
     config.meta_steps = 70_000

@@ -166,3 +166,27 @@ def test_pipeline_benchmark_script_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = (tmp_path / "t.md").read_text().splitlines()
     assert rows[0].startswith("| workload | episode batches/s") and len(rows) >= 5
+
+
+@pytest.mark.parametrize("algorithm", ["meta_sgd", "anil", "maml_plus_plus", "reptile"])
+def test_experiment_builds_each_algorithm(algorithm, tmp_path):
+    meta_learner = tf_maml.experiment.build_meta_learner(tiny_config(algorithm=algorithm))
+    expected = {"meta_sgd": tf_maml.MetaSGD, "anil": tf_maml.ANIL,
+                "maml_plus_plus": tf_maml.MAMLPlusPlus, "reptile": tf_maml.Reptile}[algorithm]
+    assert type(meta_learner) is expected and meta_learner.compiled
+    with pytest.raises(ValueError, match="Unknown algorithm 'protonet'"):
+        tf_maml.experiment.build_meta_learner(tiny_config(algorithm="protonet"))
+
+
+def test_family_benchmark_script(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "family_benchmark.py"),
+         f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}", "--algorithms=fomaml,reptile",
+         f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
+         "--config.eval_max_steps=10"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (tmp_path / "table.md").read_text().splitlines()
+    assert rows[2].startswith("| fomaml | 20 |") and rows[3].startswith("| reptile | 20 |")

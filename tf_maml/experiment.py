@@ -13,7 +13,11 @@ import numpy as np
 from absl import logging
 
 from tf_maml import data, evaluation, nets, plots
+from tf_maml.anil import ANIL
+from tf_maml.maml_plus_plus import MAMLPlusPlus
 from tf_maml.meta_learner import MAML
+from tf_maml.meta_sgd import MetaSGD
+from tf_maml.reptile import Reptile
 
 _SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2, "plots": 3}
 
@@ -65,18 +69,41 @@ def loss_and_metrics(config):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
 
 
+ALGORITHMS = {
+    "maml": MAML,
+    "meta_sgd": MetaSGD,
+    "anil": ANIL,
+    "maml_plus_plus": MAMLPlusPlus,
+    "reptile": Reptile,
+}
+
+
 def build_meta_learner(config):
-    """A compiled `MAML` for `config`."""
+    """A compiled meta-learner of `config.algorithm` (default MAML) for `config`."""
     loss, metrics = loss_and_metrics(config)
-    meta_learner = MAML(
-        build_backbone(config),
-        inner_lr=config.inner_lr,
-        inner_steps=config.inner_steps,
-        first_order=config.first_order,
-        eval_inner_steps=config.eval_inner_steps,
-    )
+    algorithm = config.get("algorithm", "maml")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"Unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}.")
+    common = dict(eval_inner_steps=config.eval_inner_steps)
+    if algorithm == "reptile":
+        # Reptile: its own inner loop; epsilon annealed linearly to 0 (Nichol et al.).
+        meta_learner = Reptile(
+            build_backbone(config), inner_lr=config.reptile.inner_lr,
+            inner_steps=config.reptile.inner_steps,
+            inner_optimizer=config.reptile.inner_optimizer, **common,
+        )
+        epsilon = keras.optimizers.schedules.PolynomialDecay(
+            config.reptile.epsilon, config.meta_steps, end_learning_rate=0.0
+        )
+        optimizer = keras.optimizers.SGD(epsilon)
+    else:
+        options = dict(inner_lr=config.inner_lr, inner_steps=config.inner_steps, **common)
+        if algorithm != "maml_plus_plus":
+            options["first_order"] = config.first_order
+        meta_learner = ALGORITHMS[algorithm](build_backbone(config), **options)
+        optimizer = keras.optimizers.Adam(config.outer_lr)
     meta_learner.compile(
-        optimizer=keras.optimizers.Adam(config.outer_lr),
+        optimizer=optimizer,
         loss=loss,
         metrics=metrics,
         jit_compile=config.jit_compile,
