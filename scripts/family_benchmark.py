@@ -9,12 +9,12 @@ lives in its own workdir, so an interrupted benchmark resumes.
 """
 
 import os
-import platform
 
 from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
+from tf_maml.reporting import machine, publish_table
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config (task, budget).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/family", "Parent of the runs.")
@@ -43,12 +43,8 @@ def main(argv):
         mean, ci = report[f"{name}_by_step"], report[f"{name}_confidence_95"]
         cells = " | ".join(f"{mean[k]:.3f} ± {ci[k]:.3f}" for k in (0, 1, 10))
         rows.append(f"| {algorithm} | {report['meta_steps']} | {cells} | {report['training_seconds']} |")
-    table = "\n".join(rows + ["", f"{base.eval_tasks} test tasks; ± is the 95% confidence "
-                              f"interval. Machine: {platform.machine()}, {os.cpu_count()} cores."])
-    print(table)
-    if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            f.write(table + "\n")
+    footer = f"{base.eval_tasks} test tasks; ± is the 95% confidence interval. Machine: {machine()}."
+    publish_table(rows + ["", footer], _OUT.value)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ batches, and reports the ratio.
   python scripts/pipeline_benchmark.py --data_dir=../shared/data/omniglot
 """
 
-import os
-import platform
 import time
 
 import keras
 from absl import app, flags
 
 import tf_maml
+from tf_maml.reporting import machine, publish_table
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory with the Omniglot zips.")
 _BATCHES = flags.DEFINE_integer("batches", 300, "Pipeline batches to time.")
@@ -64,11 +63,7 @@ def main(argv):
         else:
             meta_cells = "- | -"
         rows.append(f"| {name}, meta-batch {tasks} | {rate:.1f} | {rate * tasks:.0f} | {meta_cells} |")
-    table = "\n".join(rows + ["", f"Machine: {platform.machine()}, {os.cpu_count()} cores."])
-    print(table)
-    if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            f.write(table + "\n")
+    publish_table(rows + ["", f"Machine: {machine()}."], _OUT.value)
 
 
 if __name__ == "__main__":

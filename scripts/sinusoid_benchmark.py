@@ -10,12 +10,12 @@ Each run lives in its own workdir, so an interrupted benchmark resumes.
 """
 
 import os
-import platform
 
 from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
+from tf_maml.reporting import machine, publish_table
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "sinusoid.py"),
@@ -44,19 +44,11 @@ def main(argv):
             f"| {mse[1]:.3f} ± {ci[1]:.3f} | {mse[10]:.3f} ± {ci[10]:.3f} "
             f"| {median[1]:.3f} / {median[10]:.3f} | {report['training_seconds']} |"
         )
-    table = "\n".join(
-        rows
-        + [
-            "",
-            f"{config.eval_tasks} test tasks, {config.eval_queries} query points each, "
-            "± is the 95% confidence interval. Machine: "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
-        ]
+    footer = (
+        f"{config.eval_tasks} test tasks, {config.eval_queries} query points each, "
+        f"± is the 95% confidence interval. Machine: {machine()}."
     )
-    print(table)
-    if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            f.write(table + "\n")
+    publish_table(rows + ["", footer], _OUT.value)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,17 @@ def test_family_benchmark_script(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = (tmp_path / "table.md").read_text().splitlines()
     assert rows[2].startswith("| fomaml | 20 |") and rows[3].startswith("| reptile | 20 |")
+
+
+def test_sinusoid_benchmark_script(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "sinusoid_benchmark.py"), "--shots=5",
+         f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
+         "--config.eval_max_steps=10"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (tmp_path / "table.md").read_text().splitlines()
+    assert rows[0].startswith("| K | meta-steps |") and rows[2].startswith("| 5 | 20 |")
+    assert "600" not in rows[-1] and "30 test tasks" in rows[-1]

@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from tf_maml.data.batch_stream import indexed_batches
+
 ROTATION_MODES = (None, "per_class", "extra_classes")
 
 
@@ -202,10 +204,4 @@ def few_shot_episodes(
 
         return take(0, shots), take(shots, queries)
 
-    stop = None if num_batches is None else start_batch + num_batches
-    indices = (
-        tf.data.Dataset.counter(start_batch)
-        if stop is None
-        else tf.data.Dataset.range(start_batch, stop)
-    )
-    return indices.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return indexed_batches(batch, num_batches, start_batch)

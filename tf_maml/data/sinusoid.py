@@ -4,6 +4,8 @@ import math
 
 import tensorflow as tf
 
+from tf_maml.data.batch_stream import indexed_batches
+
 
 def sinusoid_episodes(
     shots=10,
@@ -77,10 +79,4 @@ def sinusoid_episodes(
 
         return (support_x, wave(support_x)), (query_x, wave(query_x))
 
-    stop = None if num_batches is None else start_batch + num_batches
-    indices = (
-        tf.data.Dataset.counter(start_batch)
-        if stop is None
-        else tf.data.Dataset.range(start_batch, stop)
-    )
-    return indices.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return indexed_batches(batch, num_batches, start_batch)
