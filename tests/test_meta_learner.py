@@ -244,3 +244,24 @@ def test_tf_distribute_mirrored_with_batchnorm_matches_single_device(mirrored_st
     # replica threads them through its own tasks) and are not compared.
     for a, b in zip(single.model.trainable_variables, mirrored.model.trainable_variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_bfloat16_meta_training_tracks_float32():
+    episode = as_float32(classification_episode(np.random.default_rng(0), tasks=4))
+    histories, initial = {}, None
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            maml = tf_maml.MAML(conv_bn_pool_net(), inner_lr=0.4)
+            if initial is None:
+                initial = maml.get_weights()
+            maml.set_weights(initial)
+            maml.compile(optimizer="adam", loss=sparse_ce(), metrics=["accuracy"])
+            histories[policy] = maml.fit(*episode, batch_size=2, epochs=2, verbose=0).history
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+    assert maml.model.layers[0].compute_dtype == "bfloat16"
+    assert maml.model.layers[0].kernel.dtype == "float32"  # variables stay float32
+    for key in ("loss", "pre_adaptation_loss"):
+        np.testing.assert_allclose(histories["mixed_bfloat16"][key], histories["float32"][key],
+                                   rtol=0.05)
