@@ -142,9 +142,18 @@ def test_omniglot_train_then_evaluate_script(tmp_path):
     )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     assert "accuracy after 2 steps on 4 tasks:" in evaluate.stdout
-    assert json.loads((tmp_path / "eval.json").read_text()) == {
-        k: v for k, v in report.items() if k not in ("meta_steps", "training_seconds")
-    }
+    expected = {k: v for k, v in report.items() if k not in ("meta_steps", "training_seconds")}
+    assert json.loads((tmp_path / "eval.json").read_text()) == expected
+
+    # A weights file (as a run's backup holds) evaluates the same.
+    keras.models.load_model(tmp_path / "meta.keras").save_weights(tmp_path / "w.weights.h5")
+    from_weights = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), config, *tiny,
+         f"--weights={tmp_path / 'w.weights.h5'}", f"--out={tmp_path / 'eval2.json'}"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert from_weights.returncode == 0, from_weights.stderr[-3000:]
+    assert json.loads((tmp_path / "eval2.json").read_text()) == expected
 
 
 def test_unknown_omniglot_setting_is_rejected():
