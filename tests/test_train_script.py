@@ -213,3 +213,18 @@ def test_sinusoid_benchmark_script(tmp_path):
     rows = (tmp_path / "table.md").read_text().splitlines()
     assert rows[0].startswith("| K | meta-steps |") and rows[2].startswith("| 5 | 20 |")
     assert "600" not in rows[-1] and "30 test tasks" in rows[-1]
+
+
+def test_speed_benchmark_script_reports_each_configuration(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--workloads=sinusoid",
+         "--orders=2,1", "--meta_batch_sizes=2", "--windows=1", "--window_sec=0.2",
+         f"--out={tmp_path / 'results.jsonl'}"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["order"], r["meta_batch_size"]) for r in records] == [(2, 2), (1, 2)]
+    assert all(r["steps_per_s_median"] > 0 and r["peak_rss_mb"] > 0 for r in records)
+    assert result.stdout.count("| sinusoid |") == 2
