@@ -25,7 +25,8 @@ def hypermodel():
 def test_build_covers_every_algorithm():
     model = hypermodel()
     for algorithm, cls in (("maml", tf_maml.MAML), ("meta_sgd", tf_maml.MetaSGD),
-                           ("anil", tf_maml.ANIL), ("reptile", tf_maml.Reptile)):
+                           ("anil", tf_maml.ANIL), ("maml_plus_plus", tf_maml.MAMLPlusPlus),
+                           ("reptile", tf_maml.Reptile)):
         hp = keras_tuner.HyperParameters()
         hp.Fixed("algorithm", algorithm)
         meta_learner = model.build(hp)

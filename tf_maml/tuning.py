@@ -4,11 +4,12 @@ import keras
 import keras_tuner
 
 from tf_maml.anil import ANIL
+from tf_maml.maml_plus_plus import MAMLPlusPlus
 from tf_maml.meta_learner import MAML
 from tf_maml.meta_sgd import MetaSGD
 from tf_maml.reptile import Reptile
 
-ALGORITHMS = ("maml", "meta_sgd", "anil", "reptile")
+ALGORITHMS = ("maml", "meta_sgd", "anil", "maml_plus_plus", "reptile")
 
 
 class MetaLearnerHyperModel(keras_tuner.HyperModel):
@@ -18,7 +19,7 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
 
     | name | values |
     |---|---|
-    | `algorithm` | `algorithms` (`"maml"`, `"meta_sgd"`, `"anil"`, `"reptile"`) |
+    | `algorithm` | `algorithms` (`"maml"`, `"meta_sgd"`, `"anil"`, `"maml_plus_plus"`, `"reptile"`) |
     | `inner_lr` | 1e-3 .. 1, log scale |
     | `inner_steps` | 1 .. 5 |
     | `first_order` | False / True (MAML, ANIL) |
@@ -81,9 +82,12 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
             epsilon = hp.Float("epsilon", 0.05, 1.0, sampling="log")
             optimizer = keras.optimizers.SGD(epsilon)
         else:
-            first_order = algorithm in ("maml", "anil") and hp.Boolean("first_order")
-            cls = {"maml": MAML, "meta_sgd": MetaSGD, "anil": ANIL}[algorithm]
-            meta_learner = cls(self.build_model(), first_order=first_order, **common)
+            if algorithm == "maml_plus_plus":  # its schedules at their defaults
+                meta_learner = MAMLPlusPlus(self.build_model(), **common)
+            else:
+                first_order = algorithm in ("maml", "anil") and hp.Boolean("first_order")
+                cls = {"maml": MAML, "meta_sgd": MetaSGD, "anil": ANIL}[algorithm]
+                meta_learner = cls(self.build_model(), first_order=first_order, **common)
             optimizer = keras.optimizers.Adam(hp.Float("outer_lr", 1e-4, 1e-2, sampling="log"))
         meta_learner.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
         return meta_learner
