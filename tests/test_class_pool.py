@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tf_maml
 from tf_maml.data import ClassPool, few_shot_episodes
@@ -133,3 +134,43 @@ def test_episodes_meta_train_a_classifier():
     maml.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = maml.fit(episodes, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def class_datasets(classes=6, examples=5):
+    """Class c yields examples whose pixels all equal 10 * c + e."""
+    return [
+        tf.data.Dataset.from_tensor_slices(
+            np.full((examples, 3, 3, 1), 10 * c, np.uint8) + np.arange(examples, dtype=np.uint8)[:, None, None, None]
+        )
+        for c in range(classes)
+    ]
+
+
+def test_episodes_from_class_datasets_are_consistent_and_seeded():
+    from tf_maml.data import few_shot_episodes_from_class_datasets
+
+    episodes = few_shot_episodes_from_class_datasets(class_datasets(), 3, 2, 2, 4, seed=1)
+    batches = list(episodes.take(6))
+    for (sx, sy), (qx, qy) in batches:
+        assert sx.shape == (4, 6, 3, 3, 1) and qy.shape == (4, 6)
+        for t in range(4):
+            values = np.concatenate([sx[t, :, 0, 0, 0], qx[t, :, 0, 0, 0]]).astype(int)
+            labels = np.concatenate([sy[t], qy[t]])
+            assert len(set(values)) == len(values)  # no example twice in a task
+            for label in range(3):  # one class per label, distinct classes
+                assert len({v // 10 for v in values[labels == label]}) == 1
+            assert len({v // 10 for v in values}) == 3
+    again = list(few_shot_episodes_from_class_datasets(class_datasets(), 3, 2, 2, 4, seed=1).take(6))
+    for a, b in zip(batches, again):
+        np.testing.assert_array_equal(a[0][0], b[0][0])
+    maml = tf_maml.MAML(tf_maml.nets.mlp(inputs=9, outputs=3), inner_lr=0.1)
+    flat = episodes.map(lambda s, q: ((tf.reshape(s[0], [-1, 6, 9]), s[1]), (tf.reshape(q[0], [-1, 6, 9]), q[1])))
+    maml.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    assert np.isfinite(maml.fit(flat, steps_per_epoch=2, verbose=0).history["loss"][0])
+
+
+def test_class_datasets_need_enough_classes():
+    from tf_maml.data import few_shot_episodes_from_class_datasets
+
+    with pytest.raises(ValueError, match="ways=7 exceeds the 6 class datasets"):
+        few_shot_episodes_from_class_datasets(class_datasets(), 7, 1, 1, 2)

@@ -1,0 +1,63 @@
+"""N-way K-shot episodes from one tf.data source per class, for data beyond memory."""
+
+import numpy as np
+import tensorflow as tf
+
+
+def few_shot_episodes_from_class_datasets(
+    class_datasets, ways, shots, queries, meta_batch_size, seed=0, shuffle_buffer=1000
+):
+    """Episode batches drawn from per-class `tf.data.Dataset`s (e.g. files on disk).
+
+    Each class's examples are shuffled (within `shuffle_buffer`) and cut into
+    groups of `shots + queries` that never span two passes over the class, so
+    a task never holds one example twice. A task draws `ways` distinct classes
+    at random; their order gives the labels 0..ways-1. Unlike
+    `few_shot_episodes`, nothing is held in memory beyond the buffers, and the
+    stream is reproducible from `seed` but cannot be resumed at an index.
+
+    Args:
+        class_datasets: a list of datasets, one per class, each yielding single
+            examples of one shape and dtype (cast to float32 in the episodes).
+        ways, shots, queries, meta_batch_size: as `few_shot_episodes`.
+        seed: seed of the class draws and the shuffles.
+        shuffle_buffer: per-class shuffle buffer.
+
+    Returns:
+        A dataset of `((support_x, support_y), (query_x, query_y))`.
+    """
+    if ways > len(class_datasets):
+        raise ValueError(f"ways={ways} exceeds the {len(class_datasets)} class datasets.")
+    per_class = shots + queries
+    groups = [
+        dataset.shuffle(shuffle_buffer, seed=seed + i, reshuffle_each_iteration=True)
+        .batch(per_class, drop_remainder=True)  # a group never spans two passes
+        .repeat()
+        for i, dataset in enumerate(class_datasets)
+    ]
+    num_classes = len(class_datasets)
+
+    def task_classes(index):
+        keys = tf.random.stateless_uniform([num_classes], tf.stack([tf.cast(seed, tf.int64), index]))
+        classes = tf.cast(tf.math.top_k(keys, ways).indices, tf.int64)
+        return tf.data.Dataset.from_tensor_slices(classes)
+
+    choices = tf.data.Dataset.counter().flat_map(task_classes)
+    tasks = tf.data.Dataset.choose_from_datasets(groups, choices).batch(ways)
+    labels = np.arange(ways, dtype=np.int32)
+
+    def split(task):  # task: [ways, shots + queries, *example_shape]
+        task = tf.cast(task, tf.float32)
+        example_shape = list(task.shape[2:])
+
+        def take(start, size):
+            x = tf.reshape(task[:, start:start + size], [ways * size] + example_shape)
+            return x, tf.repeat(labels, size)
+
+        return take(0, shots), take(shots, queries)
+
+    return (
+        tasks.map(split, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(meta_batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
