@@ -228,3 +228,17 @@ def test_speed_benchmark_script_reports_each_configuration(tmp_path):
     assert [(r["order"], r["meta_batch_size"]) for r in records] == [(2, 2), (1, 2)]
     assert all(r["steps_per_s_median"] > 0 and r["peak_rss_mb"] > 0 for r in records)
     assert result.stdout.count("| sinusoid |") == 2
+
+
+def test_multi_worker_example_trains_identically_on_two_local_workers(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "multi_worker.py"), "--launch=2",
+         f"--workdir={tmp_path}", "--steps=3"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    workers = [json.loads((tmp_path / f"worker_{i}.json").read_text()) for i in range(2)]
+    assert all(w["workers"] == 2 for w in workers)
+    assert workers[0]["weights_checksum"] == workers[1]["weights_checksum"]
+    assert workers[0]["loss"] == workers[1]["loss"]

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras.src import backend as keras_backend
+from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 from keras.src.losses import loss as loss_module
 
 from tf_maml import adaptation
@@ -265,6 +266,21 @@ class MAML(keras.Model):
                 keras_backend.compute_output_spec(self._compute_loss, None, labels, output)
             if self._compile_metrics is not None and not self._compile_metrics.built:
                 keras_backend.compute_output_spec(self.compute_metrics, None, labels, output)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # `_prepare` built the model, loss and metrics from per-example specs.
+        # Keras' own symbolic build would read a batch (under tf.distribute,
+        # reduce it across replicas, which fails for MultiWorkerMirrored) and
+        # take (support_x, support_y) for the model input: only the optimizer
+        # is left to build.
+        ready = self.built and all(
+            part is None or part.built for part in (self._compile_loss, self._compile_metrics)
+        )
+        if not ready:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         if isinstance(x, tf.data.Dataset):
@@ -574,7 +590,12 @@ class MAML(keras.Model):
             self._compile_metrics.update_state(
                 _merge_task_axis(query_y), _merge_task_axis(result["predictions"])
             )
-        return self.get_metrics_result()
+        logs = self.get_metrics_result()
+        if keras_tf_trainer._collective_all_reduce_multi_worker(self.distribute_strategy):
+            # Keras reduces logs across workers with a mean over axis 0, which
+            # scalars lack (Keras 3.15): give them that axis.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         support, query = episodes_lib.unpack(data)
