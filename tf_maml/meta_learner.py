@@ -237,8 +237,6 @@ class MAML(keras.Model):
         example_shape = (None,) + episode.features
         if not self.built:
             self.build(example_shape)
-        if self._episode_spec is None:
-            self._episode_spec = episode
         try:
             output = keras_backend.compute_output_spec(
                 self.model,
@@ -260,6 +258,8 @@ class MAML(keras.Model):
         if check_labels and episode.label_dtype.is_integer and num_classes and num_classes > 1:
             for labels in episodes_lib.first_labels(x, y):
                 episodes_lib.check_label_range(labels, num_classes, name=name)
+        if self._episode_spec is None:  # the first episodes that pass every check
+            self._episode_spec = episode
         if self.compiled:
             labels = keras.KerasTensor((None,) + episode.label_shape, episode.label_dtype.name)
             if self._compile_loss is not None and not self._compile_loss.built:
