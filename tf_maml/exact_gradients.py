@@ -7,10 +7,11 @@ not, although their first derivatives are right:
 1. `BatchNormalization` computes the variance with `tf.nn.moments`, which
    reads the mean through `stop_gradient`. d var / d mean is zero, so first
    derivatives are unaffected, but the gradient graph then treats the mean as
-   a constant and a term of the second derivative is lost (about 1% error on a
-   conv + BN net; more with several inner steps).
-2. Under XLA, the second derivative of `tf.nn.max_pool` (the MaxPoolGradGrad
-   lowering) is inexact (about 4% on a conv + max-pool net).
+   a constant and a term of the second derivative is lost (the peer gradient
+   checks of ../shared/bench/peers measured errors of 1.2 on entries up to
+   2.3 for the Omniglot conv net).
+2. Under XLA, the second derivative of `tf.nn.max_pool` (MaxPoolGradGrad) is
+   inexact (about 4% there) or, inside tf_maml's task loop, does not compile.
 
 `exact_second_order()` swaps both backend functions, for the duration of a
 trace, for formulations whose gradient graphs differentiate exactly: the
