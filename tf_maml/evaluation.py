@@ -43,7 +43,8 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10):
                         fast, task_state, sx, sy, 1, True, inner, first_step=step - 1
                     )
                 y_pred, extra = meta_learner._predict_query(
-                    fast, task_state, sx, qx, meta_learner.transductive, inner, max(step - 1, 0)
+                    fast, task_state, sx, qx, meta_learner.transductive, inner,
+                    meta_learner._last_step(step),
                 )
                 losses.append(tf.cast(meta_learner._loss(qy, y_pred, extra), tf.float64))
                 if classification:

@@ -377,7 +377,7 @@ class MAML(keras.Model):
         sx, sy, qx, qy = task
         fast, state = self._adapt_task(params, state, sx, sy, steps, first_order, inner)
         y_pred, extra = self._predict_query(
-            fast, state, sx, qx, self.transductive, inner, max(steps - 1, 0)
+            fast, state, sx, qx, self.transductive, inner, self._last_step(steps)
         )
         loss = self._loss(qy, y_pred, extra)
         return fast, state, y_pred, loss, loss
@@ -451,15 +451,26 @@ class MAML(keras.Model):
         `step`: the inner step whose per-step weights apply (MAML++).
         """
         params = self._step_params(params, inner, step)
-        batch_norm_layers = self._batch_norm_layers
         if transductive:
             y_pred, _, extra_losses = self._forward(params, state, query_x, training=True)
             return y_pred, extra_losses
-        if batch_norm_layers:
-            with _BatchStatisticsCapture(batch_norm_layers):
-                _, state, _ = self._forward(params, state, support_x, training=True)
+        state = self._with_support_statistics(params, state, support_x)
         y_pred, _, extra_losses = self._forward(params, state, query_x, training=False)
         return y_pred, extra_losses
+
+    def _with_support_statistics(self, params, state, support_x):
+        """`state` with BatchNorm moving statistics set to the support set's under `params`."""
+        batch_norm_layers = self._batch_norm_layers
+        if not batch_norm_layers:
+            return state
+        with _BatchStatisticsCapture(batch_norm_layers):
+            _, state, _ = self._forward(params, state, support_x, training=True)
+        return state
+
+    @staticmethod
+    def _last_step(steps):
+        """Index of the last of `steps` inner steps (0 when none): per-step weights use it."""
+        return max(steps - 1, 0)
 
     def _adapted_values(self, support_x, support_y, steps):
         """Adapted weights and the state that predicts with them on its own.
@@ -470,12 +481,8 @@ class MAML(keras.Model):
         """
         params, inner, state = self._read_values()
         params, state = self._adapt_task(params, state, support_x, support_y, steps, True, inner)
-        params = self._step_params(params, inner, max(steps - 1, 0))
-        batch_norm_layers = self._batch_norm_layers
-        if batch_norm_layers:
-            with _BatchStatisticsCapture(batch_norm_layers):
-                _, state, _ = self._forward(params, state, support_x, training=True)
-        return params, state
+        params = self._step_params(params, inner, self._last_step(steps))
+        return params, self._with_support_statistics(params, state, support_x)
 
     def adapt(self, support_x, support_y, steps=None):
         """Adapts to one task; returns a standalone `keras.Model`.
@@ -637,7 +644,7 @@ class MAML(keras.Model):
             steps = self.eval_inner_steps
             fast, new_state = self._adapt_task(params, state, sx, sy, steps, True, inner)
             y_pred, _ = self._predict_query(
-                fast, new_state, sx, qx, self.transductive, inner, max(steps - 1, 0)
+                fast, new_state, sx, qx, self.transductive, inner, self._last_step(steps)
             )
             return y_pred
 
