@@ -10,7 +10,11 @@ meta-batch 32, 1 or 15 queries per class, 1 inner step of 0.4; 20-way 1-shot,
 meta-batch 16, 5 inner steps of 0.1; sinusoid MLP 40-40, meta-batch 25.
 
   python scripts/benchmark.py --workloads=5w1s_q1,5w1s_q15 --orders=2,1 --xla=false,true
-  python scripts/benchmark.py --workloads=5w1s_q1 --meta_batch_sizes=1,8,32,64 --inner_steps=1,5,10
+  python scripts/benchmark.py --workloads=5w1s_q1 --parallel_tasks=1,2,4,10 --task_loops=while,unrolled
+  python scripts/benchmark.py --workloads=5w1s_q1 --meta_batch_sizes=1,8,32,64 \
+      --plot=docs/images/benchmark_meta_batch.png
+  python scripts/benchmark.py --workloads=5w1s_q1 --inner_steps=1,5,10,20 --recompute=false,true \
+      --plot=docs/images/benchmark_inner_steps.png
 """
 
 import itertools
@@ -35,12 +39,58 @@ WORKLOADS = {
 _WORKLOADS = flags.DEFINE_list("workloads", ["5w1s_q1", "5w1s_q15", "20w1s", "sinusoid"], "Workloads.")
 _ORDERS = flags.DEFINE_list("orders", ["2", "1"], "Meta-gradient orders.")
 _XLA = flags.DEFINE_list("xla", ["false"], "jit_compile values.")
+_TASK_LOOPS = flags.DEFINE_list("task_loops", ["auto"], "MAML(task_loop=...) values.")
+_PARALLEL_TASKS = flags.DEFINE_list("parallel_tasks", ["auto"], "MAML(parallel_tasks=...) values.")
+_RECOMPUTE = flags.DEFINE_list("recompute", ["false"], "MAML(recompute_inner_steps=...) values.")
+_POLICIES = flags.DEFINE_list("policies", ["float32"], "Keras dtype policies, e.g. mixed_bfloat16.")
 _META_BATCH_SIZES = flags.DEFINE_list("meta_batch_sizes", [], "Override the meta-batch sizes.")
 _INNER_STEPS = flags.DEFINE_list("inner_steps", [], "Override the inner steps.")
 _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows.")
 _WINDOW_SEC = flags.DEFINE_float("window_sec", 3.0, "Seconds per window (about).")
 _OUT = flags.DEFINE_string("out", None, "Append JSON lines here.")
+_PLOT = flags.DEFINE_string(
+    "plot", None, "Write a PNG of meta-steps/s and peak RSS against the meta-batch size or "
+    "inner steps (whichever the run varies) here.")
+_PROFILE = flags.DEFINE_integer(
+    "profile", 0, "After timing, trace one window with the TensorFlow profiler and report "
+    "this many op types with their share of the op time (0: no profile).")
 _SINGLE = flags.DEFINE_string("single", None, "Internal: run one configuration (JSON).")
+
+
+def op_time_by_type(profile_dir):
+    """Seconds per TensorFlow op type in a profiler trace (its .xplane.pb files)."""
+    import glob  # noqa: PLC0415
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: PLC0415
+
+    totals = {}
+    for path in glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True):
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+        for plane in space.planes:
+            for line in plane.lines:
+                if line.name == "python":
+                    continue
+                # Self time: an op event (named "node:OpType"; runtime regions use
+                # "::") minus the op events nested in it (function calls, loops).
+                open_ops = []  # (end, op type) of the enclosing op events
+                for event in sorted(line.events, key=lambda e: (e.offset_ps, -e.duration_ps)):
+                    name = plane.event_metadata[event.metadata_id].name
+                    if ":" not in name or "::" in name:
+                        continue
+                    while open_ops and open_ops[-1][0] <= event.offset_ps:
+                        open_ops.pop()
+                    op_type = name.rsplit(":", 1)[1].strip()
+                    if op_type.startswith("__inference"):  # a whole function's span
+                        continue
+                    seconds = event.duration_ps * 1e-12
+                    totals[op_type] = totals.get(op_type, 0.0) + seconds
+                    if open_ops:
+                        parent = open_ops[-1][1]
+                        totals[parent] -= seconds
+                    open_ops.append((event.offset_ps + event.duration_ps, op_type))
+    return totals
 
 
 def run_single(setting):
@@ -51,6 +101,7 @@ def run_single(setting):
 
     import tf_maml  # noqa: PLC0415
 
+    keras.mixed_precision.set_global_policy(setting["policy"])
     ways, shots, queries, _, lr, _, image = WORKLOADS[setting["workload"]]
     tasks, steps = setting["meta_batch_size"], setting["inner_steps"]
     rng = np.random.default_rng(0)
@@ -68,7 +119,12 @@ def run_single(setting):
         (rng.standard_normal(shape_q).astype(np.float32), labels(shape_q)),
     )
     episodes = tf.data.Dataset.from_tensors(episode).repeat()
-    maml = tf_maml.MAML(net, inner_lr=lr, inner_steps=steps, first_order=setting["order"] == 1)
+    parallel = setting["parallel_tasks"]
+    maml = tf_maml.MAML(
+        net, inner_lr=lr, inner_steps=steps, first_order=setting["order"] == 1,
+        task_loop=setting["task_loop"], parallel_tasks=parallel if parallel == "auto" else int(parallel),
+        recompute_inner_steps=setting["recompute"],
+    )
     maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"])
 
     start = time.perf_counter()
@@ -83,8 +139,29 @@ def run_single(setting):
         start = time.perf_counter()
         maml.fit(episodes, steps_per_epoch=count, verbose=0)
         rates.append(count / (time.perf_counter() - start))
+    profile = {}
+    if _PROFILE.value:
+        import tempfile  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as profile_dir:
+            tf.profiler.experimental.start(profile_dir)
+            start = time.perf_counter()
+            maml.fit(episodes, steps_per_epoch=count, verbose=0)
+            wall = time.perf_counter() - start
+            tf.profiler.experimental.stop()
+            totals = op_time_by_type(profile_dir)
+        op_time = sum(totals.values())
+        top = sorted(totals.items(), key=lambda item: -item[1])[: _PROFILE.value]
+        profile = {
+            "profile": {
+                # Busy cores: op time over wall time (2 = both cores in ops all along).
+                "busy_cores": round(op_time / wall, 2),
+                "top_ops_percent": {k: round(100 * v / op_time, 1) for k, v in top},
+            }
+        }
     return {
         **setting,
+        **profile,
         "first_step_s": round(first, 2),
         "steps_per_s_median": round(statistics.median(rates), 3),
         "steps_per_s_min": round(min(rates), 3),
@@ -95,14 +172,58 @@ def run_single(setting):
 
 
 def settings():
-    for name, order, xla in itertools.product(_WORKLOADS.value, _ORDERS.value, _XLA.value):
+    options = itertools.product(
+        _WORKLOADS.value, _ORDERS.value, _XLA.value, _TASK_LOOPS.value, _PARALLEL_TASKS.value,
+        _RECOMPUTE.value, _POLICIES.value,
+    )
+    for name, order, xla, loop, parallel, recompute, policy in options:
         _, _, _, tasks, _, steps, _ = WORKLOADS[name]
         for tasks_, steps_ in itertools.product(
             [int(t) for t in _META_BATCH_SIZES.value] or [tasks],
             [int(s) for s in _INNER_STEPS.value] or [steps],
         ):
             yield {"workload": name, "order": int(order), "xla": xla.lower() == "true",
+                   "task_loop": loop, "parallel_tasks": parallel,
+                   "recompute": recompute.lower() == "true", "policy": policy,
                    "meta_batch_size": tasks_, "inner_steps": steps_}
+
+
+COLUMNS = ("workload", "order", "xla", "task_loop", "parallel_tasks", "recompute", "policy",
+           "meta_batch_size", "inner_steps")
+
+
+def plot(results, path):
+    """Meta-steps/s and peak RSS against the varied meta-batch size or inner steps."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    varied = [k for k in ("meta_batch_size", "inner_steps") if len({r[k] for r in results}) > 1]
+    if len(varied) != 1:
+        raise ValueError("--plot needs a run that varies exactly one of meta-batch size and "
+                         f"inner steps; this one varies {varied or 'neither'}.")
+    x_key = varied[0]
+    figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 3.8))
+    curves = {}
+    for r in results:
+        label = ", ".join(f"{k}={r[k]}" for k in COLUMNS if k != x_key
+                          and len({q[k] for q in results}) > 1) or r["workload"]
+        curves.setdefault(label, []).append(r)
+    for label, rows in curves.items():
+        rows.sort(key=lambda r: r[x_key])
+        xs = [r[x_key] for r in rows]
+        speed.plot(xs, [r["steps_per_s_median"] for r in rows], marker="o", label=label)
+        memory.plot(xs, [r["peak_rss_mb"] for r in rows], marker="o", label=label)
+    for axis, ylabel in ((speed, "meta-steps/s (median)"), (memory, "peak RSS (MB)")):
+        axis.set_xlabel(x_key.replace("_", " "))
+        axis.set_ylabel(ylabel)
+        axis.set_xscale("log", base=2)
+        axis.grid(alpha=0.3)
+    speed.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def main(argv):
@@ -110,30 +231,35 @@ def main(argv):
     if _SINGLE.value:
         print("RESULT " + json.dumps(run_single(json.loads(_SINGLE.value))), flush=True)
         return
-    print("| workload | order | XLA | meta-batch | inner steps | meta-steps/s (median, min-max) "
-          "| first step (s) | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| " + " | ".join(COLUMNS) + " | meta-steps/s (median, min-max) | first step (s) "
+          "| peak RSS (MB) |")
+    print("|---" * (len(COLUMNS) + 3) + "|")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    results = []
     for setting in settings():
-        flags_ = [f"--windows={_WINDOWS.value}", f"--window_sec={_WINDOW_SEC.value}"]
+        flags_ = [f"--windows={_WINDOWS.value}", f"--window_sec={_WINDOW_SEC.value}",
+                  f"--profile={_PROFILE.value}"]
         child = subprocess.run(
             [sys.executable, __file__, f"--single={json.dumps(setting)}", *flags_],
             capture_output=True, text=True, env=env,
         )
+        cells = " | ".join(str(setting[k]) for k in COLUMNS)
         lines = [l for l in child.stdout.splitlines() if l.startswith("RESULT ")]
         if child.returncode or not lines:
-            print(f"| {setting['workload']} | {setting['order']} | {setting['xla']} | FAILED: "
-                  f"{child.stderr.strip().splitlines()[-1:]} |", flush=True)
+            print(f"| {cells} | FAILED: {child.stderr.strip().splitlines()[-1:]} | | |", flush=True)
             continue
         result = json.loads(lines[-1][len("RESULT "):])
-        print(f"| {result['workload']} | {result['order']} | {result['xla']} "
-              f"| {result['meta_batch_size']} | {result['inner_steps']} "
-              f"| {result['steps_per_s_median']} ({result['steps_per_s_min']}-"
+        results.append(result)
+        print(f"| {cells} | {result['steps_per_s_median']} ({result['steps_per_s_min']}-"
               f"{result['steps_per_s_max']}) | {result['first_step_s']} "
               f"| {result['peak_rss_mb']} |", flush=True)
+        if "profile" in result:
+            print(f"  profile: {json.dumps(result['profile'])}", flush=True)
         if _OUT.value:
             with open(_OUT.value, "a") as f:
                 f.write(json.dumps(result) + "\n")
+    if _PLOT.value and results:
+        plot(results, _PLOT.value)
 
 
 if __name__ == "__main__":

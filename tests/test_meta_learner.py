@@ -246,10 +246,11 @@ def test_tf_distribute_mirrored_with_batchnorm_matches_single_device(mirrored_st
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_mixed_bfloat16_meta_training_tracks_float32():
+@pytest.mark.parametrize("mixed", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_meta_training_tracks_float32(mixed):
     episode = as_float32(classification_episode(np.random.default_rng(0), tasks=4))
     histories, initial = {}, None
-    for policy in ("float32", "mixed_bfloat16"):
+    for policy in ("float32", mixed):
         keras.mixed_precision.set_global_policy(policy)
         try:
             maml = tf_maml.MAML(conv_bn_pool_net(), inner_lr=0.4)
@@ -260,8 +261,10 @@ def test_mixed_bfloat16_meta_training_tracks_float32():
             histories[policy] = maml.fit(*episode, batch_size=2, epochs=2, verbose=0).history
         finally:
             keras.mixed_precision.set_global_policy("float32")
-    assert maml.model.layers[0].compute_dtype == "bfloat16"
+    assert maml.model.layers[0].compute_dtype == mixed.removeprefix("mixed_")
     assert maml.model.layers[0].kernel.dtype == "float32"  # variables stay float32
+    if mixed == "mixed_float16":  # Keras wraps the optimizer for loss scaling
+        assert isinstance(maml.optimizer, keras.optimizers.LossScaleOptimizer)
     for key in ("loss", "pre_adaptation_loss"):
-        np.testing.assert_allclose(histories["mixed_bfloat16"][key], histories["float32"][key],
+        np.testing.assert_allclose(histories[mixed][key], histories["float32"][key],
                                    rtol=0.05)

@@ -1,5 +1,6 @@
 """scripts/train.py and tf_maml.experiment: outputs, configs, resumption."""
 
+import csv
 import json
 import os
 import subprocess
@@ -103,6 +104,12 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     resumed = keras.models.load_model(tmp_path / "resumed" / "meta.keras").get_weights()
     for a, b in zip(resumed, expected):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The learning curve's wall time goes on across the interruption.
+    with open(tmp_path / "resumed" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    wall = [float(r["wall_time"]) for r in rows]
+    assert wall[0] < wall[1] < wall[2]
 
 
 def test_meta_steps_must_fill_whole_epochs(tmp_path):
@@ -219,15 +226,16 @@ def test_speed_benchmark_script_reports_each_configuration(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--workloads=sinusoid",
-         "--orders=2,1", "--meta_batch_sizes=2", "--windows=1", "--window_sec=0.2",
-         f"--out={tmp_path / 'results.jsonl'}"],
+         "--orders=2,1", "--meta_batch_sizes=1,2", "--windows=1", "--window_sec=0.2",
+         f"--out={tmp_path / 'results.jsonl'}", f"--plot={tmp_path / 'scaling.png'}"],
         capture_output=True, text=True, env=env, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert [(r["order"], r["meta_batch_size"]) for r in records] == [(2, 2), (1, 2)]
+    assert [(r["order"], r["meta_batch_size"]) for r in records] == [(2, 1), (2, 2), (1, 1), (1, 2)]
     assert all(r["steps_per_s_median"] > 0 and r["peak_rss_mb"] > 0 for r in records)
-    assert result.stdout.count("| sinusoid |") == 2
+    assert result.stdout.count("| sinusoid |") == 4
+    assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_multi_worker_example_trains_identically_on_two_local_workers(tmp_path):
@@ -242,3 +250,17 @@ def test_multi_worker_example_trains_identically_on_two_local_workers(tmp_path):
     assert all(w["workers"] == 2 for w in workers)
     assert workers[0]["weights_checksum"] == workers[1]["weights_checksum"]
     assert workers[0]["loss"] == workers[1]["loss"]
+
+
+def test_wall_time_of_a_resumed_run_goes_on_from_its_history(tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,wall_time\n0,1.0,100.0\n1,0.9,250.5\n")
+    clock = tf_maml.experiment._WallTime(str(history))
+    clock.on_train_begin()
+    logs = {}
+    clock.on_epoch_end(2, logs)
+    assert 250.5 <= logs["wall_time"] < 260.0
+    fresh = tf_maml.experiment._WallTime(str(tmp_path / "none.csv"))
+    fresh.on_train_begin()
+    fresh.on_epoch_end(0, logs)
+    assert 0.0 <= logs["wall_time"] < 10.0

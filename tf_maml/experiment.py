@@ -4,6 +4,7 @@
 config files in `configs/` list every field read here.
 """
 
+import csv
 import json
 import os
 import time
@@ -113,10 +114,21 @@ def build_meta_learner(config):
 
 
 class _WallTime(keras.callbacks.Callback):
-    """Adds `wall_time` (seconds since this run's fit began) to epoch logs."""
+    """Adds `wall_time` (seconds of training so far, resumed runs included) to epoch logs."""
+
+    def __init__(self, history_path):
+        super().__init__()
+        self.history_path = history_path
 
     def on_train_begin(self, logs=None):
-        self.start = time.time()
+        # A resumed run goes on from the wall time its history ends with.
+        earlier = 0.0
+        if os.path.exists(self.history_path):
+            with open(self.history_path) as f:
+                rows = list(csv.DictReader(f))
+            if rows and rows[-1].get("wall_time"):
+                earlier = float(rows[-1]["wall_time"])
+        self.start = time.time() - earlier
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -168,6 +180,7 @@ def run(config, workdir):
         # Continue the episode stream where the interrupted run stopped, so
         # a resumed run sees the same tasks as an uninterrupted one.
         start_batch = _resumed_epoch(backup_dir) * config.steps_per_epoch
+        history_path = os.path.join(workdir, "history.csv")
         start = time.time()
         meta_learner.fit(
             episodes(config, "train", start_batch=start_batch),
@@ -177,8 +190,8 @@ def run(config, workdir):
             callbacks=[
                 keras.callbacks.BackupAndRestore(backup_dir),
                 keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
-                _WallTime(),  # before CSVLogger, which writes the logs it sees
-                keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+                _WallTime(history_path),  # before CSVLogger, which writes the logs it sees
+                keras.callbacks.CSVLogger(history_path, append=True),
             ],
             verbose=config.verbose,
         )

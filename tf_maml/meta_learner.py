@@ -39,6 +39,15 @@ class _BatchStatisticsCapture:
             layer.momentum = momentum
 
 
+TASK_LOOPS = ("auto", "while", "unrolled")
+
+
+def auto_parallel_tasks(support_shape, query_shape, steps):
+    """How many tasks of a meta-batch the while loop runs at once, by default."""
+    del support_shape, query_shape, steps
+    return 10
+
+
 @keras.saving.register_keras_serializable(package="tf_maml")
 class MAML(keras.Model):
     """Model-Agnostic Meta-Learning (Finn et al., 2017) for any Keras model.
@@ -81,6 +90,18 @@ class MAML(keras.Model):
             defaults to `inner_steps`.
         transductive: BatchNorm statistics of the query batch (True) or of
             the support set (False) for query predictions.
+        task_loop: how a step runs the tasks of a meta-batch: `"while"` (a
+            `tf.while_loop`, one task traced), `"unrolled"` (every task traced
+            into the graph; needs a fixed meta-batch size, traces slowly), or
+            `"auto"` (the while loop; see docs/benchmarks.md for the
+            measurements behind it).
+        parallel_tasks: how many tasks the while loop may run at once
+            (`parallel_iterations`), or `"auto"` to choose from the device
+            and the size of a task.
+        recompute_inner_steps: if True, the meta-gradient recomputes each
+            inner step instead of keeping its activations: less memory for
+            long second-order inner loops, at the cost of one more forward
+            and inner backward pass per step.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -103,6 +124,9 @@ class MAML(keras.Model):
         first_order=False,
         eval_inner_steps=None,
         transductive=True,
+        task_loop="auto",
+        parallel_tasks="auto",
+        recompute_inner_steps=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,12 +145,23 @@ class MAML(keras.Model):
             raise ValueError(
                 f"`eval_inner_steps` must be an integer >= 0; received {eval_inner_steps!r}."
             )
+        if task_loop not in TASK_LOOPS:
+            raise ValueError(f"`task_loop` must be one of {TASK_LOOPS}; received {task_loop!r}.")
+        if parallel_tasks != "auto" and (
+            not isinstance(parallel_tasks, (int, np.integer)) or parallel_tasks < 1
+        ):
+            raise ValueError(
+                f"`parallel_tasks` must be 'auto' or an integer >= 1; received {parallel_tasks!r}."
+            )
         self.model = model
         self.inner_lr = inner_lr
         self.inner_steps = int(inner_steps)
         self.first_order = bool(first_order)
         self.eval_inner_steps = int(eval_inner_steps)
         self.transductive = bool(transductive)
+        self.task_loop = task_loop
+        self.parallel_tasks = parallel_tasks if parallel_tasks == "auto" else int(parallel_tasks)
+        self.recompute_inner_steps = bool(recompute_inner_steps)
         self.pre_adaptation_loss_tracker = keras.metrics.Mean(name="pre_adaptation_loss")
         # What the episodes look like, learnt from the first data handed over
         # (or a saved build config): example shape, input and label specs.
@@ -210,6 +245,9 @@ class MAML(keras.Model):
             "first_order": self.first_order,
             "eval_inner_steps": self.eval_inner_steps,
             "transductive": self.transductive,
+            "task_loop": self.task_loop,
+            "parallel_tasks": self.parallel_tasks,
+            "recompute_inner_steps": self.recompute_inner_steps,
         }
 
     @classmethod
@@ -417,33 +455,90 @@ class MAML(keras.Model):
 
         `first_step` numbers the first of them, for step-dependent update rules.
         """
-        adapted = list(self._adapted_indices)
-        slots = self._inner_slots([params[i] for i in adapted])
+        slots = self._inner_slots([params[i] for i in self._adapted_indices])
+        recompute = self.recompute_inner_steps and not first_order and not slots
         for step in range(first_step, first_step + steps):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(params)
-                y_pred, new_state, extra_losses = self._forward(
-                    self._step_params(params, inner, step), state, x, training=True
-                )
-                loss = self._loss(y, y_pred, extra_losses)
-            grads = tape.gradient(
-                loss, [params[i] for i in adapted],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
-            if first_order:
-                grads = [tf.stop_gradient(g) for g in grads]
+            if recompute:
+                params, state = self._recomputed_inner_step(params, state, x, y, inner, step)
             else:
-                grads = self._second_order_gradients(grads)
-            updated, slots = self._inner_update(
-                [params[i] for i in adapted], grads, inner, step, slots
-            )
-            params = list(params)
-            for i, value in zip(adapted, updated):
-                params[i] = value
-            # Moving statistics and RNG seeds move on, outside the
-            # differentiated path.
-            state = [tf.stop_gradient(s) for s in new_state]
+                params, state, slots = self._inner_step(
+                    params, state, x, y, first_order, inner, step, slots
+                )
         return params, state
+
+    def _inner_step(self, params, state, x, y, first_order, inner, step, slots):
+        """One inner step on the support set `(x, y)`; returns `(params, state, slots)`."""
+        adapted = list(self._adapted_indices)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(params)
+            y_pred, new_state, extra_losses = self._forward(
+                self._step_params(params, inner, step), state, x, training=True
+            )
+            loss = self._loss(y, y_pred, extra_losses)
+        grads = tape.gradient(
+            loss, [params[i] for i in adapted],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        if first_order:
+            grads = [tf.stop_gradient(g) for g in grads]
+        else:
+            grads = self._second_order_gradients(grads)
+        updated, slots = self._inner_update(
+            [params[i] for i in adapted], grads, inner, step, slots
+        )
+        params = list(params)
+        for i, value in zip(adapted, updated):
+            params[i] = value
+        # Moving statistics and RNG seeds move on, outside the differentiated path.
+        return params, [tf.stop_gradient(s) for s in new_state], slots
+
+    def _recomputed_inner_step(self, params, state, x, y, inner, step):
+        """`_inner_step` whose meta-gradient recomputes it (gradient checkpointing).
+
+        Only the step's inputs are kept for the backward pass, not its
+        activations. `tf.custom_gradient` rather than `tf.recompute_grad`:
+        the latter stops every tape during the forward pass, the inner
+        gradient's tape included.
+        """
+        num_params = len(params)
+        adapted = list(self._adapted_indices)
+        new_state = []
+
+        @tf.custom_gradient
+        def step_fn(*values):
+            def run(values):
+                out, out_state, _ = self._inner_step(
+                    list(values[:num_params]), state, x, y, False,
+                    list(values[num_params:]), step, [],
+                )
+                # Every weight is an input; only the adapted ones are outputs.
+                return [out[i] for i in adapted], out_state
+
+            out, out_state = run(values)
+            new_state.extend(out_state)
+
+            def grad(*upstream, variables=None):
+                # Variables the step reads (e.g. the optimizer's step count) get
+                # their gradients too, where they have any.
+                variables = list(variables or [])
+                floating = [v for v in variables if v.dtype.is_floating]
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    values_again = [tf.identity(v) for v in values]
+                    tape.watch(values_again + floating)
+                    out_again, _ = run(values_again)
+                grads = tape.gradient(
+                    out_again, values_again + floating, output_gradients=list(upstream),
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+                by_variable = dict(zip(map(id, floating), grads[len(values):]))
+                return grads[: len(values)], [by_variable.get(id(v)) for v in variables]
+
+            return out, grad
+
+        params = list(params)
+        for i, value in zip(adapted, step_fn(*params, *inner)):
+            params[i] = value
+        return params, new_state
 
     def _predict_query(self, params, state, support_x, query_x, transductive, inner=(), step=0):
         """Query predictions and regularization losses under `params`.
@@ -566,11 +661,23 @@ class MAML(keras.Model):
                 predictions.write(t, y_pred),
             )
 
-        _, state, grads, post_sum, pre_sum, predictions = tf.while_loop(
-            lambda t, *_: t < num_tasks,
-            task_body,
-            (tf.constant(0), state, grads, zero, zero, predictions),
-        )
+        loop_vars = (tf.constant(0), state, grads, zero, zero, predictions)
+        if self.task_loop == "unrolled":
+            if support_x.shape[0] is None:
+                raise ValueError(
+                    "task_loop='unrolled' needs a fixed number of tasks per meta-batch "
+                    "(batch the episodes with drop_remainder=True), or use task_loop='while'."
+                )
+            for _ in range(support_x.shape[0]):
+                loop_vars = task_body(*loop_vars)
+        else:
+            loop_vars = tf.while_loop(
+                lambda t, *_: t < num_tasks,
+                task_body,
+                loop_vars,
+                parallel_iterations=self._parallel_iterations(support_x, query_x, steps),
+            )
+        _, state, grads, post_sum, pre_sum, predictions = loop_vars
         count = tf.cast(num_tasks, zero.dtype)
         # Mean over tasks; Keras sums replicas' gradients under tf.distribute.
         scale = loss_module.scale_loss_for_distribution(1.0 / count)
@@ -583,6 +690,12 @@ class MAML(keras.Model):
             "predictions": predictions.stack(),
             "num_tasks": num_tasks,
         }
+
+    def _parallel_iterations(self, support_x, query_x, steps):
+        """Tasks the while loop runs at once: `parallel_tasks`, or chosen for the device."""
+        if self.parallel_tasks != "auto":
+            return self.parallel_tasks
+        return auto_parallel_tasks(support_x.shape, query_x.shape, steps)
 
     @property
     def _loss_dtype(self):

@@ -1,0 +1,105 @@
+"""How a step runs its tasks (while loop, unrolled, tasks at once) and recomputation.
+
+These are speed and memory options: each must leave the meta-gradient
+exactly as the default computes it (float64, to rounding).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_maml
+
+from helpers import classification_episode, conv_bn_pool_net, sparse_ce
+from test_meta_gradients import assert_gradients_close, finite_difference_gradient, meta_gradient
+
+
+def _reference_and_net(seed=5):
+    keras.utils.set_random_seed(seed)
+    net = conv_bn_pool_net()
+    return net, net.get_weights()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"task_loop": "unrolled"},
+        {"task_loop": "while", "parallel_tasks": 1},
+        {"task_loop": "while", "parallel_tasks": 3},
+        {"recompute_inner_steps": True},
+        {"recompute_inner_steps": True, "task_loop": "unrolled"},
+    ],
+)
+def test_task_loop_and_recomputation_leave_the_meta_gradient_unchanged(float64, options):
+    episode = classification_episode(np.random.default_rng(5), tasks=3)
+    net, weights = _reference_and_net()
+    expected = meta_gradient(
+        tf_maml.MAML(net, inner_lr=0.4, inner_steps=2), episode, loss=sparse_ce()
+    )
+    net.set_weights(weights)
+    actual = meta_gradient(
+        tf_maml.MAML(net, inner_lr=0.4, inner_steps=2, **options), episode, loss=sparse_ce()
+    )
+    assert_gradients_close(actual, expected, rtol=1e-10)
+
+
+def test_recomputed_inner_steps_match_finite_differences_under_xla(float64):
+    episode = classification_episode(np.random.default_rng(7))
+    maml = tf_maml.MAML(conv_bn_pool_net(), inner_lr=0.4, inner_steps=2,
+                        recompute_inner_steps=True)
+    actual = meta_gradient(maml, episode, jit_compile=True, loss=sparse_ce())
+    expected = finite_difference_gradient(maml, episode, loss=sparse_ce())
+    assert_gradients_close(actual, expected)
+
+
+@pytest.mark.parametrize("family", ["meta_sgd", "maml_plus_plus"])
+def test_recomputation_carries_learned_step_sizes(float64, family):
+    """Meta-SGD's and MAML++'s step sizes are inputs of the recomputed step too."""
+    episode = classification_episode(np.random.default_rng(8))
+    net, weights = _reference_and_net(seed=8)
+    make = {
+        "meta_sgd": lambda **kw: tf_maml.MetaSGD(net, inner_lr=0.3, inner_steps=2, **kw),
+        "maml_plus_plus": lambda **kw: tf_maml.MAMLPlusPlus(
+            net, inner_lr=0.3, inner_steps=2, per_step_batch_norm=True, **kw
+        ),
+    }[family]
+    expected = meta_gradient(make(), episode, loss=sparse_ce())
+    net.set_weights(weights)
+    actual = meta_gradient(make(recompute_inner_steps=True), episode, loss=sparse_ce())
+    assert len(actual) > len(net.trainable_variables)  # step sizes are meta-trained too
+    assert_gradients_close(actual, expected, rtol=1e-10)
+
+
+def test_unrolled_tasks_need_a_fixed_meta_batch_size():
+    x = np.zeros((2, 3, 8, 8, 1), np.float32)
+    y = np.zeros((2, 3), np.int32)
+    episodes = tf.data.Dataset.from_tensors(((x, y), (x, y))).unbatch().batch(2)  # shape None
+    maml = tf_maml.MAML(conv_bn_pool_net(), task_loop="unrolled")
+    maml.compile(optimizer="sgd", loss=sparse_ce())
+    with pytest.raises(ValueError, match="unrolled.*fixed number of tasks"):
+        maml.fit(episodes, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task_loop": "vectorized"}, "task_loop"),
+        ({"parallel_tasks": 0}, "parallel_tasks"),
+        ({"parallel_tasks": "many"}, "parallel_tasks"),
+    ],
+)
+def test_bad_task_loop_options_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tf_maml.MAML(tf_maml.nets.mlp(), **kwargs)
+
+
+def test_task_loop_options_survive_saving(tmp_path):
+    maml = tf_maml.MAML(tf_maml.nets.mlp(), task_loop="unrolled", parallel_tasks=4,
+                        recompute_inner_steps=True)
+    maml.compile(optimizer="adam", loss="mse")
+    maml.save(tmp_path / "meta.keras")
+    loaded = keras.models.load_model(tmp_path / "meta.keras")
+    assert (loaded.task_loop, loaded.parallel_tasks, loaded.recompute_inner_steps) == (
+        "unrolled", 4, True
+    )
