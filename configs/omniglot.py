@@ -53,6 +53,8 @@ def get_config(setting="5w1s"):
     config.steps_per_epoch = 500
     config.validation_batches = 10
     config.jit_compile = "auto"  # XLA where Keras finds an accelerator
+    # Keras dtype policy: "mixed_bfloat16" (CPUs with bf16, TPUs) or "mixed_float16" (GPUs).
+    config.dtype_policy = "float32"
     config.steps_per_execution = 1
     # Evaluation: 600 test tasks, accuracy after 0..10 inner steps.
     config.eval_tasks = 600

@@ -34,6 +34,8 @@ def get_config():
     config.steps_per_epoch = 1_000
     config.validation_batches = 8
     config.jit_compile = "auto"  # XLA where Keras finds an accelerator
+    # Keras dtype policy: "mixed_bfloat16" (CPUs with bf16, TPUs) or "mixed_float16" (GPUs).
+    config.dtype_policy = "float32"
     # Meta-steps per tf.function call: a sinusoid step takes milliseconds, so
     # running callbacks (TensorBoard, progress bar) after each would dominate.
     config.steps_per_execution = 100

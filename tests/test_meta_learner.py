@@ -178,8 +178,10 @@ def test_wrapping_something_else_than_a_keras_model_is_rejected():
         tf_maml.MAML(keras.layers.Dense(1))
 
 
-def test_meta_step_is_traced_once():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_meta_step_is_traced_once(jit_compile):
     maml = sinusoid_maml(inner_steps=5)
+    maml.compile(optimizer="adam", loss="mse", jit_compile=jit_compile)  # XLA: compiled once per trace
     traces = []
     train_step = maml.train_step
 

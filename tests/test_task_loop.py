@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tf_maml
+from tf_maml import meta_learner
 
 from helpers import classification_episode, conv_bn_pool_net, sparse_ce
 from test_meta_gradients import assert_gradients_close, finite_difference_gradient, meta_gradient
@@ -103,3 +104,12 @@ def test_task_loop_options_survive_saving(tmp_path):
     assert (loaded.task_loop, loaded.parallel_tasks, loaded.recompute_inner_steps) == (
         "unrolled", 4, True
     )
+
+
+def test_auto_parallel_tasks_runs_fewer_large_tasks_at_once_on_cpu():
+    omniglot = (28, 28, 1)
+    assert meta_learner.auto_parallel_tasks((32, 5) + omniglot, (32, 5) + omniglot) == 10
+    assert meta_learner.auto_parallel_tasks((32, 5) + omniglot, (32, 75) + omniglot) == 4
+    assert meta_learner.auto_parallel_tasks((16, 20) + omniglot, (16, 20) + omniglot) == 4
+    assert meta_learner.auto_parallel_tasks((25, 10, 1), (25, 10, 1)) == 10  # sinusoid
+    assert meta_learner.auto_parallel_tasks((None, None, 4), (None, None, 4)) == 10

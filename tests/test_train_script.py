@@ -264,3 +264,15 @@ def test_wall_time_of_a_resumed_run_goes_on_from_its_history(tmp_path):
     fresh.on_train_begin()
     fresh.on_epoch_end(0, logs)
     assert 0.0 <= logs["wall_time"] < 10.0
+
+
+def test_config_dtype_policy_trains_in_mixed_precision(tmp_path):
+    sys.path.insert(0, ROOT)
+    try:
+        report = tf_maml.experiment.run(tiny_config(dtype_policy="mixed_bfloat16"), str(tmp_path))
+        meta = keras.models.load_model(tmp_path / "meta.keras")
+        assert meta.model.layers[0].compute_dtype == "bfloat16"
+        assert meta.model.layers[0].kernel.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert report["meta_steps"] == 30 and np.isfinite(report["loss_by_step"]).all()

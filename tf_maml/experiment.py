@@ -176,6 +176,9 @@ def run(config, workdir):
                 training_seconds = json.load(f).get("training_seconds")
     else:
         keras.utils.set_random_seed(config.seed)
+        # Layers built from here on compute in the policy's dtype; variables,
+        # inner and outer losses stay float32.
+        keras.mixed_precision.set_global_policy(config.get("dtype_policy", "float32"))
         meta_learner = build_meta_learner(config)
         # Continue the episode stream where the interrupted run stopped, so
         # a resumed run sees the same tasks as an uninterrupted one.

@@ -42,10 +42,24 @@ class _BatchStatisticsCapture:
 TASK_LOOPS = ("auto", "while", "unrolled")
 
 
-def auto_parallel_tasks(support_shape, query_shape, steps):
-    """How many tasks of a meta-batch the while loop runs at once, by default."""
-    del support_shape, query_shape, steps
-    return 10
+# Input values per task (support + query examples x example size) up to which
+# running many tasks at once pays on CPU; measured in docs/benchmarks.md.
+_SMALL_TASK_VALUES = 16_384
+
+
+def auto_parallel_tasks(support_shape, query_shape):
+    """How many tasks of a meta-batch the while loop runs at once, by default.
+
+    On a 2-core CPU (docs/benchmarks.md), 10 tasks at once (TensorFlow's
+    default) were fastest for tasks of 10 Omniglot images, and 4 for tasks
+    of 40 or 80 images, whose activations no longer share the caches well.
+    Elsewhere (GPUs), TensorFlow's default.
+    """
+    if tf.config.list_logical_devices("GPU"):
+        return 10
+    examples = (support_shape[1] or 0) + (query_shape[1] or 0)
+    values = examples * int(np.prod([d or 1 for d in support_shape[2:]]))
+    return 10 if values <= _SMALL_TASK_VALUES else 4
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
@@ -675,7 +689,7 @@ class MAML(keras.Model):
                 lambda t, *_: t < num_tasks,
                 task_body,
                 loop_vars,
-                parallel_iterations=self._parallel_iterations(support_x, query_x, steps),
+                parallel_iterations=self._parallel_iterations(support_x, query_x),
             )
         _, state, grads, post_sum, pre_sum, predictions = loop_vars
         count = tf.cast(num_tasks, zero.dtype)
@@ -691,11 +705,11 @@ class MAML(keras.Model):
             "num_tasks": num_tasks,
         }
 
-    def _parallel_iterations(self, support_x, query_x, steps):
+    def _parallel_iterations(self, support_x, query_x):
         """Tasks the while loop runs at once: `parallel_tasks`, or chosen for the device."""
         if self.parallel_tasks != "auto":
             return self.parallel_tasks
-        return auto_parallel_tasks(support_x.shape, query_x.shape, steps)
+        return auto_parallel_tasks(support_x.shape, query_x.shape)
 
     @property
     def _loss_dtype(self):
