@@ -197,18 +197,22 @@ COLUMNS = ("workload", "order", "xla", "task_loop", "parallel_tasks", "recompute
            "meta_batch_size", "inner_steps")
 
 
-def plot(results, path):
-    """Meta-steps/s and peak RSS against the varied meta-batch size or inner steps."""
+def plot_axis(settings_):
+    """The one of meta-batch size and inner steps that `settings_` vary: the plot's x axis."""
+    varied = [k for k in ("meta_batch_size", "inner_steps") if len({s[k] for s in settings_}) > 1]
+    if len(varied) != 1:
+        raise ValueError("--plot needs a run that varies exactly one of meta-batch size and "
+                         f"inner steps; this one varies {varied or 'neither'}.")
+    return varied[0]
+
+
+def plot(results, x_key, path):
+    """Meta-steps/s and peak RSS against `x_key` (meta-batch size or inner steps)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    varied = [k for k in ("meta_batch_size", "inner_steps") if len({r[k] for r in results}) > 1]
-    if len(varied) != 1:
-        raise ValueError("--plot needs a run that varies exactly one of meta-batch size and "
-                         f"inner steps; this one varies {varied or 'neither'}.")
-    x_key = varied[0]
     figure, (speed, memory) = plt.subplots(1, 2, figsize=(10, 3.8))
     curves = {}
     for r in results:
@@ -236,12 +240,14 @@ def main(argv):
     if _SINGLE.value:
         print("RESULT " + json.dumps(run_single(json.loads(_SINGLE.value))), flush=True)
         return
+    configurations = list(settings())
+    x_key = plot_axis(configurations) if _PLOT.value else None  # before minutes of timing
     print("| " + " | ".join(COLUMNS) + " | meta-steps/s (median, min-max) | first step (s) "
           "| peak RSS (MB) |")
     print("|---" * (len(COLUMNS) + 3) + "|")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     results = []
-    for setting in settings():
+    for setting in configurations:
         flags_ = [f"--windows={_WINDOWS.value}", f"--window_sec={_WINDOW_SEC.value}",
                   f"--profile={_PROFILE.value}"]
         child = subprocess.run(
@@ -264,7 +270,7 @@ def main(argv):
             with open(_OUT.value, "a") as f:
                 f.write(json.dumps(result) + "\n")
     if _PLOT.value and results:
-        plot(results, _PLOT.value)
+        plot(results, x_key, _PLOT.value)
 
 
 if __name__ == "__main__":

@@ -276,3 +276,15 @@ def test_config_dtype_policy_trains_in_mixed_precision(tmp_path):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert report["meta_steps"] == 30 and np.isfinite(report["loss_by_step"]).all()
+
+
+def test_speed_benchmark_rejects_a_plot_without_one_varied_axis_before_timing(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--workloads=sinusoid",
+         "--orders=2", f"--plot={tmp_path / 'scaling.png'}"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "varies exactly one of meta-batch size and inner steps" in result.stderr
+    assert "| sinusoid |" not in result.stdout  # nothing was timed

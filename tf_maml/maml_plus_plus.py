@@ -109,27 +109,18 @@ class MAMLPlusPlus(MAML):
         if self.step_sizes is not None:
             return
         variables = self.model.trainable_variables
-        self.step_sizes = []
-        for i, variable in enumerate(variables):
-            sizes = self.add_weight(
-                shape=(self.inner_steps,), initializer="zeros", name=f"step_size_{i}",
-                trainable=self.learned_step_sizes, dtype=variable.dtype,
-            )
-            # Assigned, not a Constant initializer: Keras casts that through float32.
-            sizes.assign(np.full(sizes.shape, self.inner_lr, sizes.dtype))
-            self.step_sizes.append(sizes)
-        self.batch_norm_weights = []
-        if self.per_step_batch_norm:
-            for i in self._batch_norm_indices():
-                copies = self.add_weight(
-                    shape=(self.inner_steps,) + tuple(variables[i].shape),
-                    initializer="zeros",
-                    name=f"per_step_{variables[i].name}",
-                    dtype=variables[i].dtype,
-                )
-                # Every step starts from the model's own scale or offset.
-                copies.assign(np.broadcast_to(variables[i].numpy(), copies.shape))
-                self.batch_norm_weights.append(copies)
+        self.step_sizes = [
+            self._add_filled_weight((self.inner_steps,), self.inner_lr, f"step_size_{i}",
+                                    variable.dtype, trainable=self.learned_step_sizes)
+            for i, variable in enumerate(variables)
+        ]
+        # Every step's BatchNorm scale or offset starts from the model's own.
+        self.batch_norm_weights = [
+            self._add_filled_weight((self.inner_steps,) + tuple(variables[i].shape),
+                                    variables[i].numpy(), f"per_step_{variables[i].name}",
+                                    variables[i].dtype)
+            for i in (self._batch_norm_indices() if self.per_step_batch_norm else [])
+        ]
 
     @property
     def _inner_variables(self):

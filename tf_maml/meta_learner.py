@@ -500,11 +500,8 @@ class MAML(keras.Model):
         updated, slots = self._inner_update(
             [params[i] for i in adapted], grads, inner, step, slots
         )
-        params = list(params)
-        for i, value in zip(adapted, updated):
-            params[i] = value
         # Moving statistics and RNG seeds move on, outside the differentiated path.
-        return params, [tf.stop_gradient(s) for s in new_state], slots
+        return self._with_adapted(params, updated), [tf.stop_gradient(s) for s in new_state], slots
 
     def _recomputed_inner_step(self, params, state, x, y, inner, step):
         """`_inner_step` whose meta-gradient recomputes it (gradient checkpointing).
@@ -549,10 +546,7 @@ class MAML(keras.Model):
 
             return out, grad
 
-        params = list(params)
-        for i, value in zip(adapted, step_fn(*params, *inner)):
-            params[i] = value
-        return params, new_state
+        return self._with_adapted(params, step_fn(*params, *inner)), new_state
 
     def _predict_query(self, params, state, support_x, query_x, transductive, inner=(), step=0):
         """Query predictions and regularization losses under `params`.
@@ -575,6 +569,23 @@ class MAML(keras.Model):
         with _BatchStatisticsCapture(batch_norm_layers):
             _, state, _ = self._forward(params, state, support_x, training=True)
         return state
+
+    def _add_filled_weight(self, shape, value, name, dtype, trainable=True):
+        """A weight of `shape` holding `value` (broadcast) exactly.
+
+        Assigned, not a Constant initializer: Keras casts that through float32.
+        """
+        weight = self.add_weight(shape=shape, initializer="zeros", name=name, dtype=dtype,
+                                 trainable=trainable)
+        weight.assign(np.full(weight.shape, value, weight.dtype))
+        return weight
+
+    def _with_adapted(self, params, values):
+        """`params` with the adapted ones (`_adapted_indices`) replaced by `values`."""
+        params = list(params)
+        for i, value in zip(self._adapted_indices, values):
+            params[i] = value
+        return params
 
     @staticmethod
     def _last_step(steps):

@@ -1,7 +1,6 @@
 """Meta-SGD (Li et al., 2017): a learned inner step size for every weight."""
 
 import keras
-import numpy as np
 
 from tf_maml.meta_learner import MAML
 
@@ -39,15 +38,10 @@ class MetaSGD(MAML):
     def _create_inner_lrs(self):
         if self.inner_lrs is not None:
             return
-        self.inner_lrs = []
-        for i, variable in enumerate(self.model.trainable_variables):
-            rates = self.add_weight(
-                shape=variable.shape, initializer="zeros", name=f"inner_lr_{i}",
-                dtype=variable.dtype,
-            )
-            # Assigned, not a Constant initializer: Keras casts that through float32.
-            rates.assign(np.full(rates.shape, self.inner_lr, rates.dtype))
-            self.inner_lrs.append(rates)
+        self.inner_lrs = [
+            self._add_filled_weight(variable.shape, self.inner_lr, f"inner_lr_{i}", variable.dtype)
+            for i, variable in enumerate(self.model.trainable_variables)
+        ]
 
     @property
     def _inner_variables(self):
