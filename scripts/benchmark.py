@@ -38,11 +38,15 @@ WORKLOADS = {
 }
 
 _WORKLOADS = flags.DEFINE_list("workloads", ["5w1s_q1", "5w1s_q15", "20w1s", "sinusoid"], "Workloads.")
-_ORDERS = flags.DEFINE_list("orders", ["2", "1"], "Meta-gradient orders.")
+_ORDERS = flags.DEFINE_list(
+    "orders", ["2", "1"],
+    "Meta-gradient orders; 'plain' times plain Keras training of the network, one batch per "
+    "task of a meta-step's images: the work no meta-step avoids (a bound on its speed).")
 _XLA = flags.DEFINE_list("xla", ["false"], "jit_compile values.")
 _TASK_LOOPS = flags.DEFINE_list("task_loops", ["auto"], "MAML(task_loop=...) values.")
 _PARALLEL_TASKS = flags.DEFINE_list("parallel_tasks", ["auto"], "MAML(parallel_tasks=...) values.")
 _RECOMPUTE = flags.DEFINE_list("recompute", ["false"], "MAML(recompute_inner_steps=...) values.")
+_FUSED = flags.DEFINE_list("fused_batch_norm", ["true"], "MAML(fused_batch_norm=...) values.")
 _POLICIES = flags.DEFINE_list("policies", ["float32"], "Keras dtype policies, e.g. mixed_bfloat16.")
 _META_BATCH_SIZES = flags.DEFINE_list("meta_batch_sizes", [], "Override the meta-batch sizes.")
 _INNER_STEPS = flags.DEFINE_list("inner_steps", [], "Override the inner steps.")
@@ -101,6 +105,7 @@ def run_single(setting):
     import tensorflow as tf  # noqa: PLC0415
 
     import tf_maml  # noqa: PLC0415
+    from tf_maml.fused_batch_norm import fused_kernels  # noqa: PLC0415
 
     keras.mixed_precision.set_global_policy(setting["policy"])
     ways, shots, queries, _, lr, _, image = WORKLOADS[setting["workload"]]
@@ -119,30 +124,46 @@ def run_single(setting):
         (rng.standard_normal(shape_s).astype(np.float32), labels(shape_s)),
         (rng.standard_normal(shape_q).astype(np.float32), labels(shape_q)),
     )
-    episodes = tf.data.Dataset.from_tensors(episode).repeat()
-    parallel = setting["parallel_tasks"]
-    maml = tf_maml.MAML(
-        net, inner_lr=lr, inner_steps=steps, first_order=setting["order"] == 1,
-        task_loop=setting["task_loop"], parallel_tasks=parallel if parallel == "auto" else int(parallel),
-        recompute_inner_steps=setting["recompute"],
-    )
-    maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"])
+    plain = setting["order"] == "plain"
+    if plain:
+        # One batch per task (its support and query examples), one set of weights.
+        per_task = [np.concatenate([s, q], axis=1) for s, q in zip(*episode)]
+        episodes = tf.data.Dataset.from_tensor_slices(tuple(per_task)).repeat()
+        trainer, batches = net, tasks
+    else:
+        episodes = tf.data.Dataset.from_tensors(episode).repeat()
+        parallel = setting["parallel_tasks"]
+        trainer, batches = tf_maml.MAML(
+            net, inner_lr=lr, inner_steps=steps, first_order=setting["order"] == 1,
+            task_loop=setting["task_loop"],
+            parallel_tasks=parallel if parallel == "auto" else int(parallel),
+            recompute_inner_steps=setting["recompute"],
+            fused_batch_norm=setting["fused_batch_norm"],
+        ), 1
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"])
+    fuse = plain and setting["fused_batch_norm"] and not setting["xla"]
+
+    def fit(meta_steps, **kwargs):
+        # Plain Keras traces its step here: BatchNorm fused as in the meta-learner's.
+        with fused_kernels(fuse):
+            trainer.fit(episodes, steps_per_epoch=meta_steps * batches, verbose=0, **kwargs)
 
     start = time.perf_counter()
-    maml.fit(episodes, steps_per_epoch=1, verbose=0)
+    fit(1)
     first = time.perf_counter() - start
     start = time.perf_counter()
-    maml.fit(episodes, steps_per_epoch=2, verbose=0)
+    fit(2)
     per_step = (time.perf_counter() - start) / 2
     count = max(1, round(_WINDOW_SEC.value / per_step))
-    # One fit over all windows (no fit start-up in the timing), each step's end
+    # One fit over all windows (no fit start-up in the timing), each batch's end
     # stamped by a callback: Keras syncs there with steps_per_execution=1.
     stamps = [time.perf_counter()]
     stamp = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: stamps.append(time.perf_counter())
     )
-    maml.fit(episodes, steps_per_epoch=count * _WINDOWS.value, verbose=0, callbacks=[stamp])
-    rates = [count / (stamps[(w + 1) * count] - stamps[w * count]) for w in range(_WINDOWS.value)]
+    fit(count * _WINDOWS.value, callbacks=[stamp])
+    window = count * batches
+    rates = [count / (stamps[(w + 1) * window] - stamps[w * window]) for w in range(_WINDOWS.value)]
     peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     profile = {}
     if _PROFILE.value:
@@ -151,7 +172,7 @@ def run_single(setting):
         with tempfile.TemporaryDirectory() as profile_dir:
             tf.profiler.experimental.start(profile_dir)
             start = time.perf_counter()
-            maml.fit(episodes, steps_per_epoch=count, verbose=0)
+            fit(count)
             wall = time.perf_counter() - start
             tf.profiler.experimental.stop()
             totals = op_time_by_type(profile_dir)
@@ -179,21 +200,24 @@ def run_single(setting):
 def settings():
     options = itertools.product(
         _WORKLOADS.value, _ORDERS.value, _XLA.value, _TASK_LOOPS.value, _PARALLEL_TASKS.value,
-        _RECOMPUTE.value, _POLICIES.value,
+        _RECOMPUTE.value, _FUSED.value, _POLICIES.value,
     )
-    for name, order, xla, loop, parallel, recompute, policy in options:
+    for name, order, xla, loop, parallel, recompute, fused, policy in options:
         _, _, _, tasks, _, steps, _ = WORKLOADS[name]
         for tasks_, steps_ in itertools.product(
             [int(t) for t in _META_BATCH_SIZES.value] or [tasks],
             [int(s) for s in _INNER_STEPS.value] or [steps],
         ):
-            yield {"workload": name, "order": int(order), "xla": xla.lower() == "true",
+            yield {"workload": name, "order": order if order == "plain" else int(order),
+                   "xla": xla.lower() == "true",
                    "task_loop": loop, "parallel_tasks": parallel,
-                   "recompute": recompute.lower() == "true", "policy": policy,
+                   "recompute": recompute.lower() == "true",
+                   "fused_batch_norm": fused.lower() == "true", "policy": policy,
                    "meta_batch_size": tasks_, "inner_steps": steps_}
 
 
-COLUMNS = ("workload", "order", "xla", "task_loop", "parallel_tasks", "recompute", "policy",
+COLUMNS = ("workload", "order", "xla", "task_loop", "parallel_tasks", "recompute",
+           "fused_batch_norm", "policy",
            "meta_batch_size", "inner_steps")
 
 

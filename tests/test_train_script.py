@@ -43,14 +43,21 @@ def tiny_config(**overrides):
     return config
 
 
-def train(workdir, *extra):
+def run_script(name, *args, check=True, timeout=None):
+    """Runs scripts/`name` with `args` from the repository root."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-               f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}",
-               f"--workdir={workdir}", *TINY, *extra]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", name), *map(str, args)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def train(workdir, *extra):
+    return run_script("train.py", f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}",
+                      f"--workdir={workdir}", *TINY, *extra)
 
 
 def test_train_script_writes_model_logs_report_and_figures(tmp_path):
@@ -74,11 +81,7 @@ def test_train_script_writes_model_logs_report_and_figures(tmp_path):
 
 
 def test_missing_config_flag_fails_with_a_message(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), f"--workdir={tmp_path}"],
-        capture_output=True, text=True, env=env,
-    )
+    result = run_script("train.py", f"--workdir={tmp_path}", check=False)
     assert result.returncode != 0 and "--config" in result.stderr
 
 
@@ -122,7 +125,6 @@ OMNIGLOT_DIR = os.path.join(ROOT, "..", "shared", "data", "omniglot")
 
 @pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
 def test_omniglot_train_then_evaluate_script(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     config = f"--config={os.path.join(ROOT, 'configs', 'omniglot.py')}:20w1s"
     tiny = [
         f"--config.data_dir={OMNIGLOT_DIR}", "--config.meta_steps=4", "--config.steps_per_epoch=2",
@@ -130,36 +132,27 @@ def test_omniglot_train_then_evaluate_script(tmp_path):
         "--config.eval_max_steps=2", "--config.model.filters=8", "--config.inner_steps=1",
         "--config.verbose=0",
     ]
-    train = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), config,
-         f"--workdir={tmp_path}", *tiny],
-        capture_output=True, text=True, env=env, cwd=ROOT,
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
+    run_script("train.py", config, f"--workdir={tmp_path}", *tiny)
     report = json.loads((tmp_path / "report.json").read_text())
     assert len(report["accuracy_by_step"]) == 3
     assert all(0.0 <= a <= 1.0 for a in report["accuracy_by_step"])
     header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "accuracy", "val_accuracy", "wall_time"} <= set(header)
 
-    evaluate = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), config, *tiny,
-         f"--meta={tmp_path / 'meta.keras'}", f"--out={tmp_path / 'eval.json'}"],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+    evaluate = run_script(
+        "evaluate.py", config, *tiny,
+        f"--meta={tmp_path / 'meta.keras'}", f"--out={tmp_path / 'eval.json'}",
     )
-    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     assert "accuracy after 2 steps on 4 tasks:" in evaluate.stdout
     expected = {k: v for k, v in report.items() if k not in ("meta_steps", "training_seconds")}
     assert json.loads((tmp_path / "eval.json").read_text()) == expected
 
     # A weights file (as a run's backup holds) evaluates the same.
     keras.models.load_model(tmp_path / "meta.keras").save_weights(tmp_path / "w.weights.h5")
-    from_weights = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), config, *tiny,
-         f"--weights={tmp_path / 'w.weights.h5'}", f"--out={tmp_path / 'eval2.json'}"],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+    from_weights = run_script(
+        "evaluate.py", config, *tiny,
+        f"--weights={tmp_path / 'w.weights.h5'}", f"--out={tmp_path / 'eval2.json'}",
     )
-    assert from_weights.returncode == 0, from_weights.stderr[-3000:]
     assert json.loads((tmp_path / "eval2.json").read_text()) == expected
 
 
@@ -173,13 +166,10 @@ def test_unknown_omniglot_setting_is_rejected():
 
 @pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
 def test_pipeline_benchmark_script_runs(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "pipeline_benchmark.py"),
-         f"--data_dir={OMNIGLOT_DIR}", "--batches=3", "--meta_steps=0", f"--out={tmp_path / 't.md'}"],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+    result = run_script(
+        "pipeline_benchmark.py",
+        f"--data_dir={OMNIGLOT_DIR}", "--batches=3", "--meta_steps=0", f"--out={tmp_path / 't.md'}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     rows = (tmp_path / "t.md").read_text().splitlines()
     assert rows[0].startswith("| workload | episode batches/s") and len(rows) >= 5
 
@@ -195,57 +185,46 @@ def test_experiment_builds_each_algorithm(algorithm, tmp_path):
 
 
 def test_family_benchmark_script(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "family_benchmark.py"),
-         f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}", "--algorithms=fomaml,reptile",
-         f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
-         "--config.eval_max_steps=10"],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+    result = run_script(
+        "family_benchmark.py",
+        f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}", "--algorithms=fomaml,reptile",
+        f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
+        "--config.eval_max_steps=10",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     rows = (tmp_path / "table.md").read_text().splitlines()
     assert rows[2].startswith("| fomaml | 20 |") and rows[3].startswith("| reptile | 20 |")
 
 
 def test_sinusoid_benchmark_script(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "sinusoid_benchmark.py"), "--shots=5",
-         f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
-         "--config.eval_max_steps=10"],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+    result = run_script(
+        "sinusoid_benchmark.py", "--shots=5",
+        f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
+        "--config.eval_max_steps=10",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     rows = (tmp_path / "table.md").read_text().splitlines()
     assert rows[0].startswith("| K | meta-steps |") and rows[2].startswith("| 5 | 20 |")
     assert "600" not in rows[-1] and "30 test tasks" in rows[-1]
 
 
 def test_speed_benchmark_script_reports_each_configuration(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--workloads=sinusoid",
-         "--orders=2,1", "--meta_batch_sizes=1,2", "--windows=1", "--window_sec=0.2",
-         f"--out={tmp_path / 'results.jsonl'}", f"--plot={tmp_path / 'scaling.png'}"],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+    result = run_script(
+        "benchmark.py", "--workloads=sinusoid",
+        "--orders=2,1,plain", "--meta_batch_sizes=1,2", "--windows=1", "--window_sec=0.2",
+        f"--out={tmp_path / 'results.jsonl'}", f"--plot={tmp_path / 'scaling.png'}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert [(r["order"], r["meta_batch_size"]) for r in records] == [(2, 1), (2, 2), (1, 1), (1, 2)]
+    assert [(r["order"], r["meta_batch_size"]) for r in records] == [
+        (2, 1), (2, 2), (1, 1), (1, 2), ("plain", 1), ("plain", 2)
+    ]
     assert all(r["steps_per_s_median"] > 0 and r["peak_rss_mb"] > 0 for r in records)
-    assert result.stdout.count("| sinusoid |") == 4
+    assert result.stdout.count("| sinusoid |") == 6
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_multi_worker_example_trains_identically_on_two_local_workers(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "multi_worker.py"), "--launch=2",
-         f"--workdir={tmp_path}", "--steps=3"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    result = run_script(
+        "multi_worker.py", "--launch=2", f"--workdir={tmp_path}", "--steps=3", timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     workers = [json.loads((tmp_path / f"worker_{i}.json").read_text()) for i in range(2)]
     assert all(w["workers"] == 2 for w in workers)
     assert workers[0]["weights_checksum"] == workers[1]["weights_checksum"]
@@ -279,11 +258,9 @@ def test_config_dtype_policy_trains_in_mixed_precision(tmp_path):
 
 
 def test_speed_benchmark_rejects_a_plot_without_one_varied_axis_before_timing(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--workloads=sinusoid",
-         "--orders=2", f"--plot={tmp_path / 'scaling.png'}"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    result = run_script(
+        "benchmark.py", "--workloads=sinusoid", "--orders=2", f"--plot={tmp_path / 'scaling.png'}",
+        timeout=120, check=False,
     )
     assert result.returncode != 0
     assert "varies exactly one of meta-batch size and inner steps" in result.stderr

@@ -1,5 +1,7 @@
 """MAML as a `keras.Model`: `fit` meta-trains, `evaluate` reports few-shot results."""
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -10,6 +12,7 @@ from keras.src.losses import loss as loss_module
 from tf_maml import adaptation
 from tf_maml import episodes as episodes_lib
 from tf_maml.exact_gradients import exact_second_order
+from tf_maml.fused_batch_norm import fused_kernels
 
 
 def _merge_task_axis(tensor):
@@ -116,6 +119,9 @@ class MAML(keras.Model):
             inner step instead of keeping its activations: less memory for
             long second-order inner loops, at the cost of one more forward
             and inner backward pass per step.
+        fused_batch_norm: if True, BatchNormalization layers run TensorFlow's
+            fused kernels in steps that XLA does not compile (the result is
+            the same to float rounding; see `tf_maml.fused_batch_norm`).
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -141,6 +147,7 @@ class MAML(keras.Model):
         task_loop="auto",
         parallel_tasks="auto",
         recompute_inner_steps=False,
+        fused_batch_norm=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -176,6 +183,7 @@ class MAML(keras.Model):
         self.task_loop = task_loop
         self.parallel_tasks = parallel_tasks if parallel_tasks == "auto" else int(parallel_tasks)
         self.recompute_inner_steps = bool(recompute_inner_steps)
+        self.fused_batch_norm = bool(fused_batch_norm)
         self.pre_adaptation_loss_tracker = keras.metrics.Mean(name="pre_adaptation_loss")
         # What the episodes look like, learnt from the first data handed over
         # (or a saved build config): example shape, input and label specs.
@@ -262,6 +270,7 @@ class MAML(keras.Model):
             "task_loop": self.task_loop,
             "parallel_tasks": self.parallel_tasks,
             "recompute_inner_steps": self.recompute_inner_steps,
+            "fused_batch_norm": self.fused_batch_norm,
         }
 
     @classmethod
@@ -742,9 +751,17 @@ class MAML(keras.Model):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
+    @contextlib.contextmanager
+    def _meta_learning_ops(self):
+        """While tracing a step: exact second derivatives, and BatchNorm fused
+        unless XLA compiles the step (XLA fuses it on its own)."""
+        xla = bool(self.jit_compile)
+        with exact_second_order(xla=xla), fused_kernels(self.fused_batch_norm and not xla):
+            yield
+
     def train_step(self, data):
         support, query = episodes_lib.unpack(data)
-        with exact_second_order(xla=bool(self.jit_compile)):
+        with self._meta_learning_ops():
             result = self._run_tasks(
                 support, query, self.inner_steps, self.first_order, with_gradients=True
             )
@@ -763,7 +780,7 @@ class MAML(keras.Model):
         # Evaluation leaves the model as it was: moving statistics and RNG
         # seeds are not written back.
         support, query = episodes_lib.unpack(data)
-        with exact_second_order(xla=bool(self.jit_compile)):
+        with self._meta_learning_ops():
             result = self._run_tasks(
                 support, query, self.eval_inner_steps, True, with_gradients=False
             )
