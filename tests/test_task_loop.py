@@ -113,3 +113,32 @@ def test_auto_parallel_tasks_runs_fewer_large_tasks_at_once_on_cpu():
     assert meta_learner.auto_parallel_tasks((16, 20) + omniglot, (16, 20) + omniglot) == 4
     assert meta_learner.auto_parallel_tasks((25, 10, 1), (25, 10, 1)) == 10  # sinusoid
     assert meta_learner.auto_parallel_tasks((None, None, 4), (None, None, 4)) == 10
+
+
+@pytest.mark.parametrize("family, traced_per_task", [("maml", 1), ("maml_plus_plus", 3)])
+def test_an_inner_step_is_traced_once_unless_steps_differ(monkeypatch, family, traced_per_task):
+    """Tracing time stays flat in the inner steps; MAML++'s per-step weights need each step."""
+    traced = []
+    inner_step = meta_learner.MAML._inner_step
+
+    def counting_inner_step(self, *args, **kwargs):
+        traced.append(kwargs["step"])  # Python runs only while tracing
+        return inner_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(meta_learner.MAML, "_inner_step", counting_inner_step)
+    net = conv_bn_pool_net()
+    maml = {
+        "maml": lambda: tf_maml.MAML(net, inner_lr=0.4, inner_steps=3),
+        "maml_plus_plus": lambda: tf_maml.MAMLPlusPlus(net, inner_lr=0.4, inner_steps=3,
+                                                       multi_step_loss_steps=0),
+    }[family]()
+    maml.compile(optimizer="sgd", loss=sparse_ce())
+    episode = classification_episode(np.random.default_rng(2))
+    episode = tf.nest.map_structure(lambda a: a.astype(np.float32) if a.dtype == np.float64 else a,
+                                    episode)
+    maml.train_on_batch(*episode)
+    # train_on_batch may trace the step twice (variable creation); each trace
+    # runs the while loop's body once, i.e. one task.
+    traces = len(traced) // traced_per_task
+    assert traces in (1, 2) and len(traced) == traces * traced_per_task
+    assert sorted(set(traced)) == ([0] if traced_per_task == 1 else [0, 1, 2])

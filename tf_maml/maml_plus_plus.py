@@ -143,6 +143,8 @@ class MAMLPlusPlus(MAML):
         fixed = set(self._batch_norm_indices())
         return [i for i in range(len(self.model.trainable_variables)) if i not in fixed]
 
+    _inner_steps_differ = True
+
     def _inner_update(self, params, grads, inner, step, slots):
         sizes, _ = self._inner_values(inner)
         index = min(step, self.inner_steps - 1)

@@ -1,6 +1,7 @@
 """MAML as a `keras.Model`: `fit` meta-trains, `evaluate` reports few-shot results."""
 
 import contextlib
+import functools
 
 import keras
 import numpy as np
@@ -461,6 +462,10 @@ class MAML(keras.Model):
         del inner, step
         return params
 
+    # Whether inner steps compute differently by their index (MAML++'s per-step
+    # weights): then each step is traced on its own.
+    _inner_steps_differ = False
+
     def _second_order_gradients(self, grads):
         """Inner gradients kept in the differentiated path (MAML++: order annealing)."""
         return grads
@@ -480,13 +485,20 @@ class MAML(keras.Model):
         """
         slots = self._inner_slots([params[i] for i in self._adapted_indices])
         recompute = self.recompute_inner_steps and not first_order and not slots
+        traced_steps = {}
         for step in range(first_step, first_step + steps):
             if recompute:
                 params, state = self._recomputed_inner_step(params, state, x, y, inner, step)
-            else:
-                params, state, slots = self._inner_step(
-                    params, state, x, y, first_order, inner, step, slots
+                continue
+            # One tf.function per distinct step, traced once and called at every
+            # step it serves: tracing time stays flat in the number of steps.
+            key = step if self._inner_steps_differ else None
+            if key not in traced_steps:
+                traced_steps[key] = tf.function(
+                    functools.partial(self._inner_step, first_order=first_order, step=step),
+                    autograph=False,
                 )
+            params, state, slots = traced_steps[key](params, state, x, y, inner=inner, slots=slots)
         return params, state
 
     def _inner_step(self, params, state, x, y, first_order, inner, step, slots):

@@ -50,6 +50,10 @@ class Reptile(MAML):
                          **kwargs)
         self.inner_optimizer = inner_optimizer
 
+    @property
+    def _inner_steps_differ(self):
+        return self.inner_optimizer != "sgd"  # Adam's bias correction counts steps
+
     def _inner_slots(self, params):
         if self.inner_optimizer == "sgd":
             return []
