@@ -490,13 +490,15 @@ class MAML(keras.Model):
             if recompute:
                 params, state = self._recomputed_inner_step(params, state, x, y, inner, step)
                 continue
-            # One tf.function per distinct step, traced once and called at every
-            # step it serves: tracing time stays flat in the number of steps.
+            # While tracing, one tf.function per distinct step, traced once and
+            # called at every step it serves: tracing time stays flat in the
+            # number of steps. Eagerly (`adapt`), steps run op by op: a new
+            # tf.function would be traced at every call.
             key = step if self._inner_steps_differ else None
             if key not in traced_steps:
-                traced_steps[key] = tf.function(
-                    functools.partial(self._inner_step, first_order=first_order, step=step),
-                    autograph=False,
+                step_fn = functools.partial(self._inner_step, first_order=first_order, step=step)
+                traced_steps[key] = (
+                    tf.function(step_fn, autograph=False) if tf.inside_function() else step_fn
                 )
             params, state, slots = traced_steps[key](params, state, x, y, inner=inner, slots=slots)
         return params, state
