@@ -141,11 +141,10 @@ def run_single(setting):
             fused_batch_norm=setting["fused_batch_norm"],
         ), 1
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"])
-    fuse = plain and setting["fused_batch_norm"] and not setting["xla"]
 
     def fit(meta_steps, **kwargs):
         # Plain Keras traces its step here: BatchNorm fused as in the meta-learner's.
-        with fused_kernels(fuse):
+        with fused_kernels(plain and setting["fused_batch_norm"], xla=setting["xla"]):
             trainer.fit(episodes, steps_per_epoch=meta_steps * batches, verbose=0, **kwargs)
 
     start = time.perf_counter()

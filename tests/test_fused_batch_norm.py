@@ -9,7 +9,7 @@ import tf_maml
 from tf_maml.exact_gradients import exact_second_order
 from tf_maml.fused_batch_norm import fused_kernels
 
-from helpers import classification_episode, conv_bn_pool_net, sparse_ce
+from helpers import as_float32, classification_episode, conv_bn_pool_net, sparse_ce
 from test_meta_gradients import assert_gradients_close, meta_gradient
 
 
@@ -84,10 +84,7 @@ def test_fused_forward_state_and_meta_gradient_match_stock(fused_calls):
 @pytest.mark.parametrize("transductive", [True, False])
 def test_maml_meta_gradient_is_the_same_fused_or_not(fused_calls, transductive):
     """Non-transductive steps differentiate support statistics: those layers stay stock."""
-    episode = [
-        tuple(np.asarray(a, np.float32) if a.dtype == np.float64 else a for a in part)
-        for part in classification_episode(np.random.default_rng(4), tasks=2)
-    ]
+    episode = as_float32(classification_episode(np.random.default_rng(4), tasks=2))
     keras.utils.set_random_seed(4)
     net = conv_bn_pool_net()
     weights = net.get_weights()
@@ -135,8 +132,10 @@ def test_layers_the_kernel_cannot_serve_keep_the_stock_path(fused_calls, layer, 
     np.testing.assert_array_equal(actual[0], expected[0])
 
 
-def test_the_stock_call_is_back_after_the_context():
+def test_the_stock_call_is_back_after_the_context_and_stays_under_xla():
     stock = keras.layers.BatchNormalization.call
+    with fused_kernels(xla=True):  # XLA fuses on its own
+        assert keras.layers.BatchNormalization.call is stock
     with pytest.raises(RuntimeError):
         with fused_kernels():
             assert keras.layers.BatchNormalization.call is not stock

@@ -17,7 +17,9 @@ import tf_maml
 from tf_maml import meta_learner
 
 from conftest import precision
-from helpers import classification_episode, conv_bn_pool_net, regression_episode, sparse_ce
+from helpers import (
+    as_float32, classification_episode, conv_bn_pool_net, regression_episode, sparse_ce,
+)
 
 
 def meta_gradient(maml, episode, jit_compile=False, loss="mse"):
@@ -197,8 +199,6 @@ def test_float32_conv4_meta_gradient_matches_float64_reference(jit_compile):
         assert maml64.model.weights[0].dtype == "float64"
         maml64.model.set_weights([w.astype(np.float64) for w in maml32.model.get_weights()])
         expected = meta_gradient(maml64, episode, loss=sparse_ce())
-    episode32 = tf.nest.map_structure(
-        lambda a: a.astype(np.float32) if a.dtype == np.float64 else a, episode
-    )
+    episode32 = as_float32(episode)
     actual = meta_gradient(maml32, episode32, jit_compile=jit_compile, loss=sparse_ce())
     assert_gradients_close(actual, expected, rtol=1e-4)

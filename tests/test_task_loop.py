@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_maml
 from tf_maml import meta_learner
 
-from helpers import classification_episode, conv_bn_pool_net, sparse_ce
+from helpers import as_float32, classification_episode, conv_bn_pool_net, sparse_ce
 from test_meta_gradients import assert_gradients_close, finite_difference_gradient, meta_gradient
 
 
@@ -133,9 +133,7 @@ def test_an_inner_step_is_traced_once_unless_steps_differ(monkeypatch, family, t
                                                        multi_step_loss_steps=0),
     }[family]()
     maml.compile(optimizer="sgd", loss=sparse_ce())
-    episode = classification_episode(np.random.default_rng(2))
-    episode = tf.nest.map_structure(lambda a: a.astype(np.float32) if a.dtype == np.float64 else a,
-                                    episode)
+    episode = as_float32(classification_episode(np.random.default_rng(2)))
     maml.train_on_batch(*episode)
     # train_on_batch may trace the step twice (variable creation); each trace
     # runs the while loop's body once, i.e. one task.

@@ -265,3 +265,9 @@ def test_speed_benchmark_rejects_a_plot_without_one_varied_axis_before_timing(tm
     assert result.returncode != 0
     assert "varies exactly one of meta-batch size and inner steps" in result.stderr
     assert "| sinusoid |" not in result.stdout  # nothing was timed
+
+
+def test_import_memory_script_reports_the_peak_after_importing():
+    result = run_script("import_memory.py", "json", "csv")
+    assert result.stdout.startswith("peak RSS after importing json, csv: ")
+    assert int(result.stdout.split(": ")[1].split()[0]) > 0

@@ -68,14 +68,15 @@ def _fused_call(layer, inputs, training=None, mask=None):
 
 
 @contextlib.contextmanager
-def fused_kernels(enabled=True):
+def fused_kernels(enabled=True, xla=False):
     """Within this context, BatchNormalization layers traced on TF run fused.
 
     Args:
-        enabled: whether to fuse at all (tf_maml leaves it to XLA, which
-            fuses the elementwise ops itself, when compiling).
+        enabled: whether to fuse at all.
+        xla: whether the code traced inside is compiled with XLA; then nothing
+            is swapped, since XLA fuses the elementwise ops itself.
     """
-    if not enabled:
+    if not enabled or xla:
         yield
         return
     keras.layers.BatchNormalization.call = _fused_call

@@ -770,7 +770,7 @@ class MAML(keras.Model):
         """While tracing a step: exact second derivatives, and BatchNorm fused
         unless XLA compiles the step (XLA fuses it on its own)."""
         xla = bool(self.jit_compile)
-        with exact_second_order(xla=xla), fused_kernels(self.fused_batch_norm and not xla):
+        with exact_second_order(xla=xla), fused_kernels(self.fused_batch_norm, xla=xla):
             yield
 
     def train_step(self, data):
