@@ -15,12 +15,12 @@ from test_meta_gradients import assert_gradients_close, meta_gradient
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """Counts the fused kernels traced."""
+    """The input dtype of each fused kernel traced."""
     calls = []
     stock = tf.compat.v1.nn.fused_batch_norm
 
     def counting(*args, **kwargs):
-        calls.append(args[0].shape)
+        calls.append(args[0].dtype)
         return stock(*args, **kwargs)
 
     monkeypatch.setattr(tf.compat.v1.nn, "fused_batch_norm", counting)
@@ -42,7 +42,8 @@ def _net():
     ])
 
 
-def test_fused_forward_state_and_meta_gradient_match_stock(fused_calls):
+def _one_step_maml_stock_and_fused():
+    """Outputs, new moving statistics and meta-gradient of one MAML step, stock and fused."""
     model = _net()
     rng = np.random.default_rng(0)
     x, query_x = (tf.constant(rng.standard_normal((6, 8, 8, 1)), tf.float32) for _ in range(2))
@@ -73,12 +74,33 @@ def test_fused_forward_state_and_meta_gradient_match_stock(fused_calls):
             return one_step_maml(params)
 
     params = [tf.convert_to_tensor(v) for v in model.trainable_variables]
-    expected, actual = stock(params), fused(params)
+    return stock(params), fused(params)
+
+
+def test_fused_forward_state_and_meta_gradient_match_stock(fused_calls):
+    expected, actual = _one_step_maml_stock_and_fused()
     assert len(fused_calls) == 4  # both layers, support and query passes
     np.testing.assert_allclose(actual[0], expected[0], rtol=1e-5, atol=1e-5)
     for a, e in zip(actual[1], expected[1]):  # moving mean and (biased) variance
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
     assert_gradients_close(actual[2], expected[2], rtol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_feeds_16_bit_activations_and_matches_stock(fused_calls, policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        expected, actual = _one_step_maml_stock_and_fused()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    half = policy.removeprefix("mixed_")
+    assert fused_calls and all(dtype == half for dtype in fused_calls)
+    # Both round the same float32 statistics to 16 bits; only rounding differs.
+    np.testing.assert_allclose(actual[0], expected[0], rtol=1e-2, atol=1e-2)
+    for a, e in zip(actual[1], expected[1]):
+        assert a.dtype == "float32"
+        np.testing.assert_allclose(a, e, rtol=1e-2, atol=1e-3)
+    assert_gradients_close(actual[2], expected[2], rtol=2e-2)
 
 
 @pytest.mark.parametrize("transductive", [True, False])

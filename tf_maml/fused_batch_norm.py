@@ -16,8 +16,10 @@ The fused kernel's gradient ignores its batch mean and variance outputs, so
 a layer whose statistics are themselves differentiated keeps the stock
 path: that is the support-set statistics capture (`momentum == 0`, see
 meta_learner._BatchStatisticsCapture). So do masks, renormalization,
-synchronized statistics, inputs other than 4-D channels-last float32, and
-epsilons below the kernel's minimum.
+synchronized statistics, inputs other than 4-D channels-last float32 or
+16-bit floats, and epsilons below the kernel's minimum. Under a mixed
+precision policy the kernel takes the 16-bit activations and keeps its
+statistics, scale and offset in float32, as the stock layer does.
 """
 
 import contextlib
@@ -28,6 +30,7 @@ from keras import ops
 
 # FusedBatchNormV3 raises smaller epsilons to this; such layers keep the stock path.
 _MIN_EPSILON = 1.001e-5
+_HALF_DTYPES = ("bfloat16", "float16")
 
 _STOCK_CALL = keras.layers.BatchNormalization.call
 
@@ -48,7 +51,13 @@ def _fused_call(layer, inputs, training=None, mask=None):
     """`BatchNormalization.call` with one fused kernel in training mode."""
     if not _fusable(layer, inputs, training, mask):
         return _STOCK_CALL(layer, inputs, training=training, mask=mask)
-    x = ops.cast(inputs, "float32")
+    # 16-bit activations (mixed precision) go in as they are: the kernel
+    # accumulates its statistics in float32 and moves half the bytes, twice as
+    # fast here as casting to float32 around it as the stock layer does.
+    if keras.backend.standardize_dtype(inputs.dtype) in _HALF_DTYPES:
+        x = inputs
+    else:
+        x = ops.cast(inputs, "float32")
     channels = x.shape[-1]
     gamma = ops.cast(layer.gamma, "float32") if layer.scale else tf.ones([channels])
     beta = ops.cast(layer.beta, "float32") if layer.center else tf.zeros([channels])
