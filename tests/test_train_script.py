@@ -271,3 +271,42 @@ def test_import_memory_script_reports_the_peak_after_importing():
     result = run_script("import_memory.py", "json", "csv")
     assert result.stdout.startswith("peak RSS after importing json, csv: ")
     assert int(result.stdout.split(": ")[1].split()[0]) > 0
+
+
+def _write_history(path, steps_per_epoch, accuracies):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "accuracy", "val_accuracy", "wall_time"])
+        for epoch, value in enumerate(accuracies):
+            writer.writerow([epoch, value - 0.01, value, 10.0 * (epoch + 1)])
+
+
+def test_learning_curve_script_fits_the_trend_in_log_meta_steps(tmp_path):
+    # 0.5 + 0.05 log10(meta-steps) from 100 meta-steps on, a slower start before it.
+    steps = 10 * np.arange(1, 101)
+    accuracies = np.where(steps >= 100, 0.5 + 0.05 * np.log10(steps), 0.2)
+    history = tmp_path / "history.csv"
+    _write_history(history, 10, accuracies)
+    plot = tmp_path / "curve.png"
+    result = run_script(
+        "learning_curve.py", f"--history={history}", "--steps_per_epoch=10",
+        "--fit_from=100,0", "--project_to=10000", "--target=0.65", f"--plot={plot}",
+    )
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
+    by_start = {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows[1:]}
+    # From 100 on: 91 epochs, 5 points per tenfold, 70 % at 10,000, 65 % at 1,000 steps.
+    assert by_start["100"] == ["91", "5.0", "70.0 %", "1,000"]
+    # From 0 on, the slow start tilts the line: a steeper trend.
+    assert float(by_start["0"][1]) > 5.0
+    assert plot.stat().st_size > 0
+
+
+def test_learning_curve_script_names_a_missing_column_and_too_short_a_fit(tmp_path):
+    history = tmp_path / "history.csv"
+    _write_history(history, 10, [0.5, 0.6, 0.7])
+    result = run_script("learning_curve.py", f"--history={history}", "--steps_per_epoch=10",
+                        "--metric=val_loss", check=False)
+    assert result.returncode != 0 and "no column 'val_loss'" in result.stderr
+    result = run_script("learning_curve.py", f"--history={history}", "--steps_per_epoch=10",
+                        "--fit_from=30", check=False)
+    assert result.returncode != 0 and "fit_from=30 leaves 1 epoch(s)" in result.stderr

@@ -1,4 +1,4 @@
-"""Figures in the style of the MAML paper (sinusoid regression)."""
+"""Figures: the MAML paper's (sinusoid fits, results by inner step) and learning curves."""
 
 import matplotlib
 
@@ -46,6 +46,29 @@ def plot_by_step(mean, confidence, path, ylabel):
     axis.set_xlabel("number of gradient steps")
     axis.set_ylabel(ylabel)
     axis.set_xticks(steps)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_learning_curve(steps, values, fits, project_to, path, ylabel, target=None):
+    """A metric against meta-steps (log scale), with lines fitted in log10(meta-steps).
+
+    `fits` maps the first meta-step of each fit to its (intercept, slope); each line is
+    drawn from there to `project_to`.
+    """
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(steps, values, marker="o", markersize=3, label="measured")
+    for start, (intercept, slope) in fits.items():
+        line_steps = np.geomspace(max(start, steps[0]), project_to, 50)
+        axis.plot(line_steps, intercept + slope * np.log10(line_steps), linestyle="--",
+                  label=f"trend from {start:,} meta-steps")
+    if target is not None:
+        axis.axhline(target, color="grey", linewidth=1, label=f"target {target:g}")
+    axis.set_xscale("log")
+    axis.set_xlabel("meta-steps")
+    axis.set_ylabel(ylabel)
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
