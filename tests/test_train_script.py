@@ -273,7 +273,7 @@ def test_import_memory_script_reports_the_peak_after_importing():
     assert int(result.stdout.split(": ")[1].split()[0]) > 0
 
 
-def _write_history(path, steps_per_epoch, accuracies):
+def _write_history(path, accuracies):
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["epoch", "accuracy", "val_accuracy", "wall_time"])
@@ -286,7 +286,7 @@ def test_learning_curve_script_fits_the_trend_in_log_meta_steps(tmp_path):
     steps = 10 * np.arange(1, 101)
     accuracies = np.where(steps >= 100, 0.5 + 0.05 * np.log10(steps), 0.2)
     history = tmp_path / "history.csv"
-    _write_history(history, 10, accuracies)
+    _write_history(history, accuracies)
     plot = tmp_path / "curve.png"
     result = run_script(
         "learning_curve.py", f"--history={history}", "--steps_per_epoch=10",
@@ -303,7 +303,7 @@ def test_learning_curve_script_fits_the_trend_in_log_meta_steps(tmp_path):
 
 def test_learning_curve_script_names_a_missing_column_and_too_short_a_fit(tmp_path):
     history = tmp_path / "history.csv"
-    _write_history(history, 10, [0.5, 0.6, 0.7])
+    _write_history(history, [0.5, 0.6, 0.7])
     result = run_script("learning_curve.py", f"--history={history}", "--steps_per_epoch=10",
                         "--metric=val_loss", check=False)
     assert result.returncode != 0 and "no column 'val_loss'" in result.stderr

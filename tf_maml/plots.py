@@ -8,6 +8,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(figure, path):
+    """Writes `figure` as a PNG at `path` and frees it."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10)):
     """Pre- and post-adaptation fits of a few sinusoids (MAML paper, figure 2).
 
@@ -33,9 +40,7 @@ def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10))
         axis.plot(support_x[task], support_y[task], "^", color="purple", label="support points")
         axis.set_title(f"task {task}")
     axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_by_step(mean, confidence, path, ylabel):
@@ -47,9 +52,7 @@ def plot_by_step(mean, confidence, path, ylabel):
     axis.set_ylabel(ylabel)
     axis.set_xticks(steps)
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_learning_curve(steps, values, fits, project_to, path, ylabel, target=None):
@@ -70,6 +73,4 @@ def plot_learning_curve(steps, values, fits, project_to, path, ylabel, target=No
     axis.set_xlabel("meta-steps")
     axis.set_ylabel(ylabel)
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, path)
