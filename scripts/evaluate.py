@@ -13,13 +13,14 @@ A run still in progress has no meta.keras yet; evaluate its last backup with
 (the meta-learner is rebuilt from the config, then its weights are loaded).
 """
 
-import json
+import os
+import sys
 
-import keras
 from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
+from tf_maml import checkpoints
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the meta-learner was trained with.")
 _META = flags.DEFINE_string("meta", None, "A meta.keras file, as scripts/train.py writes it.")
@@ -33,21 +34,34 @@ flags.mark_flags_as_mutual_exclusive(["meta", "weights"], required=True)
 
 def main(argv):
     del argv
+    try:
+        report = _evaluate()
+    except (checkpoints.DamagedFileError, tf_maml.experiment.ConfigMismatchError,
+            FileNotFoundError) as error:
+        sys.exit(f"evaluate.py: {type(error).__name__}: {error}")
+    steps = _CONFIG.value.eval_max_steps
+    name = "accuracy" if "accuracy_by_step" in report else "loss"
+    mean, confidence = report[f"{name}_by_step"][steps], report[f"{name}_confidence_95"][steps]
+    print(f"{report['algorithm']} at {report['meta_steps']} meta-steps, {name} after {steps} "
+          f"steps on {report['tasks']} tasks: {mean:.4f} ± {confidence:.4f}")
+    if _OUT.value:
+        checkpoints.write_json(_OUT.value, report)
+
+
+def _evaluate():
     if _META.value:
-        meta_learner = keras.models.load_model(_META.value)
+        meta_learner = checkpoints.load_model(_META.value)
+        recorded = os.path.join(os.path.dirname(_META.value), "config.json")
+        tf_maml.experiment.check_meta_learner_matches(
+            meta_learner, _CONFIG.value,
+            checkpoints.read_json(recorded) if os.path.exists(recorded) else None,
+        )
     else:
         meta_learner = tf_maml.experiment.build_meta_learner(_CONFIG.value)
         meta_learner.build((None,) + meta_learner.example_shape)
         meta_learner.optimizer.build(meta_learner.trainable_variables)
         meta_learner.load_weights(_WEIGHTS.value)
-    report = tf_maml.experiment.evaluate(meta_learner, _CONFIG.value)
-    steps = _CONFIG.value.eval_max_steps
-    name = "accuracy" if "accuracy_by_step" in report else "loss"
-    mean, confidence = report[f"{name}_by_step"][steps], report[f"{name}_confidence_95"][steps]
-    print(f"{name} after {steps} steps on {report['tasks']} tasks: {mean:.4f} ± {confidence:.4f}")
-    if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump(report, f, indent=2)
+    return tf_maml.experiment.evaluate(meta_learner, _CONFIG.value)
 
 
 if __name__ == "__main__":

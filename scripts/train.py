@@ -9,21 +9,37 @@ rerun with the same workdir to resume an interrupted run.
 """
 
 import json
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
+from tf_maml import checkpoints, guards
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume or re-evaluate a workdir although the config differs from its config.json.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# Failures with a message that says it all: no traceback, exit code 1.
+CLEAR_FAILURES = (
+    guards.TrainingDivergedError, guards.EpisodeError, checkpoints.DamagedFileError,
+    tf_maml.experiment.ConfigMismatchError,
+)
 
 
 def main(argv):
     del argv
-    report = tf_maml.experiment.run(_CONFIG.value, _WORKDIR.value)
-    print(json.dumps(report, indent=2))
+    try:
+        report = tf_maml.experiment.run(
+            _CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value
+        )
+    except CLEAR_FAILURES as error:
+        sys.exit(f"train.py: {type(error).__name__}: {error}")
+    print(json.dumps(report, indent=2, allow_nan=False))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Example:
 
 import json
 import os
+import sys
 
 import keras_tuner
 from absl import app, flags
@@ -55,7 +56,11 @@ def main(argv):
         ),
         verbose=config.verbose,
     )
-    best = tuner.get_best_hyperparameters(1)[0].values
+    best = tf_maml.tuning.best_completed_trials(tuner, 1)
+    if not best:
+        sys.exit(f"tune.py: no trial completed ({len(tuner.oracle.trials)} failed or diverged); "
+                 "narrow the search space (e.g. smaller inner_lr).")
+    best = best[0].hyperparameters.values
     print(json.dumps({"best_hyperparameters": best}, indent=2))
     with open(os.path.join(_DIRECTORY.value, config.task, "best.json"), "w") as f:
         json.dump(best, f, indent=2)

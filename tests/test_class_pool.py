@@ -40,7 +40,7 @@ def test_episode_structure_and_label_consistency():
 
 
 def test_labels_are_remapped_in_random_order_and_tasks_differ():
-    sx, sy, _, _ = first_batch(labelled_pool(), ways=5, shots=1, queries=0, meta_batch_size=32)
+    sx, sy, _, _ = first_batch(labelled_pool(), ways=5, shots=1, queries=1, meta_batch_size=32)
     class_of_label0 = {int(sx[t, list(sy[t]).index(0), 0, 0, 0]) // 10 for t in range(32)}
     assert len(class_of_label0) > 3
     assert len({tuple(sx[t, :, 0, 0, 0]) for t in range(32)}) > 20
@@ -87,7 +87,7 @@ def test_per_class_rotation_rotates_whole_classes_by_multiples_of_90_degrees():
 def test_rotations_as_extra_classes_quadruple_the_pool():
     pool = labelled_pool(classes=3).with_rotations()
     assert pool.num_classes == 12
-    sx, _, _, _ = first_batch(labelled_pool(classes=3), ways=10, shots=1, queries=0,
+    sx, _, _, _ = first_batch(labelled_pool(classes=3), ways=10, shots=1, queries=1,
                               meta_batch_size=2, rotation="extra_classes")
     assert sx.shape == (2, 10, 4, 4, 1)
 
@@ -101,18 +101,64 @@ def test_split_is_disjoint_and_seeded():
 
 
 @pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ([-2, 5], r"`sizes\[0\]` must be an integer >= 1 \(the classes of pool 0\); "
+                  r"received -2 in sizes=\[-2, 5\]\. Give every pool at least one class\."),
+        ([5, 0], r"`sizes\[1\]` must be an integer >= 1 .*received 0 in sizes=\[5, 0\]"),
+        ([4, 2.5], r"`sizes\[1\]` must be an integer >= 1 .*received 2\.5"),
+        ([], r"`sizes` must list at least one pool size; received \[\]\."),
+        ([8, 5], r"Cannot split 10 classes into \[8, 5\] \(total 13\); `sizes` may total at most 10\."),
+    ],
+)
+def test_bad_split_sizes_are_rejected(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        labelled_pool(classes=10).split(sizes)
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"ways": 13}, r"ways=13 exceeds the 12 classes"),
         ({"shots": 4, "queries": 3}, r"shots \+ queries = 7 exceeds the examples of 12 class"),
         ({"rotation": "sideways"}, "`rotation` must be one of"),
-        ({"ways": 0}, "`ways` must be a positive integer"),
+        ({"ways": 0}, r"`ways` must be an integer >= 1 \(classes per task\); received 0\."),
+        ({"shots": 0}, r"`shots` must be an integer >= 1 \(support examples per class\); received 0\."),
+        ({"queries": 0}, r"`queries` must be an integer >= 1 \(query examples per class, on which "
+                         r"the meta-loss is computed\); received 0\."),
+        ({"meta_batch_size": 0}, r"`meta_batch_size` must be an integer >= 1 \(tasks per batch\); "
+                                 r"received 0\."),
+        ({"shots": True}, r"`shots` must be an integer >= 1 .*received True\."),
     ],
 )
 def test_bad_sampling_arguments_are_rejected(kwargs, message):
     arguments = {"ways": 3, "shots": 1, "queries": 1, "meta_batch_size": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         few_shot_episodes(labelled_pool(), **arguments)
+
+
+def test_sinusoid_sizes_are_checked_like_the_pools():
+    # Kept here (tests/test_sinusoid.py belongs to another change): queries=0 is refused too.
+    with pytest.raises(ValueError, match=r"`queries` must be an integer >= 1 \(query points per "
+                                         r"task, on which the meta-loss is computed\); received 0\."):
+        tf_maml.data.sinusoid_episodes(queries=0)
+    ((sx, _), _), = list(tf_maml.data.sinusoid_episodes(shots=np.int64(3), meta_batch_size=2,
+                                                        num_batches=1))
+    assert sx.shape == (2, 3, 1)
+
+
+def constant_batch(pool, **kwargs):
+    (sx, _), (qx, _) = next(iter(few_shot_episodes(pool, 2, 1, 1, 1, num_batches=1, **kwargs)))
+    return np.concatenate([sx.numpy().ravel(), qx.numpy().ravel()])
+
+
+def test_default_scale_follows_the_pool_dtype():
+    uint8 = ClassPool(np.full((3, 2, 2, 2, 1), 255, np.uint8))
+    float32 = ClassPool(np.ones((3, 2, 2, 2, 1), np.float32))
+    np.testing.assert_array_equal(constant_batch(uint8), 1.0)  # 255 * (1 / 255)
+    np.testing.assert_array_equal(constant_batch(float32), 1.0)  # already in [0, 1]
+    np.testing.assert_array_equal(constant_batch(uint8, scale=0.5), 127.5)
+    np.testing.assert_array_equal(constant_batch(float32, scale=2.0), 2.0)
 
 
 def test_images_of_mixed_shapes_are_rejected():
@@ -174,3 +220,28 @@ def test_class_datasets_need_enough_classes():
 
     with pytest.raises(ValueError, match="ways=7 exceeds the 6 class datasets"):
         few_shot_episodes_from_class_datasets(class_datasets(), 7, 1, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "datasets, sizes, message",
+    [
+        ("six", (3, 0, 1, 2), r"`shots` must be an integer >= 1 \(support examples per class\); "
+                              r"received 0\."),
+        ("six", (3, 1, 0, 2), r"`queries` must be an integer >= 1 .*received 0\."),
+        ("six", (0, 1, 1, 2), r"`ways` must be an integer >= 1 .*received 0\."),
+        ("six", (3, 1, 1, 0), r"`meta_batch_size` must be an integer >= 1 .*received 0\."),
+        ("none", (3, 1, 1, 2), r"`class_datasets` must hold at least one dataset \(one per class\); "
+                               r"received none\."),
+        ("array", (3, 1, 1, 2), r"`class_datasets\[0\]` must be a tf.data.Dataset of one class's "
+                                r"examples; received ndarray\."),
+        ("six", (3, 3, 3, 2), r"`class_datasets\[0\]` holds 5 examples, fewer than shots \+ queries = 6, "
+                              r"so it could never fill a task; lower `shots` or `queries`, or drop "
+                              r"that class\."),
+    ],
+)
+def test_class_datasets_reject_bad_sizes(datasets, sizes, message):
+    from tf_maml.data import few_shot_episodes_from_class_datasets
+
+    datasets = {"six": class_datasets(), "none": [], "array": [np.zeros((5, 3, 3, 1))]}[datasets]
+    with pytest.raises(ValueError, match=message):
+        few_shot_episodes_from_class_datasets(datasets, *sizes)

@@ -1,6 +1,7 @@
 """Omniglot from the official zips: preprocessing, splits, bad data directories."""
 
 import os
+import re
 import shutil
 import zipfile
 
@@ -57,6 +58,56 @@ def test_second_load_comes_from_the_cache(omniglot, tmp_path, monkeypatch):
     monkeypatch.setattr(module, "_decode_zips", lambda *a: pytest.fail("decoded again"))
     pool, _ = load_omniglot(DATA_DIR, cache_dir=str(cache))
     np.testing.assert_array_equal(pool.images, omniglot[0].images)
+
+
+@needs_data
+def test_damaged_cache_is_rebuilt(omniglot, tmp_path, caplog):
+    import tf_maml.data.omniglot as module
+
+    cache = module._cache_path(DATA_DIR, 28, str(tmp_path))
+    with open(cache, "wb") as file:  # e.g. a disk filled while copying the cache
+        file.write(b"garbage, not an npz archive")
+    pool, characters = load_omniglot(DATA_DIR, cache_dir=str(tmp_path))
+    assert f"Omniglot cache {cache} is damaged: it cannot be read" in caplog.text
+    assert "rebuilding it from the zips" in caplog.text
+    np.testing.assert_array_equal(pool.images, omniglot[0].images)
+    assert characters == omniglot[1]
+    assert os.listdir(tmp_path) == [os.path.basename(cache)]  # replaced, no partial file left
+    rebuilt, _ = module._read_cache(cache, 28)
+    np.testing.assert_array_equal(rebuilt.images, omniglot[0].images)
+
+
+def small_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "arrays, problem",
+    [
+        ({"images": np.zeros((1623, 20, 28, 28, 1), np.uint8)}, r"it lacks the arrays \['characters'\]"),
+        ({"images": np.zeros((3, 20, 28, 28, 1), np.uint8), "characters": np.zeros((3, 3), str)},
+         r"its images are uint8 \(3, 20, 28, 28, 1\), not uint8 \(1623, 20, 28, 28, 1\)"),
+        ({"images": np.zeros((1623, 20, 28, 28, 1), np.uint8), "characters": np.zeros((1623,), str)},
+         r"its characters have shape \(1623,\), not \(1623, 3\)"),
+    ],
+)
+def test_cache_with_wrong_arrays_is_reported_damaged(tmp_path, caplog, arrays, problem):
+    import tf_maml.data.omniglot as module
+
+    path = small_npz(tmp_path / "cache.npz", **arrays)
+    assert module._read_cache(path, 28) is None
+    assert re.search(rf"Omniglot cache .*cache.npz is damaged: {problem}; rebuilding", caplog.text)
+
+
+def test_truncated_cache_is_reported_damaged(tmp_path, caplog):
+    import tf_maml.data.omniglot as module
+
+    path = small_npz(tmp_path / "cache.npz", images=np.zeros((5, 4), np.uint8))
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) // 2)
+    assert module._read_cache(path, 28) is None
+    assert "cache.npz is damaged: it cannot be read (BadZipFile" in caplog.text
 
 
 @needs_data

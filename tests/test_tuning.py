@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import keras_tuner
 import pytest
@@ -82,3 +83,37 @@ def test_tune_script_runs_two_trials(tmp_path):
     assert best["algorithm"] in tf_maml.tuning.ALGORITHMS
     assert "best_hyperparameters" in result.stdout
 
+
+
+def test_diverging_trial_is_reported_failed_never_best(tmp_path):
+    """Issue 11, case 8: a NaN trial fails in keras-tuner's records."""
+    model = hypermodel()
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("algorithm", "maml")
+    hp.Fixed("inner_lr", 1e38)
+    tuner = keras_tuner.RandomSearch(
+        model, objective=model.objective(), max_trials=1, hyperparameters=hp,
+        directory=str(tmp_path), project_name="diverging", max_consecutive_failed_trials=2,
+    )
+    tuner.search(episodes(0, 3), epochs=1, validation_data=episodes(1, 2), verbose=0)
+    (trial,) = tuner.oracle.trials.values()
+    assert trial.status == keras_tuner.engine.trial.TrialStatus.FAILED
+    assert "Meta-training diverged" in trial.message
+    assert tf_maml.tuning.best_completed_trials(tuner) == []
+    assert tuner.oracle.get_best_trials(1) == [trial]  # keras-tuner's own would name it
+
+
+@pytest.mark.parametrize(
+    "last, message",
+    [
+        ({"loss": 1.0, "val_loss": 1.5e10, "val_pre_adaptation_loss": 2.0}, "Adaptation explodes"),
+        ({"loss": 1.0, "val_loss": float("nan"), "val_pre_adaptation_loss": 2.0}, "val_loss is nan"),
+    ],
+)
+def test_exploding_or_nan_validation_fails_the_trial(last, message):
+    class Finished:  # what model.fit returned: a history ending with `last`
+        def fit(self, *args, **kwargs):
+            return types.SimpleNamespace(history={k: [0.5, v] for k, v in last.items()})
+
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match=message):
+        hypermodel().fit(keras_tuner.HyperParameters(), Finished())

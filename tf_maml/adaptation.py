@@ -1,8 +1,33 @@
 """Adaptation outside meta-training: standalone adapted models and serving."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras.src import backend as keras_backend
+
+
+def _checked_steps(meta, steps, name):
+    if steps is None:
+        return meta.eval_inner_steps
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"`steps` of {name}() must be an integer >= 0; received {steps!r}.")
+    return int(steps)
+
+
+def _classes(meta, example_shape, dtype):
+    """Classes that integer labels index, from the model's output (None for other targets)."""
+    spec = keras_backend.compute_output_spec(
+        meta.model, keras.KerasTensor((None,) + tuple(example_shape), tf.as_dtype(dtype).name)
+    )
+    classes = spec.shape[-1] if len(spec.shape) == 2 else None
+    return classes if classes and classes > 1 else None
+
+
+def _label_message(classes):
+    return (
+        f"support_y must hold class labels in [0, {classes}) for a model with {classes} "
+        "outputs (indices within the task, 0 .. ways - 1)"
+    )
 
 
 def _check_task(meta, support_x, support_y):
@@ -19,11 +44,21 @@ def _check_task(meta, support_x, support_y):
             f"support_y must hold one label per support example ({support_x.shape[0]}); "
             f"received shape {support_y.shape}."
         )
+    if support_x.shape[0] == 0:
+        raise ValueError("adapt() needs at least one support example; received none.")
+    classes = _classes(meta, features, support_x.dtype)
+    if classes and support_y.dtype.is_integer and support_y.shape.rank == 1:
+        labels = support_y.numpy()
+        if labels.min() < 0 or labels.max() >= classes:
+            raise ValueError(
+                f"{_label_message(classes)}; received labels from {labels.min()} to "
+                f"{labels.max()}."
+            )
 
 
 def standalone_model(meta, support_x, support_y, steps=None):
     """The model adapted to one support set, as a new `keras.Model`."""
-    steps = meta.eval_inner_steps if steps is None else int(steps)
+    steps = _checked_steps(meta, steps, "adapt")
     support_x = tf.convert_to_tensor(support_x)
     support_y = tf.convert_to_tensor(support_y)
     if not meta.built:
@@ -46,13 +81,28 @@ def standalone_model(meta, support_x, support_y, steps=None):
 
 def export_adaptive(meta, filepath, steps=None):
     """Writes a SavedModel with an `adapt_and_predict` signature (see MAML)."""
-    steps = meta.eval_inner_steps if steps is None else int(steps)
+    steps = _checked_steps(meta, steps, "export_adaptive")
     label_shape, label_dtype = meta.label_spec
     x_spec = tf.TensorSpec((None,) + meta.example_shape, meta.input_dtype, "support_x")
     y_spec = tf.TensorSpec((None,) + label_shape, label_dtype, "support_y")
     query_spec = tf.TensorSpec((None,) + meta.example_shape, meta.input_dtype, "query_x")
 
+    classes = _classes(meta, meta.example_shape, meta.input_dtype)
+    sparse = classes and label_dtype.is_integer and not label_shape
+
     def adapt_and_predict(support_x, support_y, query_x):
+        # Served requests are checked in the graph: no Python runs there.
+        checks = [tf.debugging.assert_positive(
+            tf.shape(support_x)[0], message="support_x must hold at least one example")]
+        if sparse:
+            checks += [
+                tf.debugging.assert_non_negative(support_y, message=_label_message(classes)),
+                tf.debugging.assert_less(
+                    support_y, tf.cast(classes, support_y.dtype), message=_label_message(classes)
+                ),
+            ]
+        with tf.control_dependencies(checks):
+            support_x = tf.identity(support_x)
         params, state = meta._adapted_values(support_x, support_y, steps)
         predictions, _, _ = meta._forward(params, state, query_x, training=False)
         return predictions

@@ -33,9 +33,18 @@ EpisodeSpec.__doc__ = """What one episode batch holds, read from its tensor spec
 STRUCTURE_HELP = "((support_x, support_y), (query_x, query_y)), each with a leading task axis"
 
 
+WEIGHTS_UNSUPPORTED = (
+    "Per-example weights (a third element beside the support and query pairs) are not "
+    "supported: every support and query example counts. Drop the weights, or drop "
+    "padded examples from the episodes."
+)
+
+
 def unpack(data):
     """Splits what `train_step` receives into `(support, query)` pairs."""
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if sample_weight is not None:
+        raise ValueError(WEIGHTS_UNSUPPORTED)
     return x, y
 
 
@@ -47,7 +56,15 @@ def spec_of(x, y=None):
     """
     if isinstance(x, tf.data.Dataset):
         spec = x.element_spec
-        return spec[:2] if isinstance(spec, tuple) and len(spec) == 3 else spec
+        if isinstance(spec, tuple) and len(spec) == 3:
+            raise ValueError(WEIGHTS_UNSUPPORTED)
+        return spec
+    if isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__"):
+        raise ValueError(
+            f"Expected episodes as {STRUCTURE_HELP}; received a single array of shape "
+            f"{np.shape(x)}. Meta-learning needs support and query sets: see "
+            "tf_maml.data for episode pipelines."
+        )
     if isinstance(x, (tuple, list)) and (y is None or isinstance(y, (tuple, list))):
         arrays = (tuple(x), tuple(y)) if y is not None else tuple(x)
         return tf.nest.map_structure(
@@ -142,6 +159,14 @@ def check_spec(spec, name="episodes"):
                 f"{s.shape[0]}, others {task_dims[0]}."
             )
         task_dims = task_dims.merge_with(s.shape[:1])
+    for key in ("support_x", "query_x"):
+        if named[key].shape[1] == 0:
+            raise ValueError(
+                f"{name}: {key} holds 0 examples per task; support and query sets need at "
+                "least one example (check shots and queries)."
+            )
+    if task_dims[0] == 0:
+        raise ValueError(f"{name}: the episode batches hold 0 tasks; meta_batch_size must be >= 1.")
     features = support_x.shape[2:].merge_with(query_x.shape[2:])
     return EpisodeSpec(
         num_tasks=task_dims[0],
@@ -168,6 +193,24 @@ def check_labels_fit_outputs(spec, output_shape, name="episodes"):
             f"{name}: labels of shape {spec.label_shape} per example do not match the "
             f"model's output of shape {output_shape} per example. Use integer class "
             f"labels of shape [tasks, examples], or targets shaped like the output."
+        )
+
+
+def _is_sparse_loss(loss):
+    sparse = (keras.losses.SparseCategoricalCrossentropy, keras.losses.sparse_categorical_crossentropy)
+    return loss == "sparse_categorical_crossentropy" or isinstance(loss, sparse[0]) or loss is sparse[1]
+
+
+def check_labels_fit_loss(spec, output_shape, loss, name="episodes"):
+    """Checks that a sparse categorical loss gets integer class labels, not one-hot ones."""
+    if not _is_sparse_loss(loss):
+        return
+    if not spec.label_dtype.is_integer or len(spec.label_shape) != len(tuple(output_shape)) - 2:
+        raise ValueError(
+            f"{name}: a sparse categorical loss needs integer class labels of shape [tasks, "
+            f"examples]; received {spec.label_dtype.name} labels of shape {spec.label_shape} "
+            "per example. One-hot labels go with keras.losses.CategoricalCrossentropy; or "
+            "pass the class indices (argmax) instead."
         )
 
 

@@ -2,13 +2,14 @@
 
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_maml import episodes as episodes_lib
 
 
-def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10):
+def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbose=0):
     """Query loss (and accuracy) of each task after 0, 1, ..., `max_steps` steps.
 
     Adapts the meta-learned initialization to each task's support set with
@@ -21,6 +22,7 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10):
         episodes: a `tf.data.Dataset` of episode batches.
         num_tasks: tasks to evaluate; batches are read until there are enough.
         max_steps: the largest number of inner steps.
+        verbose: 1 to show a Keras progress bar of the tasks done.
 
     Returns:
         A dict of float64 arrays of shape `[num_tasks, max_steps + 1]`:
@@ -60,14 +62,25 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10):
         )
 
     results, count = [], 0
-    for support, query in episodes:
+    progress = keras.utils.Progbar(num_tasks, unit_name="task", verbose=verbose)
+    for index, (support, query) in enumerate(episodes):
+        _check_labels(meta_learner, support, query, index)
         results.append({k: v.numpy() for k, v in batch_results(support, query).items()})
         count += len(results[-1]["loss"])
+        progress.update(min(count, num_tasks))
         if count >= num_tasks:
             break
     if count < num_tasks:
         raise ValueError(f"`episodes` ran out after {count} tasks; {num_tasks} were asked for.")
     return {key: np.concatenate([r[key] for r in results])[:num_tasks] for key in results[0]}
+
+
+def _check_labels(meta_learner, support, query, index):
+    """Refuses class labels outside the model's classes (a TensorFlow op error otherwise)."""
+    classes = meta_learner._sparse_classes(query[0], query[1])
+    if classes:
+        labels = np.concatenate([np.ravel(support[1]), np.ravel(query[1])])
+        episodes_lib.check_label_range(labels, classes, name=f"evaluation batch {index + 1}")
 
 
 def mean_and_confidence(values, axis=0):

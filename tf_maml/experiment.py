@@ -5,15 +5,15 @@ config files in `configs/` list every field read here.
 """
 
 import csv
-import json
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 from absl import logging
 
-from tf_maml import data, evaluation, nets, plots
+from tf_maml import checkpoints, data, evaluation, nets, plots
 from tf_maml.anil import ANIL
 from tf_maml.maml_plus_plus import MAMLPlusPlus
 from tf_maml.meta_learner import MAML
@@ -136,44 +136,132 @@ class _WallTime(keras.callbacks.Callback):
 
 
 def _epochs(config):
+    if config.steps_per_epoch < 1 or config.meta_steps < 1:
+        raise ValueError(
+            f"meta_steps ({config.meta_steps}) and steps_per_epoch ({config.steps_per_epoch}) "
+            "must be >= 1."
+        )
     if config.meta_steps % config.steps_per_epoch:
+        lower = config.meta_steps - config.meta_steps % config.steps_per_epoch
         raise ValueError(
             f"meta_steps ({config.meta_steps}) must be a multiple of steps_per_epoch "
-            f"({config.steps_per_epoch})."
+            f"({config.steps_per_epoch}): change --config.meta_steps (e.g. to "
+            f"{lower or config.steps_per_epoch} or {lower + config.steps_per_epoch}) or "
+            "--config.steps_per_epoch."
         )
     return config.meta_steps // config.steps_per_epoch
 
 
-def _resumed_epoch(backup_dir):
-    """The epoch an interrupted run stopped at (BackupAndRestore's record)."""
-    path = os.path.join(backup_dir, "training_metadata.json")
+# Fields that change nothing a run trains: how it reports, where the data is.
+HARMLESS_FIELDS = frozenset({
+    "verbose", "data_dir", "steps_per_execution", "jit_compile", "validation_batches",
+    "eval_tasks", "eval_max_steps", "eval_queries", "eval_inner_steps",
+})
+
+
+class ConfigMismatchError(ValueError):
+    """A workdir was trained with another config than the one given."""
+
+
+def _flat(config, prefix=""):
+    items = {}
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            items.update(_flat(value, f"{prefix}{key}."))
+        else:
+            items[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return items
+
+
+def config_differences(recorded, config):
+    """Fields (dotted names) where `config` differs from the `recorded` dict and matters."""
+    old, new = _flat(recorded), _flat(config)
+    return sorted(
+        key for key in old.keys() | new.keys()
+        if key.split(".")[0] not in HARMLESS_FIELDS and old.get(key) != new.get(key)
+    )
+
+
+def _check_config(config, workdir, finished, allow_config_change):
+    """Refuses a config that differs from the one `workdir` was trained with."""
+    path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f).get("epoch", 0))
+        if not finished:
+            checkpoints.write_json(path, _flat(config))
+        return
+    recorded = checkpoints.read_json(path)
+    changed = config_differences(_unflat(recorded), config)
+    if not changed or allow_config_change:
+        if changed:
+            logging.warning("Config differs from %s in %s; going on as asked.", path, changed)
+        return
+    listing = ", ".join(f"{k}: {_flat(_unflat(recorded)).get(k)!r} -> {_flat(config).get(k)!r}"
+                        for k in changed)
+    if finished and changed == ["meta_steps"]:
+        raise ConfigMismatchError(
+            f"{workdir} holds a finished run of {recorded['meta_steps']} meta-steps; the "
+            f"config asks for {config.meta_steps}. A finished run is not extended: train in "
+            "a new workdir, or pass --allow_config_change to re-evaluate this run as it is."
+        )
+    state, consequence = (
+        ("a finished", "its report would not describe this config") if finished
+        else ("an interrupted", "resuming would mix hyper-parameters")
+    )
+    raise ConfigMismatchError(
+        f"{workdir} holds {state} run trained with another config ({path}): {listing}; "
+        f"{consequence}. Use a new workdir, set the fields back, or pass "
+        "--allow_config_change to go on anyway."
+    )
 
 
-def run(config, workdir):
+def _unflat(flat):
+    """A dict of dotted names back into nested dicts."""
+    nested = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+def _drop_partial_history_line(history_path):
+    """A kill while CSVLogger appended can leave a cut line: drop it before appending."""
+    if not os.path.exists(history_path):
+        return
+    with open(history_path, "rb") as f:
+        content = f.read()
+    if content and not content.endswith(b"\n"):
+        with checkpoints.atomic_path(history_path) as partial, open(partial, "wb") as f:
+            f.write(content[: content.rfind(b"\n") + 1])
+
+
+def run(config, workdir, allow_config_change=False):
     """Meta-trains as `config` says, resuming from `workdir`; returns the report.
 
-    Writes `workdir/meta.keras` (the meta-learner), TensorBoard logs in
-    `workdir/logs`, a backup for resumption in `workdir/backup` (removed when
-    training completes), `report.json`, and the PNG figures. Run again with
-    the same `workdir`, it resumes an interrupted run, or only re-evaluates a
-    finished one.
+    Writes `workdir/meta.keras` (the meta-learner), `config.json` (the config
+    it was trained with), TensorBoard logs in `workdir/logs`, a backup for
+    resumption in `workdir/backup` (removed once meta.keras is in place),
+    `report.json`, and the PNG figures; every file for later is written
+    atomically. Run again with the same `workdir`, it resumes an interrupted
+    run, or only re-evaluates a finished one; a config that differs in a
+    field that matters (not in `HARMLESS_FIELDS`) is refused unless
+    `allow_config_change`.
     """
     os.makedirs(workdir, exist_ok=True)
     meta_path = os.path.join(workdir, "meta.keras")
     backup_dir = os.path.join(workdir, "backup")
     epochs = _epochs(config)
     report_path = os.path.join(workdir, "report.json")
-    if os.path.exists(meta_path) and not os.path.exists(backup_dir):
+    finished = os.path.exists(meta_path) and not os.path.exists(backup_dir)
+    _check_config(config, workdir, finished, allow_config_change)
+    if finished:
         logging.info("%s exists: training finished earlier; evaluating only.", meta_path)
-        meta_learner = keras.models.load_model(meta_path)
+        meta_learner = checkpoints.load_model(meta_path)
         training_seconds = None
         if os.path.exists(report_path):
-            with open(report_path) as f:
-                training_seconds = json.load(f).get("training_seconds")
+            training_seconds = checkpoints.read_json(report_path).get("training_seconds")
     else:
         keras.utils.set_random_seed(config.seed)
         # Layers built from here on compute in the policy's dtype; variables,
@@ -182,8 +270,9 @@ def run(config, workdir):
         meta_learner = build_meta_learner(config)
         # Continue the episode stream where the interrupted run stopped, so
         # a resumed run sees the same tasks as an uninterrupted one.
-        start_batch = _resumed_epoch(backup_dir) * config.steps_per_epoch
+        start_batch = checkpoints.latest_backup_epoch(backup_dir) * config.steps_per_epoch
         history_path = os.path.join(workdir, "history.csv")
+        _drop_partial_history_line(history_path)
         start = time.time()
         meta_learner.fit(
             episodes(config, "train", start_batch=start_batch),
@@ -191,7 +280,8 @@ def run(config, workdir):
             steps_per_epoch=config.steps_per_epoch,
             validation_data=episodes(config, "validation", num_batches=config.validation_batches),
             callbacks=[
-                keras.callbacks.BackupAndRestore(backup_dir),
+                # Kept until meta.keras is safely written (below).
+                checkpoints.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
                 keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
                 _WallTime(history_path),  # before CSVLogger, which writes the logs it sees
                 keras.callbacks.CSVLogger(history_path, append=True),
@@ -200,15 +290,39 @@ def run(config, workdir):
         )
         # Wall time of this run's fit (a resumed run counts its own part only).
         training_seconds = round(time.time() - start, 1)
-        meta_learner.save(meta_path)
+        checkpoints.save_model(meta_learner, meta_path)
+        shutil.rmtree(backup_dir)
     report = evaluate(meta_learner, config, workdir)
-    report.update(
-        meta_steps=int(meta_learner.optimizer.iterations.numpy()),
-        training_seconds=training_seconds,
-    )
-    with open(report_path, "w") as f:
-        json.dump(report, f, indent=2)
-    return report
+    report.update(training_seconds=training_seconds)
+    checkpoints.write_json(report_path, report)
+    return checkpoints.finite_or_none(report)
+
+
+def check_meta_learner_matches(meta_learner, config, recorded=None):
+    """Refuses evaluating `meta_learner` under a config it was not trained with.
+
+    Compares the meta-learner's algorithm and inner loop with `config`, and,
+    if given, the `recorded` config of its workdir (config.json) field by field.
+    """
+    algorithm = config.get("algorithm", "maml")
+    expected = ALGORITHMS.get(algorithm)
+    problems = []
+    if expected is not None and type(meta_learner) is not expected:
+        problems.append(
+            f"algorithm: the config says {algorithm!r} ({expected.__name__}), the file holds "
+            f"{type(meta_learner).__name__}"
+        )
+    if recorded is not None:
+        problems += [
+            f"{key}: trained with {_flat(_unflat(recorded)).get(key)!r}, config says "
+            f"{_flat(config).get(key)!r}"
+            for key in config_differences(_unflat(recorded), config)
+        ]
+    if problems:
+        raise ConfigMismatchError(
+            "The meta-learner does not match the config: " + "; ".join(problems)
+            + ". Pass the config it was trained with (its workdir's config.json lists it)."
+        )
 
 
 def evaluate(meta_learner, config, workdir=None):
@@ -220,9 +334,15 @@ def evaluate(meta_learner, config, workdir=None):
     """
     test = episodes(config, "test", queries=config.eval_queries)
     results = evaluation.query_results_by_step(
-        meta_learner, test, config.eval_tasks, config.eval_max_steps
+        meta_learner, test, config.eval_tasks, config.eval_max_steps, verbose=config.verbose
     )
-    report = {"tasks": config.eval_tasks, "eval_queries": config.eval_queries}
+    report = {
+        "algorithm": type(meta_learner).__name__,
+        "meta_steps": int(meta_learner.optimizer.iterations.numpy()),
+        "config": _flat(config),
+        "tasks": config.eval_tasks,
+        "eval_queries": config.eval_queries,
+    }
     ylabels = {"loss": "query MSE" if config.task == "sinusoid" else "query loss",
                "accuracy": "query accuracy"}
     for name, values in results.items():

@@ -14,8 +14,8 @@ Hessian-vector products MAML takes (only a third derivative would meet the
 
 The fused kernel's gradient ignores its batch mean and variance outputs, so
 a layer whose statistics are themselves differentiated keeps the stock
-path: that is the support-set statistics capture (`momentum == 0`, see
-meta_learner._BatchStatisticsCapture). So do masks, renormalization,
+path: that is the support-set statistics capture (`stock_kernels()`, see
+tf_maml.support_statistics). So do masks, renormalization,
 synchronized statistics, inputs other than 4-D channels-last float32 or
 16-bit floats, and epsilons below the kernel's minimum. Under a mixed
 precision policy the kernel takes the 16-bit activations and keeps its
@@ -23,6 +23,7 @@ statistics, scale and offset in float32, as the stock layer does.
 """
 
 import contextlib
+import threading
 
 import keras
 import tensorflow as tf
@@ -33,12 +34,26 @@ _MIN_EPSILON = 1.001e-5
 _HALF_DTYPES = ("bfloat16", "float16")
 
 _STOCK_CALL = keras.layers.BatchNormalization.call
+# Per thread: another thread may be tracing a meta-step with fused kernels.
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def stock_kernels():
+    """Within this context (in this thread only), BatchNormalization never fuses."""
+    before = getattr(_local, "stock", False)
+    _local.stock = True
+    try:
+        yield
+    finally:
+        _local.stock = before
 
 
 def _fusable(layer, inputs, training, mask):
     rank = len(inputs.shape)
     return (
         training and layer.trainable and mask is None
+        and not getattr(_local, "stock", False)
         and not layer.renorm and not layer.synchronized
         and layer.momentum > 0
         and rank == 4 and layer.axis % rank == 3

@@ -10,7 +10,7 @@ from keras.src import backend as keras_backend
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 from keras.src.losses import loss as loss_module
 
-from tf_maml import adaptation
+from tf_maml import adaptation, guards, support_statistics
 from tf_maml import episodes as episodes_lib
 from tf_maml.exact_gradients import exact_second_order
 from tf_maml.fused_batch_norm import fused_kernels
@@ -19,28 +19,6 @@ from tf_maml.fused_batch_norm import fused_kernels
 def _merge_task_axis(tensor):
     """[tasks, examples, ...] -> [tasks * examples, ...]."""
     return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], axis=0))
-
-
-class _BatchStatisticsCapture:
-    """Makes BatchNormalization layers store the batch statistics as they are.
-
-    With momentum 0 the "moving" statistics a training-mode call writes are
-    exactly the batch mean and variance, so a later inference-mode call
-    normalizes with them. Used to normalize query sets with support-set
-    statistics.
-    """
-
-    def __init__(self, layers):
-        self.layers = layers
-
-    def __enter__(self):
-        self.saved = [layer.momentum for layer in self.layers]
-        for layer in self.layers:
-            layer.momentum = 0.0
-
-    def __exit__(self, *exc_info):
-        for layer, momentum in zip(self.layers, self.saved):
-            layer.momentum = momentum
 
 
 TASK_LOOPS = ("auto", "while", "unrolled")
@@ -156,7 +134,12 @@ class MAML(keras.Model):
             raise TypeError(
                 f"`model` must be a keras.Model; received {type(model).__name__}."
             )
-        inner_lr = float(inner_lr)
+        try:
+            inner_lr = float(inner_lr)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`inner_lr` must be a positive number; received {inner_lr!r}."
+            ) from None
         if not np.isfinite(inner_lr) or inner_lr <= 0:
             raise ValueError(f"`inner_lr` must be a positive number; received {inner_lr}.")
         if not isinstance(inner_steps, (int, np.integer)) or inner_steps < 1:
@@ -189,6 +172,8 @@ class MAML(keras.Model):
         # What the episodes look like, learnt from the first data handed over
         # (or a saved build config): example shape, input and label specs.
         self._episode_spec = None
+        # Faults of a step (NaN, bad labels, empty sets); not a weight, never saved.
+        self._guard = guards.StepGuard()
 
     # ------------------------------------------------------------------
     # Keras plumbing: build, call, config.
@@ -274,6 +259,26 @@ class MAML(keras.Model):
             "fused_batch_norm": self.fused_batch_norm,
         }
 
+    # Keras saves no RNG seed state (Dropout's seed generators are outside
+    # `weights`): without it, a reloaded meta-learner or a resumed run would
+    # draw other dropout masks than the one saved. Saved beside MAML's own
+    # variables as `rng_<i>`.
+    def _unsaved_state(self):
+        saved = {id(v) for v in self.model.weights}
+        return [v for v in self.model.non_trainable_variables if id(v) not in saved]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, variable in enumerate(self._unsaved_state()):
+            store[f"rng_{i}"] = variable
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        super().load_own_variables({k: store[k] for k in keys if not k.startswith("rng_")})
+        for i, variable in enumerate(self._unsaved_state()):
+            if f"rng_{i}" in keys:  # files written before tf_maml saved it have none
+                variable.assign(store[f"rng_{i}"])
+
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
@@ -292,6 +297,11 @@ class MAML(keras.Model):
         model input, so the model, compiled loss and metrics are built here
         from per-example specs instead.
         """
+        if self.compiled and (self._compile_loss is None or self.loss is None):
+            raise ValueError(
+                "The meta-learner was compiled without a loss; both the inner and the outer "
+                "loop minimize it. Pass one: compile(optimizer=..., loss=...)."
+            )
         spec = episodes_lib.spec_of(x, y)
         if spec is None:
             return
@@ -316,6 +326,8 @@ class MAML(keras.Model):
                 f"{tf.nest.map_structure(lambda t: t.shape, output)}."
             )
         episodes_lib.check_labels_fit_outputs(episode, output.shape, name=name)
+        if self.compiled:
+            episodes_lib.check_labels_fit_loss(episode, output.shape, self.loss, name=name)
         num_classes = output.shape[-1]
         if check_labels and episode.label_dtype.is_integer and num_classes and num_classes > 1:
             for labels in episodes_lib.first_labels(x, y):
@@ -344,30 +356,57 @@ class MAML(keras.Model):
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 
+    def _divergence_hint(self):
+        """The likely causes of a non-finite loss, for the error message."""
+        return (
+            f"Likely cause: inner steps too large for the loss (inner_lr={self.inner_lr}, "
+            f"{self.inner_steps} inner steps in training, {self.eval_inner_steps} in "
+            "evaluation), or an outer learning rate too large. Lower them; learned step "
+            "sizes (Meta-SGD, MAML++) learned for few steps can diverge over more: "
+            "evaluate with eval_inner_steps equal to inner_steps."
+        )
+
+    def _with_fault_callback(self, kwargs):
+        if kwargs.get("_use_cached_eval_dataset"):  # validation inside fit: its callbacks
+            return kwargs
+        callbacks = list(kwargs.get("callbacks") or [])
+        kwargs["callbacks"] = [guards.RaiseOnFault(self._guard, self._divergence_hint)] + callbacks
+        return kwargs
+
+    def _raise_if_fault(self, phase, call):
+        self._guard.reset()
+        result = call()
+        self._guard.raise_if_fault(phase, self._divergence_hint())
+        return result
+
     def fit(self, x=None, y=None, *args, **kwargs):
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
         self._prepare(x, y)
         validation_data = kwargs.get("validation_data")
-        if validation_data is not None:
-            if isinstance(validation_data, tf.data.Dataset):
-                self._prepare(validation_data, name="validation_data")
-            else:
-                self._prepare(*validation_data[:2], name="validation_data")
-        return super().fit(x, y, *args, **kwargs)
+        if isinstance(validation_data, tf.data.Dataset):
+            self._prepare(validation_data, name="validation_data")
+        elif isinstance(validation_data, (tuple, list)):
+            self._prepare(*validation_data[:2], name="validation_data")
+        # Other validation data (generators, PyDataset) is read as Keras reads it.
+        return super().fit(x, y, *args, **self._with_fault_callback(kwargs))
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         if not kwargs.get("_use_cached_eval_dataset"):
             self._prepare(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        return super().evaluate(x, y, *args, **self._with_fault_callback(kwargs))
 
     def train_on_batch(self, x=None, y=None, *args, **kwargs):
         self._prepare(x, y)
-        return super().train_on_batch(x, y, *args, **kwargs)
+        return self._raise_if_fault(
+            "train", lambda: super(MAML, self).train_on_batch(x, y, *args, **kwargs)
+        )
 
     def test_on_batch(self, x=None, y=None, *args, **kwargs):
         self._prepare(x, y)
-        return super().test_on_batch(x, y, *args, **kwargs)
+        return self._raise_if_fault(
+            "evaluation", lambda: super(MAML, self).test_on_batch(x, y, *args, **kwargs)
+        )
 
     def predict(self, x, *args, **kwargs):
         """Query predictions after adaptation, `[tasks, query_examples, ...]`.
@@ -384,11 +423,7 @@ class MAML(keras.Model):
 
     @property
     def _batch_norm_layers(self):
-        return [
-            layer
-            for layer in self.model._flatten_layers(include_self=False)
-            if isinstance(layer, keras.layers.BatchNormalization)
-        ]
+        return support_statistics.batch_norm_layers(self.model)
 
     def _loss(self, y, y_pred, extra_losses):
         """The compiled loss of one task, plus regularization losses."""
@@ -586,12 +621,9 @@ class MAML(keras.Model):
 
     def _with_support_statistics(self, params, state, support_x):
         """`state` with BatchNorm moving statistics set to the support set's under `params`."""
-        batch_norm_layers = self._batch_norm_layers
-        if not batch_norm_layers:
-            return state
-        with _BatchStatisticsCapture(batch_norm_layers):
-            _, state, _ = self._forward(params, state, support_x, training=True)
-        return state
+        return support_statistics.with_support_statistics(
+            self.model, self._forward, params, state, support_x
+        )
 
     def _add_filled_weight(self, shape, value, name, dtype, trainable=True):
         """A weight of `shape` holding `value` (broadcast) exactly.
@@ -773,8 +805,65 @@ class MAML(keras.Model):
         with exact_second_order(xla=xla), fused_kernels(self.fused_batch_norm, xla=xla):
             yield
 
+    def _checked_episode(self, data):
+        """`(support, query, empty, bad_labels, detail)`: a step's episodes and their faults.
+
+        Checked on every batch inside the step (the first batch is also
+        checked before `fit` starts): an empty task, support or query set,
+        and integer class labels outside the model's classes. Bad labels are
+        replaced by zeros so that no loss op fails before the guard reports.
+        """
+        (support_x, support_y), (query_x, query_y) = episodes_lib.unpack(data)
+        sizes = tf.stack([tf.shape(support_x)[0], tf.shape(support_x)[1], tf.shape(query_x)[1]])
+        empty = tf.reduce_any(tf.equal(sizes, 0))
+        classes = self._sparse_classes(query_x, query_y)
+        if not classes:
+            return (support_x, support_y), (query_x, query_y), empty, tf.constant(False), sizes
+        bad, low, high = guards.label_range_fault([support_y, query_y], classes)
+        support_y = tf.where(bad, tf.zeros_like(support_y), support_y)
+        query_y = tf.where(bad, tf.zeros_like(query_y), query_y)
+        detail = tf.where(empty, sizes, tf.stack([low, high, classes]))
+        return (support_x, support_y), (query_x, query_y), empty, bad, detail
+
+    def _sparse_classes(self, query_x, query_y):
+        """The number of classes integer labels index, or None for other targets."""
+        spec = keras_backend.compute_output_spec(
+            self.model, keras.KerasTensor((None,) + tuple(query_x.shape[2:]), query_x.dtype.name)
+        )
+        if query_y.dtype.is_integer and query_y.shape.rank == len(spec.shape):
+            classes = spec.shape[-1]
+            return classes if classes and classes > 1 else None
+        return None
+
+    def _update_if(self, ok, variables, gradients, state):
+        """Applies `gradients` to `variables` and the new state only if `ok` (a scalar bool)."""
+        def update(gradients, state):
+            self.optimizer.apply_gradients(zip(gradients, variables))
+            for variable, value in zip(self.model.non_trainable_variables, state):
+                variable.assign(value)
+
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(ok, lambda: update(gradients, state), lambda: None)
+            return
+
+        # As keras' LossScaleOptimizer: a cond whose branch all-reduces
+        # (apply_gradients) must run in the cross-replica context.
+        def cross_replica(distribution, ok, gradients, state):
+            ok = distribution.experimental_local_results(ok)[0]  # equal on every replica
+            tf.cond(
+                ok,
+                lambda: distribution.extended.call_for_each_replica(
+                    update, args=(gradients, state)
+                ),
+                lambda: None,
+            )
+
+        tf.distribute.get_replica_context().merge_call(
+            cross_replica, args=(ok, gradients, state)
+        )
+
     def train_step(self, data):
-        support, query = episodes_lib.unpack(data)
+        support, query, empty, bad_labels, detail = self._checked_episode(data)
         with self._meta_learning_ops():
             result = self._run_tasks(
                 support, query, self.inner_steps, self.first_order, with_gradients=True
@@ -783,21 +872,25 @@ class MAML(keras.Model):
         gradients = dict(zip(map(id, variables), result["gradients"]))
         # In Keras' order of trainable_variables, the order in which a loaded
         # model rebuilds the optimizer's slots.
-        self.optimizer.apply_gradients(
-            [(gradients[id(v)], v) for v in self.trainable_variables if id(v) in gradients]
+        variables = [v for v in self.trainable_variables if id(v) in gradients]
+        gradients = [gradients[id(v)] for v in variables]
+        finite = guards.all_finite(gradients + [result["loss"]])
+        ok = self._guard.record(
+            empty, bad_labels, ~finite, self.optimizer.iterations + 1, detail
         )
-        for variable, value in zip(self.model.non_trainable_variables, result["state"]):
-            variable.assign(value)
+        self._update_if(ok, variables, gradients, result["state"])
         return self._update_metrics(query[1], result)
 
     def test_step(self, data):
         # Evaluation leaves the model as it was: moving statistics and RNG
         # seeds are not written back.
-        support, query = episodes_lib.unpack(data)
+        support, query, empty, bad_labels, detail = self._checked_episode(data)
         with self._meta_learning_ops():
             result = self._run_tasks(
                 support, query, self.eval_inner_steps, True, with_gradients=False
             )
+        finite = tf.reduce_all(tf.math.is_finite(result["loss"]))
+        self._guard.record(empty, bad_labels, ~finite, 0, detail)
         return self._update_metrics(query[1], result)
 
     def predict_step(self, data):

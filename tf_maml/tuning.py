@@ -1,8 +1,11 @@
 """Hyper-parameter search for meta-learners with keras-tuner."""
 
+import math
+
 import keras
 import keras_tuner
 
+from tf_maml.guards import TrainingDivergedError
 from tf_maml.anil import ANIL
 from tf_maml.maml_plus_plus import MAMLPlusPlus
 from tf_maml.meta_learner import MAML
@@ -34,6 +37,12 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
     `"val_accuracy"` (max) for classification, `"val_loss"` (min) otherwise;
     `objective()` gives it.
 
+    A trial whose meta-training diverges (a non-finite meta-loss, gradient
+    or validation loss), or whose adaptation makes the validation loss more
+    than `EXPLODING_RATIO` times worse than before adapting, is reported to
+    the tuner as failed (`keras_tuner.errors.FailedTrialError`), so it is
+    never chosen as best.
+
     Args:
         build_model: callable returning a fresh Keras model (the backbone).
         loss: the task loss, as for `compile`.
@@ -52,6 +61,9 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
     best = tuner.get_best_models(1)[0]        # ready to adapt() and export_adaptive()
     ```
     """
+
+    # Adaptation that multiplies the query loss by more than this diverges.
+    EXPLODING_RATIO = 100.0
 
     def __init__(self, build_model, loss, metrics=None, algorithms=ALGORITHMS,
                  eval_inner_steps=None, **kwargs):
@@ -91,3 +103,33 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
             optimizer = keras.optimizers.Adam(hp.Float("outer_lr", 1e-4, 1e-2, sampling="log"))
         meta_learner.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
         return meta_learner
+
+    def fit(self, hp, model, *args, **kwargs):
+        """`model.fit`, with a diverging trial reported as failed."""
+        try:
+            history = model.fit(*args, **kwargs)
+        except TrainingDivergedError as error:
+            raise keras_tuner.errors.FailedTrialError(f"Meta-training diverged: {error}") from error
+        logs = {name: values[-1] for name, values in history.history.items() if values}
+        for name, value in logs.items():
+            if not math.isfinite(value):
+                raise keras_tuner.errors.FailedTrialError(f"{name} is {value}: the trial diverged.")
+        after, before = logs.get("val_loss"), logs.get("val_pre_adaptation_loss")
+        if after is not None and before is not None and after > self.EXPLODING_RATIO * max(before, 1e-12):
+            raise keras_tuner.errors.FailedTrialError(
+                f"Adaptation explodes: the validation loss after adaptation ({after:.3g}) is more "
+                f"than {self.EXPLODING_RATIO:g} times the loss before it ({before:.3g})."
+            )
+        return history
+
+
+def best_completed_trials(tuner, num_trials=1):
+    """The best trials that completed, best first; never a failed one.
+
+    keras-tuner's `get_best_trials` (and so `get_best_hyperparameters` and
+    `get_best_models`) fills the list with failed trials when too few
+    completed: a search whose every trial diverged would name one as best.
+    """
+    completed = keras_tuner.engine.trial.TrialStatus.COMPLETED
+    trials = tuner.oracle.get_best_trials(len(tuner.oracle.trials))
+    return [t for t in trials if t.status == completed][:num_trials]

@@ -8,6 +8,29 @@ from tf_maml.data.batch_stream import indexed_batches
 ROTATION_MODES = (None, "per_class", "extra_classes")
 
 
+def _is_integer(value):
+    """True for Python and NumPy integers, False for bools."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+EPISODE_SIZES = {
+    "ways": "classes per task",
+    "shots": "support examples per class",
+    "queries": "query examples per class, on which the meta-loss is computed",
+    "meta_batch_size": "tasks per batch",
+}
+
+
+def check_episode_sizes(ways, shots, queries, meta_batch_size):
+    """Raises a `ValueError` naming the first size that is not an integer >= 1."""
+    values = {"ways": ways, "shots": shots, "queries": queries, "meta_batch_size": meta_batch_size}
+    for name, value in values.items():
+        if not _is_integer(value) or value < 1:
+            raise ValueError(
+                f"`{name}` must be an integer >= 1 ({EPISODE_SIZES[name]}); received {value!r}."
+            )
+
+
 class ClassPool:
     """Examples grouped by class, held in memory.
 
@@ -70,13 +93,28 @@ class ClassPool:
         return pool
 
     def split(self, sizes, seed=0):
-        """Disjoint pools of `sizes` classes each, after a seeded shuffle."""
+        """Disjoint pools of `sizes` classes each, after a seeded shuffle.
+
+        Every size must be an integer >= 1, and together they may not exceed
+        `num_classes` (classes left over belong to no pool).
+        """
+        sizes = list(sizes)
+        if not sizes:
+            raise ValueError("`sizes` must list at least one pool size; received [].")
+        for position, size in enumerate(sizes):
+            if not _is_integer(size) or size < 1:
+                raise ValueError(
+                    f"`sizes[{position}]` must be an integer >= 1 (the classes of pool "
+                    f"{position}); received {size!r} in sizes={sizes}. Give every pool at "
+                    "least one class."
+                )
         if sum(sizes) > self.num_classes:
             raise ValueError(
-                f"Cannot split {self.num_classes} classes into {list(sizes)} (total {sum(sizes)})."
+                f"Cannot split {self.num_classes} classes into {sizes} (total {sum(sizes)}); "
+                f"`sizes` may total at most {self.num_classes}."
             )
         order = np.random.default_rng(seed).permutation(self.num_classes)
-        bounds = np.cumsum([0] + list(sizes))
+        bounds = np.cumsum([0] + sizes)
         return [self.subset(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def with_rotations(self):
@@ -120,7 +158,7 @@ def few_shot_episodes(
     rotation=None,
     num_batches=None,
     start_batch=0,
-    scale=1.0 / 255.0,
+    scale=None,
 ):
     """A `tf.data.Dataset` of N-way K-shot classification episode batches.
 
@@ -141,7 +179,10 @@ def few_shot_episodes(
             `"extra_classes"` to treat each rotation as a class of its own.
         num_batches: batches to yield; `None` for an endless stream.
         start_batch: index of the first batch.
-        scale: images are cast to float32 and multiplied by `scale`.
+        scale: images are cast to float32 and multiplied by `scale`; `None`
+            (the default) picks it from the pool's dtype: 1/255 for integer
+            pools (uint8 pixels 0..255 become 0..1), 1.0 for floating pools
+            (taken to be scaled already).
 
     Returns:
         A dataset of `((support_x, support_y), (query_x, query_y))` with
@@ -150,10 +191,7 @@ def few_shot_episodes(
     """
     if rotation not in ROTATION_MODES:
         raise ValueError(f"`rotation` must be one of {ROTATION_MODES}; received {rotation!r}.")
-    for name, value in (("ways", ways), ("shots", shots), ("queries", queries),
-                        ("meta_batch_size", meta_batch_size)):
-        if not isinstance(value, (int, np.integer)) or value < (0 if name == "queries" else 1):
-            raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+    check_episode_sizes(ways, shots, queries, meta_batch_size)
     if rotation == "extra_classes":
         pool = pool.with_rotations()
     elif rotation == "per_class":
@@ -162,6 +200,8 @@ def few_shot_episodes(
         raise ValueError(
             f"ways={ways} exceeds the {pool.num_classes} classes of the pool."
         )
+    if scale is None:
+        scale = 1.0 / 255.0 if np.issubdtype(pool.images.dtype, np.integer) else 1.0
     per_class = shots + queries
     if per_class > pool.counts.min():
         small = int(np.sum(pool.counts < per_class))

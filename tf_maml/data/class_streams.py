@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from tf_maml.data.class_pool import check_episode_sizes
+
 
 def few_shot_episodes_from_class_datasets(
     class_datasets, ways, shots, queries, meta_batch_size, seed=0, shuffle_buffer=1000
@@ -25,10 +27,35 @@ def few_shot_episodes_from_class_datasets(
 
     Returns:
         A dataset of `((support_x, support_y), (query_x, query_y))`.
+
+    Raises:
+        ValueError: no datasets, a size below 1, more `ways` than datasets, or
+            a dataset of known size holding fewer than `shots + queries`
+            examples (the stream would silently end when its class is drawn).
     """
+    class_datasets = list(class_datasets)
+    if not class_datasets:
+        raise ValueError(
+            "`class_datasets` must hold at least one dataset (one per class); received none."
+        )
+    for position, dataset in enumerate(class_datasets):
+        if not isinstance(dataset, tf.data.Dataset):
+            raise ValueError(
+                f"`class_datasets[{position}]` must be a tf.data.Dataset of one class's "
+                f"examples; received {type(dataset).__name__}."
+            )
+    check_episode_sizes(ways, shots, queries, meta_batch_size)
     if ways > len(class_datasets):
         raise ValueError(f"ways={ways} exceeds the {len(class_datasets)} class datasets.")
     per_class = shots + queries
+    for position, dataset in enumerate(class_datasets):
+        size = int(dataset.cardinality())  # < 0: infinite or unknown, not checked
+        if 0 <= size < per_class:
+            raise ValueError(
+                f"`class_datasets[{position}]` holds {size} examples, fewer than "
+                f"shots + queries = {per_class}, so it could never fill a task; lower "
+                "`shots` or `queries`, or drop that class."
+            )
     groups = [
         dataset.shuffle(shuffle_buffer, seed=seed + i, reshuffle_each_iteration=True)
         .batch(per_class, drop_remainder=True)  # a group never spans two passes

@@ -11,8 +11,10 @@ import io
 import os
 import random
 import zipfile
+import zlib
 
 import numpy as np
+from absl import logging
 
 from tf_maml.data.class_pool import ClassPool, few_shot_episodes
 
@@ -84,7 +86,8 @@ def load_omniglot(data_dir=None, image_size=28, cache_dir=None):
             `images_evaluation.zip`; `None` to use tensorflow-datasets.
         image_size: side of the resized square images.
         cache_dir: where decoded arrays are cached (default `$TF_MAML_CACHE`
-            or `~/.cache/tf_maml`).
+            or `~/.cache/tf_maml`). A damaged cache file (unreadable, missing
+            arrays, wrong shapes) is logged as a warning and rebuilt.
 
     Returns:
         `(pool, characters)`: a pool of uint8 images `[1623, 20, size, size, 1]`
@@ -104,17 +107,10 @@ def load_omniglot(data_dir=None, image_size=28, cache_dir=None):
             f"{data_dir!r} lacks {', '.join(missing)}: expected the official Omniglot zips "
             f"{ZIP_FILES[0]} and {ZIP_FILES[1]}."
         )
-    stamp = hashlib.sha1()
-    for name in ZIP_FILES:
-        info = os.stat(os.path.join(data_dir, name))
-        stamp.update(f"{name}:{info.st_size}:{int(info.st_mtime)}".encode())
-    cache = os.path.join(
-        _cache_dir(cache_dir), f"omniglot_{image_size}_{stamp.hexdigest()[:12]}.npz"
-    )
-    if os.path.exists(cache):
-        with np.load(cache) as arrays:
-            characters = [tuple(c) for c in arrays["characters"]]
-            return ClassPool(arrays["images"]), characters
+    cache = _cache_path(data_dir, image_size, cache_dir)
+    cached = _read_cache(cache, image_size) if os.path.exists(cache) else None
+    if cached is not None:
+        return cached
 
     decoded = _decode_zips(data_dir, image_size)
     _check_complete(decoded, data_dir)
@@ -125,6 +121,49 @@ def load_omniglot(data_dir=None, image_size=28, cache_dir=None):
     np.savez(partial, images=images, characters=np.array(characters))
     os.replace(partial, cache)
     return ClassPool(images), characters
+
+
+def _cache_path(data_dir, image_size, cache_dir):
+    """The cache file of `data_dir`'s zips, named after their sizes and times."""
+    stamp = hashlib.sha1()
+    for name in ZIP_FILES:
+        info = os.stat(os.path.join(data_dir, name))
+        stamp.update(f"{name}:{info.st_size}:{int(info.st_mtime)}".encode())
+    return os.path.join(
+        _cache_dir(cache_dir), f"omniglot_{image_size}_{stamp.hexdigest()[:12]}.npz"
+    )
+
+
+def _read_cache(path, image_size):
+    """`(pool, characters)` from the cache file, or `None` (logged) if it is damaged."""
+    try:
+        arrays = np.load(path)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            problem = "it is a single .npy array, not an .npz archive"
+        else:
+            with arrays:
+                problem, cached = _check_cache_arrays(arrays, image_size)
+            if cached is not None:
+                return cached
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        problem = f"it cannot be read ({type(error).__name__}: {error})"
+    logging.warning("Omniglot cache %s is damaged: %s; rebuilding it from the zips.",
+                    path, problem)
+    return None
+
+
+def _check_cache_arrays(arrays, image_size):
+    """`(problem, None)` if the cache's arrays are wrong, else `(None, (pool, characters))`."""
+    missing = {"images", "characters"} - set(arrays.files)
+    if missing:
+        return f"it lacks the arrays {sorted(missing)}", None
+    images, characters = arrays["images"], arrays["characters"]
+    images_shape = (NUM_CHARACTERS, DRAWERS, image_size, image_size, 1)
+    if images.shape != images_shape or images.dtype != np.uint8:
+        return f"its images are {images.dtype} {images.shape}, not uint8 {images_shape}", None
+    if characters.shape != (NUM_CHARACTERS, 3):
+        return f"its characters have shape {characters.shape}, not {(NUM_CHARACTERS, 3)}", None
+    return None, (ClassPool(images), [tuple(c) for c in characters])
 
 
 def _load_from_tfds(image_size):

@@ -2,9 +2,16 @@
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from tf_maml.data.batch_stream import indexed_batches
+
+SIZES = {
+    "shots": "support points per task",
+    "queries": "query points per task, on which the meta-loss is computed",
+    "meta_batch_size": "tasks per batch",
+}
 
 
 def sinusoid_episodes(
@@ -49,8 +56,11 @@ def sinusoid_episodes(
     ```
     """
     for name, value in (("shots", shots), ("queries", queries), ("meta_batch_size", meta_batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+        integer = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        if not integer or value < 1:
+            raise ValueError(
+                f"`{name}` must be an integer >= 1 ({SIZES[name]}); received {value!r}."
+            )
     for name, (low, high) in (
         ("amplitude_range", amplitude_range),
         ("phase_range", phase_range),

@@ -1,0 +1,193 @@
+"""The reliability catalogue, run part: kills while files are written, divergence
+of a whole run, config provenance and reports (docs/reliability.md).
+
+Kills are real: the run is a subprocess that SIGKILLs itself in the middle of
+writing the file at stake, after cutting that file short as a kill would.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from test_train_script import ROOT, TINY, run_script, tiny_config, train
+
+import tf_maml
+import tf_maml.experiment
+from tf_maml import checkpoints
+
+SINUSOID = f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}"
+
+# Runs scripts/train.py with `method` of keras.Model patched: its `count`-th
+# call writes its file, cuts it to half its size and SIGKILLs the process.
+_KILLER = """
+import os, runpy, signal, sys
+import keras
+method, count, script = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sys.argv = sys.argv[3:]
+original, calls = getattr(keras.Model, method), []
+
+def dying(self, filepath, *args, **kwargs):
+    original(self, filepath, *args, **kwargs)
+    calls.append(filepath)
+    if len(calls) == count:
+        path = str(filepath)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(keras.Model, method, dying)
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def train_killed_in(method, count, workdir, *extra):
+    """Runs train.py until the `count`-th call of keras.Model.`method` is cut short by a kill."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", _KILLER, method, str(count), os.path.join(ROOT, "scripts", "train.py"),
+         SINUSOID, f"--workdir={workdir}", *TINY, *extra],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+
+
+def final_weights(workdir):
+    return [w.numpy() for w in keras.models.load_model(workdir / "meta.keras").weights]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A run of the TINY config that nothing interrupted: the reference."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    train(workdir)
+    return workdir
+
+
+# ---------------------------------------------------------------------------
+# 1. Nothing lost: kills while a backup, then meta.keras, are written.
+
+def test_kills_while_a_backup_and_meta_keras_are_written_lose_nothing(tmp_path, uninterrupted):
+    # TINY: 20 meta-steps in 2 epochs. The second backup is cut short by a kill...
+    train_killed_in("save_weights", 2, tmp_path)
+    assert checkpoints.latest_backup_epoch(tmp_path / "backup") == 1  # the first is intact
+    history = tmp_path / "history.csv"
+    history.write_text(history.read_text() + "1,0.5,0.")  # and a history row cut mid-write
+    # ... the resumed run is killed while it writes meta.keras ...
+    train_killed_in("save", 1, tmp_path)
+    assert not (tmp_path / "meta.keras").exists()  # the half-written file never took its name
+    assert checkpoints.latest_backup_epoch(tmp_path / "backup") == 2  # and the backup was kept
+    # ... and the next run only writes meta.keras: the weights of an uninterrupted run.
+    train(tmp_path)
+    assert not (tmp_path / "backup").exists()
+    for got, want in zip(final_weights(tmp_path), final_weights(uninterrupted)):
+        np.testing.assert_array_equal(got, want)
+    rows = history.read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]  # the cut row was dropped
+
+
+def test_damaged_backups_are_named_and_the_older_one_is_used(tmp_path, caplog):
+    episodes = tf_maml.data.sinusoid_episodes(shots=5, meta_batch_size=2, num_batches=2)
+
+    def fit(epochs):
+        maml = tf_maml.MAML(tf_maml.nets.mlp(hidden=(4,)), inner_lr=0.01)
+        maml.compile(optimizer="adam", loss="mse")
+        backup = checkpoints.AtomicBackupAndRestore(str(tmp_path), delete_checkpoint=False)
+        return maml.fit(episodes, epochs=epochs, callbacks=[backup], verbose=0)
+
+    fit(3)  # backups of epochs 3 (latest) and 2 (previous)
+    latest, older = tmp_path / "latest.weights.h5", tmp_path / "previous.weights.h5"
+    latest.write_bytes(latest.read_bytes()[:1000])  # as a disk fault would leave it
+    assert checkpoints.latest_backup_epoch(str(tmp_path)) == 2
+    assert fit(4).epoch == [2, 3]  # resumed from the older backup
+    assert "Skipping damaged backup" in caplog.text and "latest.weights.h5" in caplog.text
+    for path in (latest, older):
+        path.write_bytes(b"")
+    with pytest.raises(checkpoints.DamagedFileError, match="Every backup in .* is damaged"):
+        fit(5)
+
+
+def test_damaged_meta_keras_is_named_as_damaged(tmp_path, uninterrupted):
+    damaged = tmp_path / "meta.keras"
+    damaged.write_bytes((uninterrupted / "meta.keras").read_bytes()[:100])
+    with pytest.raises(checkpoints.DamagedFileError, match="meta.keras is damaged: a .keras file is a zip"):
+        checkpoints.load_model(str(damaged))
+    result = run_script("evaluate.py", SINUSOID, *TINY, f"--meta={damaged}", check=False)
+    assert result.returncode == 1 and "is damaged" in result.stderr
+    assert "not found" not in result.stderr.lower()
+
+
+# ---------------------------------------------------------------------------
+# 2. A diverging run fails: non-zero exit, nothing saved as the result.
+
+def test_diverging_run_exits_non_zero_and_saves_no_result(tmp_path):
+    result = train(tmp_path, "--config.inner_lr=1e6", check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "TrainingDivergedError" in result.stderr and "inner_lr=1000000.0" in result.stderr
+    assert not (tmp_path / "meta.keras").exists() and not (tmp_path / "report.json").exists()
+
+
+def test_reports_are_strict_json(tmp_path):
+    checkpoints.write_json(tmp_path / "r.json", {"a": [1.0, float("nan")], "b": float("inf")})
+    strict = json.loads((tmp_path / "r.json").read_text(), parse_constant=pytest.fail)
+    assert strict == {"a": [1.0, None], "b": None}
+
+
+# ---------------------------------------------------------------------------
+# 6. Config provenance; report provenance.
+
+def test_resuming_with_another_config_is_refused_by_field_unless_allowed(tmp_path):
+    tf_maml.experiment.run(tiny_config(meta_steps=10), str(tmp_path))
+    (tmp_path / "backup").mkdir()  # as an interrupted run leaves its workdir
+    with pytest.raises(tf_maml.experiment.ConfigMismatchError,
+                       match="interrupted run trained with another config .*inner_lr: 0.01 -> 0.02"):
+        tf_maml.experiment.run(tiny_config(meta_steps=10, inner_lr=0.02), str(tmp_path))
+    report = tf_maml.experiment.run(tiny_config(meta_steps=10, inner_lr=0.02), str(tmp_path),
+                                    allow_config_change=True)
+    assert report["config"]["inner_lr"] == 0.02 and not (tmp_path / "backup").exists()
+
+
+def test_fields_that_change_nothing_trained_may_differ():
+    recorded = tf_maml.experiment._unflat(json.loads(json.dumps(tf_maml.experiment._flat(tiny_config()))))
+    config = tiny_config(eval_tasks=20, verbose=1, steps_per_execution=1, data_dir="elsewhere")
+    assert tf_maml.experiment.config_differences(recorded, config) == []
+    config = tiny_config(shots=5)
+    config.model.hidden = (16,)
+    assert tf_maml.experiment.config_differences(recorded, config) == ["model.hidden", "shots"]
+
+
+def test_finished_run_asked_for_more_steps_says_so(uninterrupted):
+    with pytest.raises(tf_maml.experiment.ConfigMismatchError,
+                       match="finished run of 20 meta-steps; the config asks for 40"):
+        tf_maml.experiment.run(tiny_config(meta_steps=40), str(uninterrupted))
+
+
+def test_report_names_algorithm_config_and_meta_steps(uninterrupted):
+    report = json.loads((uninterrupted / "report.json").read_text())
+    assert report["algorithm"] == "MAML" and report["meta_steps"] == 20
+    assert report["config"]["inner_lr"] == 0.01 and report["config"]["model.hidden"] == [8]
+    assert json.loads((uninterrupted / "config.json").read_text())["meta_steps"] == 20
+
+
+def test_evaluate_refuses_a_config_the_meta_learner_was_not_trained_with(uninterrupted):
+    meta = f"--meta={uninterrupted / 'meta.keras'}"
+    result = run_script("evaluate.py", SINUSOID, *TINY, meta, "--config.algorithm=reptile",
+                        check=False)
+    assert result.returncode == 1
+    assert "algorithm: the config says 'reptile' (Reptile), the file holds MAML" in result.stderr
+    recorded = json.loads((uninterrupted / "config.json").read_text())
+    with pytest.raises(tf_maml.experiment.ConfigMismatchError,
+                       match="inner_lr: trained with 0.01, config says 0.5"):
+        tf_maml.experiment.check_meta_learner_matches(
+            keras.models.load_model(uninterrupted / "meta.keras"),
+            tiny_config(inner_lr=0.5), recorded,
+        )
+
+
+def test_meta_steps_not_a_multiple_names_the_flag_to_change(tmp_path):
+    with pytest.raises(ValueError, match="change --config.meta_steps .e.g. to 20 or 30. or --config.steps_per_epoch"):
+        tf_maml.experiment.run(tiny_config(meta_steps=25), str(tmp_path))

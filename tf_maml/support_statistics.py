@@ -1,0 +1,67 @@
+"""Support-set BatchNorm statistics, computed without touching any layer.
+
+To predict a query on its own (`transductive=False`, `adapt`,
+`export_adaptive`), BatchNormalization layers normalize with the statistics
+of the task's support set under the adapted weights. A training-mode
+`stateless_call` returns each layer's moving statistics updated with the
+batch ones, `moving * momentum + batch * (1 - momentum)`; called with the
+moving statistics set to zero, it returns `batch * (1 - momentum)`, which
+divided by `(1 - momentum)` gives the batch statistics back to one rounding.
+A pure function of the weights and the support set: many threads may adapt
+at once (setting each layer's momentum to 0 for the call, as before, changed
+shared layers under other threads' feet).
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_maml.fused_batch_norm import stock_kernels
+
+
+def batch_norm_layers(model):
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def _moving_statistics(model):
+    """`(index into non_trainable_variables, momentum)` of every moving mean and variance."""
+    index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
+    positions = []
+    for layer in batch_norm_layers(model):
+        if layer.renorm or not 0.0 <= layer.momentum < 1.0:
+            raise ValueError(
+                f"BatchNormalization layer {layer.name!r} (momentum={layer.momentum}, "
+                f"renorm={layer.renorm}) cannot give support-set statistics: they need "
+                "0 <= momentum < 1 and no renorm. Use transductive=True, or change the layer."
+            )
+        for variable in (layer.moving_mean, layer.moving_variance):
+            positions.append((index[id(variable)], layer.momentum))
+    return positions
+
+
+def with_support_statistics(model, forward, params, state, support_x):
+    """`state` whose BatchNorm moving statistics are the support set's under `params`.
+
+    Args:
+        model: the wrapped Keras model.
+        forward: `forward(params, state, x, training)` -> `(outputs, state, losses)`.
+        params, state: trainable and non-trainable values (tensors).
+        support_x: the support examples of one task.
+    """
+    positions = _moving_statistics(model)
+    if not positions:
+        return state
+    zeroed = list(state)
+    for i, _ in positions:
+        zeroed[i] = tf.zeros_like(state[i])
+    # The fused kernel's gradient ignores its statistics outputs, which are
+    # differentiated here (transductive=False meta-training).
+    with stock_kernels():
+        _, new_state, _ = forward(params, zeroed, support_x, training=True)
+    new_state = list(new_state)
+    for i, momentum in positions:
+        new_state[i] = new_state[i] / tf.cast(1.0 - momentum, new_state[i].dtype)
+    return new_state
