@@ -83,7 +83,7 @@ def test_non_finite_evaluation_loss_is_a_failure():
     maml = compiled(small_classifier())
     maml.fit(dataset(batches(1)), epochs=1, verbose=0)
     maml.inner_lr = 1e38
-    with pytest.raises(TrainingDivergedError, match="query loss of evaluation"):
+    with pytest.raises(TrainingDivergedError, match="query loss after adaptation of an evaluation .or validation. batch"):
         maml.evaluate(dataset(batches(2)), verbose=0)
 
 
@@ -137,7 +137,7 @@ def test_bad_label_in_train_on_batch_and_evaluate():
     good = batches(2)
     (sx, sy), (qx, qy) = good[1]
     good[1] = ((sx, sy), (qx, (qy + 5).astype(np.int32)))
-    with pytest.raises(EpisodeError, match=r"evaluation batch .* holds class labels from 0 to 7"):
+    with pytest.raises(EpisodeError, match=r"evaluation \(or validation\) episode batch holds class labels from 0 to 7"):
         maml.evaluate(dataset(good), verbose=0)
 
 
@@ -163,7 +163,7 @@ def test_concurrent_adapt_matches_single_threaded_and_leaves_layers_unchanged():
     net = conv_bn_pool_net(image=(8, 8, 1))
     maml = compiled(net, transductive=False)
     rng = np.random.default_rng(1)
-    episode = as_float32(classification_episode(rng, tasks=8))
+    episode = as_float32(classification_episode(rng, tasks=4))
     maml.fit(x=episode[0], y=episode[1], epochs=1, verbose=0)
     momenta = [layer.momentum for layer in maml._batch_norm_layers]
     (sx, sy), (qx, _) = episode
@@ -171,7 +171,7 @@ def test_concurrent_adapt_matches_single_threaded_and_leaves_layers_unchanged():
     def predict(task):
         return maml.adapt(sx[task], sy[task], steps=2).predict(qx[task], verbose=0)
 
-    expected = [predict(t) for t in range(8)]
+    expected = [predict(t) for t in range(4)]
     results, errors = {}, []
 
     def worker(tasks):
@@ -181,13 +181,13 @@ def test_concurrent_adapt_matches_single_threaded_and_leaves_layers_unchanged():
         except Exception as error:  # noqa: BLE001  (reported below)
             errors.append(error)
 
-    threads = [threading.Thread(target=worker, args=(range(i, 8, 4),)) for i in range(4)]
+    threads = [threading.Thread(target=worker, args=([i, (i + 1) % 4],)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert not errors
-    for t in range(8):
+    for t in range(4):
         np.testing.assert_array_equal(results[t], expected[t])
     assert [layer.momentum for layer in maml._batch_norm_layers] == momenta
 

@@ -14,15 +14,6 @@ def _checked_steps(meta, steps, name):
     return int(steps)
 
 
-def _classes(meta, example_shape, dtype):
-    """Classes that integer labels index, from the model's output (None for other targets)."""
-    spec = keras_backend.compute_output_spec(
-        meta.model, keras.KerasTensor((None,) + tuple(example_shape), tf.as_dtype(dtype).name)
-    )
-    classes = spec.shape[-1] if len(spec.shape) == 2 else None
-    return classes if classes and classes > 1 else None
-
-
 def _label_message(classes):
     return (
         f"support_y must hold class labels in [0, {classes}) for a model with {classes} "
@@ -46,7 +37,7 @@ def _check_task(meta, support_x, support_y):
         )
     if support_x.shape[0] == 0:
         raise ValueError("adapt() needs at least one support example; received none.")
-    classes = _classes(meta, features, support_x.dtype)
+    classes = meta._label_classes(features, support_x.dtype)
     if classes and support_y.dtype.is_integer and support_y.shape.rank == 1:
         labels = support_y.numpy()
         if labels.min() < 0 or labels.max() >= classes:
@@ -87,7 +78,7 @@ def export_adaptive(meta, filepath, steps=None):
     y_spec = tf.TensorSpec((None,) + label_shape, label_dtype, "support_y")
     query_spec = tf.TensorSpec((None,) + meta.example_shape, meta.input_dtype, "query_x")
 
-    classes = _classes(meta, meta.example_shape, meta.input_dtype)
+    classes = meta._label_classes(meta.example_shape, meta.input_dtype)
     sparse = classes and label_dtype.is_integer and not label_shape
 
     def adapt_and_predict(support_x, support_y, query_x):

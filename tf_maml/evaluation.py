@@ -77,7 +77,11 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
 
 def _check_labels(meta_learner, support, query, index):
     """Refuses class labels outside the model's classes (a TensorFlow op error otherwise)."""
-    classes = meta_learner._sparse_classes(query[0], query[1])
+    query_x, query_y = query
+    if query_y.dtype.is_integer and query_y.shape.rank == 2:
+        classes = meta_learner._label_classes(query_x.shape[2:], query_x.dtype)
+    else:
+        classes = None
     if classes:
         labels = np.concatenate([np.ravel(support[1]), np.ravel(query[1])])
         episodes_lib.check_label_range(labels, classes, name=f"evaluation batch {index + 1}")

@@ -37,10 +37,53 @@ def label_range_fault(labels, num_classes):
 
 
 def all_finite(tensors):
-    """A scalar bool: every value of every tensor is finite."""
-    return tf.reduce_all(
-        tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
-    )
+    """A scalar bool: every value of every tensor is finite.
+
+    One sum per tensor: a NaN or infinity anywhere makes the total non-finite
+    (so does a float32 overflow of the sum, which only gradients that diverge
+    reach). Fewer ops than a test per value: the check runs every step.
+    """
+    total = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in tensors])
+    return tf.math.is_finite(total)
+
+
+def checked_episode(support, query, classes):
+    """`(support, query, empty, bad_labels, detail)`: a step's episodes and their faults.
+
+    Checked on every batch inside the step: an empty task, support or query
+    set, and (if `classes`) integer class labels outside `[0, classes)`. Bad
+    labels are replaced by zeros so that no loss op fails before the guard
+    reports them.
+    """
+    (support_x, support_y), (query_x, query_y) = support, query
+    sizes = tf.stack([tf.shape(support_x)[0], tf.shape(support_x)[1], tf.shape(query_x)[1]])
+    empty = tf.reduce_any(tf.equal(sizes, 0))
+    if not classes:
+        return support, query, empty, tf.constant(False), sizes
+    bad, low, high = label_range_fault([support_y, query_y], classes)
+    support_y = tf.where(bad, tf.zeros_like(support_y), support_y)
+    query_y = tf.where(bad, tf.zeros_like(query_y), query_y)
+    detail = tf.where(empty, sizes, tf.stack([low, high, classes]))
+    return (support_x, support_y), (query_x, query_y), empty, bad, detail
+
+
+def run_if(ok, update, *args):
+    """`update(*args)` only if `ok` (a scalar bool equal on every replica)."""
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(ok, lambda: update(*args), lambda: None)
+        return
+
+    # As keras' LossScaleOptimizer: a cond whose branch all-reduces (the
+    # optimizer's apply) must run in the cross-replica context.
+    def cross_replica(distribution, ok, *args):
+        ok = distribution.experimental_local_results(ok)[0]
+        tf.cond(
+            ok,
+            lambda: distribution.extended.call_for_each_replica(update, args=args),
+            lambda: None,
+        )
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(ok,) + args)
 
 
 class StepGuard:
@@ -51,14 +94,16 @@ class StepGuard:
     """
 
     def __init__(self):
-        options = dict(trainable=False, aggregation="only_first_replica")
-        self.code = keras.Variable(0, dtype="int32", name="fault_code", **options)
-        self.step = keras.Variable(0, dtype="int64", name="fault_step", **options)
-        # EMPTY: tasks, support and query examples; LABELS: lowest, highest label.
-        self.detail = keras.Variable(np.zeros(3, np.int32), name="fault_detail", **options)
+        # One variable, read and written once a step: [code, step, *detail],
+        # detail being (tasks, support, query examples) for EMPTY and (lowest,
+        # highest label, classes) for LABELS.
+        self.record_variable = keras.Variable(
+            np.zeros(5, np.int64), name="fault_record", trainable=False,
+            aggregation="only_first_replica",
+        )
 
     def reset(self):
-        self.code.assign(0)
+        self.record_variable.assign(np.zeros(5, np.int64))
 
     def record(self, empty, bad_labels, nonfinite, step, detail):
         """Records this step's fault (if it is the first); returns whether the step may update."""
@@ -70,42 +115,45 @@ class StepGuard:
         code = tf.where(
             fault[0], EMPTY, tf.where(fault[1], LABELS, tf.where(fault[2], NONFINITE, OK))
         )
-        earlier = self.code.value
-        first = tf.equal(earlier, OK) & tf.not_equal(code, OK)
-        self.code.assign(tf.where(first, code, earlier))
-        self.step.assign(tf.where(first, tf.cast(step, tf.int64), self.step.value))
-        self.detail.assign(tf.where(first, tf.cast(detail, tf.int32), self.detail.value))
-        return tf.equal(earlier, OK) & tf.equal(code, OK)
+        earlier = self.record_variable.value
+        clean_so_far = tf.equal(earlier[0], OK)
+        new = tf.concat(
+            [tf.stack([tf.cast(code, tf.int64), tf.cast(step, tf.int64)]), tf.cast(detail, tf.int64)], 0
+        )
+        self.record_variable.assign(tf.where(clean_so_far & tf.not_equal(code, OK), new, earlier))
+        return clean_so_far & tf.equal(code, OK)
 
     def raise_if_fault(self, phase, hint):
         """Raises the recorded fault, if any; `phase` names the step or batch."""
-        code = int(self.code.numpy())
+        code, step, *detail = self.record_variable.numpy().tolist()
         if code == OK:
             return
-        step = int(self.step.numpy())
-        detail = self.detail.numpy().tolist()
-        where = f"meta-step {step}" if phase == "train" else f"{phase} batch {step}"
+        train = phase == "train"
+        batch = (f"The episode batch of meta-step {step}" if train
+                 else "An evaluation (or validation) episode batch")
         if code == EMPTY:
             raise EpisodeError(
-                f"The episode batch of {where} is empty: {detail[0]} tasks, {detail[1]} "
-                f"support and {detail[2]} query examples per task; every one must be at least 1. "
-                "Check the episode pipeline (shots, queries, meta_batch_size, and the last "
-                "partial batch: batch with drop_remainder=True)."
+                f"{batch} is empty: {detail[0]} tasks, {detail[1]} support and {detail[2]} "
+                "query examples per task; every one must be at least 1. Check the episode "
+                "pipeline (shots, queries, meta_batch_size, and the last partial batch: "
+                "batch with drop_remainder=True)."
             )
         if code == LABELS:
             raise EpisodeError(
-                f"The episode batch of {where} holds class labels from {detail[0]} to "
-                f"{detail[1]}, outside [0, {detail[2]}) for a model with {detail[2]} outputs. "
-                "Labels are indices within each task (0 .. ways - 1): remap them per task."
+                f"{batch} holds class labels from {detail[0]} to {detail[1]}, outside "
+                f"[0, {detail[2]}) for a model with {detail[2]} outputs. Labels are indices "
+                "within each task (0 .. ways - 1): remap them per task."
             )
-        skipped = (
-            f"The update of that step was skipped: the model holds the weights of meta-step "
-            f"{step - 1}, and a backup (BackupAndRestore) those of the last epoch."
-            if phase == "train" else "No weight was changed."
-        )
+        if train:
+            raise TrainingDivergedError(
+                f"The meta-loss or meta-gradient of meta-step {step} is not finite (NaN or "
+                f"infinite). The update of that step was skipped: the model holds the weights "
+                f"of meta-step {step - 1}, and a backup (BackupAndRestore) those of the last "
+                f"epoch. {hint}"
+            )
         raise TrainingDivergedError(
-            f"The {'meta-loss or meta-gradient' if phase == 'train' else 'query loss'} of "
-            f"{where} is not finite (NaN or infinite). {skipped} {hint}"
+            "The query loss after adaptation of an evaluation (or validation) batch is not "
+            f"finite (NaN or infinite). No weight was changed. {hint}"
         )
 
 

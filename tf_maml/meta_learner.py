@@ -806,61 +806,26 @@ class MAML(keras.Model):
             yield
 
     def _checked_episode(self, data):
-        """`(support, query, empty, bad_labels, detail)`: a step's episodes and their faults.
+        """`(support, query, empty, bad_labels, detail)`: see `guards.checked_episode`."""
+        support, query = episodes_lib.unpack(data)
+        (query_x, query_y) = query
+        sparse = query_y.dtype.is_integer and query_y.shape.rank == 2
+        classes = self._label_classes(query_x.shape[2:], query_x.dtype) if sparse else None
+        return guards.checked_episode(support, query, classes)
 
-        Checked on every batch inside the step (the first batch is also
-        checked before `fit` starts): an empty task, support or query set,
-        and integer class labels outside the model's classes. Bad labels are
-        replaced by zeros so that no loss op fails before the guard reports.
-        """
-        (support_x, support_y), (query_x, query_y) = episodes_lib.unpack(data)
-        sizes = tf.stack([tf.shape(support_x)[0], tf.shape(support_x)[1], tf.shape(query_x)[1]])
-        empty = tf.reduce_any(tf.equal(sizes, 0))
-        classes = self._sparse_classes(query_x, query_y)
-        if not classes:
-            return (support_x, support_y), (query_x, query_y), empty, tf.constant(False), sizes
-        bad, low, high = guards.label_range_fault([support_y, query_y], classes)
-        support_y = tf.where(bad, tf.zeros_like(support_y), support_y)
-        query_y = tf.where(bad, tf.zeros_like(query_y), query_y)
-        detail = tf.where(empty, sizes, tf.stack([low, high, classes]))
-        return (support_x, support_y), (query_x, query_y), empty, bad, detail
-
-    def _sparse_classes(self, query_x, query_y):
-        """The number of classes integer labels index, or None for other targets."""
+    def _label_classes(self, example_shape, x_dtype):
+        """Classes that integer labels index: the model's `[batch, classes]` output, or None."""
         spec = keras_backend.compute_output_spec(
-            self.model, keras.KerasTensor((None,) + tuple(query_x.shape[2:]), query_x.dtype.name)
+            self.model,
+            keras.KerasTensor((None,) + tuple(example_shape), tf.as_dtype(x_dtype).name),
         )
-        if query_y.dtype.is_integer and query_y.shape.rank == len(spec.shape):
-            classes = spec.shape[-1]
-            return classes if classes and classes > 1 else None
-        return None
+        classes = spec.shape[-1] if len(spec.shape) == 2 else None
+        return classes if classes and classes > 1 else None
 
-    def _update_if(self, ok, variables, gradients, state):
-        """Applies `gradients` to `variables` and the new state only if `ok` (a scalar bool)."""
-        def update(gradients, state):
-            self.optimizer.apply_gradients(zip(gradients, variables))
-            for variable, value in zip(self.model.non_trainable_variables, state):
-                variable.assign(value)
-
-        if tf.__internal__.distribute.strategy_supports_no_merge_call():
-            tf.cond(ok, lambda: update(gradients, state), lambda: None)
-            return
-
-        # As keras' LossScaleOptimizer: a cond whose branch all-reduces
-        # (apply_gradients) must run in the cross-replica context.
-        def cross_replica(distribution, ok, gradients, state):
-            ok = distribution.experimental_local_results(ok)[0]  # equal on every replica
-            tf.cond(
-                ok,
-                lambda: distribution.extended.call_for_each_replica(
-                    update, args=(gradients, state)
-                ),
-                lambda: None,
-            )
-
-        tf.distribute.get_replica_context().merge_call(
-            cross_replica, args=(ok, gradients, state)
-        )
+    def _apply_update(self, variables, gradients, state):
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        for variable, value in zip(self.model.non_trainable_variables, state):
+            variable.assign(value)
 
     def train_step(self, data):
         support, query, empty, bad_labels, detail = self._checked_episode(data)
@@ -878,7 +843,7 @@ class MAML(keras.Model):
         ok = self._guard.record(
             empty, bad_labels, ~finite, self.optimizer.iterations + 1, detail
         )
-        self._update_if(ok, variables, gradients, result["state"])
+        guards.run_if(ok, self._apply_update, variables, gradients, result["state"])
         return self._update_metrics(query[1], result)
 
     def test_step(self, data):
