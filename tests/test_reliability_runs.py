@@ -149,6 +149,7 @@ def test_resuming_with_another_config_is_refused_by_field_unless_allowed(tmp_pat
     report = tf_maml.experiment.run(tiny_config(meta_steps=10, inner_lr=0.02), str(tmp_path),
                                     allow_config_change=True)
     assert report["config"]["inner_lr"] == 0.02 and not (tmp_path / "backup").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["inner_lr"] == 0.02  # now in force
 
 
 def test_fields_that_change_nothing_trained_may_differ():

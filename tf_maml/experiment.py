@@ -194,6 +194,8 @@ def _check_config(config, workdir, finished, allow_config_change):
     if not changed or allow_config_change:
         if changed:
             logging.warning("Config differs from %s in %s; going on as asked.", path, changed)
+            if not finished:  # the run goes on with this config: record it
+                checkpoints.write_json(path, _flat(config))
         return
     listing = ", ".join(f"{k}: {_flat(_unflat(recorded)).get(k)!r} -> {_flat(config).get(k)!r}"
                         for k in changed)
@@ -291,7 +293,7 @@ def run(config, workdir, allow_config_change=False):
         # Wall time of this run's fit (a resumed run counts its own part only).
         training_seconds = round(time.time() - start, 1)
         checkpoints.save_model(meta_learner, meta_path)
-        shutil.rmtree(backup_dir)
+        shutil.rmtree(backup_dir, ignore_errors=True)
     report = evaluate(meta_learner, config, workdir)
     report.update(training_seconds=training_seconds)
     checkpoints.write_json(report_path, report)
