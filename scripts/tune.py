@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 import tf_maml.experiment
 import tf_maml.tuning
+from tf_maml import checkpoints
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Task config (data, backbone).")
 _TUNER = flags.DEFINE_enum("tuner", "random", ["random", "hyperband", "bayesian"], "Search.")
@@ -62,8 +63,7 @@ def main(argv):
                  "narrow the search space (e.g. smaller inner_lr).")
     best = best[0].hyperparameters.values
     print(json.dumps({"best_hyperparameters": best}, indent=2))
-    with open(os.path.join(_DIRECTORY.value, config.task, "best.json"), "w") as f:
-        json.dump(best, f, indent=2)
+    checkpoints.write_json(os.path.join(_DIRECTORY.value, config.task, "best.json"), best)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import zipfile
 
 import h5py
@@ -102,6 +101,9 @@ def load_model(path):
 
 
 _METADATA = "tf_maml_training_metadata"
+# The newest backup, then the one before it (Keras loads weights only from
+# names ending in .weights.h5).
+BACKUP_FILES = ("latest.weights.h5", "previous.weights.h5")
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -122,14 +124,13 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True):
         super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=True,
                          delete_checkpoint=delete_checkpoint)
-        # Keras loads weights only from names ending in .weights.h5.
-        self._prev_weights_path = os.path.join(backup_dir, "previous.weights.h5")
-
-    def _candidates(self):
-        return [self._weights_path, self._prev_weights_path]
+        self._weights_path, self._prev_weights_path = (
+            os.path.join(backup_dir, name) for name in BACKUP_FILES
+        )
 
     def on_train_begin(self, logs=None):
-        for path in self._candidates():
+        candidates = [self._weights_path, self._prev_weights_path]
+        for path in candidates:
             if not os.path.exists(path):
                 continue
             try:
@@ -142,7 +143,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 continue
             self.model._initial_epoch = metadata["epoch"]
             return
-        if any(os.path.exists(p) for p in self._candidates()):
+        if any(os.path.exists(p) for p in candidates):
             raise DamagedFileError(
                 f"Every backup in {self.backup_dir} is damaged (see the warnings above); "
                 f"delete {self.backup_dir} to start training afresh."
@@ -159,10 +160,6 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             if os.path.exists(self._weights_path):
                 os.replace(self._weights_path, self._prev_weights_path)
 
-    def on_train_end(self, logs=None):
-        if self.delete_checkpoint and os.path.exists(self.backup_dir):
-            shutil.rmtree(self.backup_dir)
-
 
 def read_backup_metadata(path):
     """`{"epoch", "batch"}` of a backup `AtomicBackupAndRestore` wrote."""
@@ -177,7 +174,7 @@ def read_backup_metadata(path):
 
 def latest_backup_epoch(backup_dir):
     """The epoch the newest readable backup in `backup_dir` ends (0 if none)."""
-    for name in ("latest.weights.h5", "previous.weights.h5"):
+    for name in BACKUP_FILES:
         path = os.path.join(backup_dir, name)
         if os.path.exists(path):
             try:

@@ -30,6 +30,7 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     """
     spec = episodes_lib.check_spec(episodes.element_spec)
     classification = spec.label_dtype.is_integer and not spec.label_shape
+    classes = meta_learner._label_classes(spec.features, spec.x_dtype) if classification else None
 
     @tf.function
     def batch_results(support, query):
@@ -64,7 +65,9 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     results, count = [], 0
     progress = keras.utils.Progbar(num_tasks, unit_name="task", verbose=verbose)
     for index, (support, query) in enumerate(episodes):
-        _check_labels(meta_learner, support, query, index)
+        if classes:  # a TensorFlow op error otherwise, naming no batch
+            labels = np.concatenate([np.ravel(support[1]), np.ravel(query[1])])
+            episodes_lib.check_label_range(labels, classes, name=f"evaluation batch {index + 1}")
         results.append({k: v.numpy() for k, v in batch_results(support, query).items()})
         count += len(results[-1]["loss"])
         progress.update(min(count, num_tasks))
@@ -73,18 +76,6 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     if count < num_tasks:
         raise ValueError(f"`episodes` ran out after {count} tasks; {num_tasks} were asked for.")
     return {key: np.concatenate([r[key] for r in results])[:num_tasks] for key in results[0]}
-
-
-def _check_labels(meta_learner, support, query, index):
-    """Refuses class labels outside the model's classes (a TensorFlow op error otherwise)."""
-    query_x, query_y = query
-    if query_y.dtype.is_integer and query_y.shape.rank == 2:
-        classes = meta_learner._label_classes(query_x.shape[2:], query_x.dtype)
-    else:
-        classes = None
-    if classes:
-        labels = np.concatenate([np.ravel(support[1]), np.ravel(query[1])])
-        episodes_lib.check_label_range(labels, classes, name=f"evaluation batch {index + 1}")
 
 
 def mean_and_confidence(values, axis=0):

@@ -174,8 +174,11 @@ def _flat(config, prefix=""):
 
 
 def config_differences(recorded, config):
-    """Fields (dotted names) where `config` differs from the `recorded` dict and matters."""
-    old, new = _flat(recorded), _flat(config)
+    """Fields (dotted names) where `config` differs from `recorded` and matters.
+
+    `recorded` is a config as config.json holds it: flat, with dotted names.
+    """
+    old, new = recorded, _flat(config)
     return sorted(
         key for key in old.keys() | new.keys()
         if key.split(".")[0] not in HARMLESS_FIELDS and old.get(key) != new.get(key)
@@ -189,16 +192,15 @@ def _check_config(config, workdir, finished, allow_config_change):
         if not finished:
             checkpoints.write_json(path, _flat(config))
         return
-    recorded = checkpoints.read_json(path)
-    changed = config_differences(_unflat(recorded), config)
+    recorded, current = checkpoints.read_json(path), _flat(config)
+    changed = config_differences(recorded, config)
     if not changed or allow_config_change:
         if changed:
             logging.warning("Config differs from %s in %s; going on as asked.", path, changed)
             if not finished:  # the run goes on with this config: record it
-                checkpoints.write_json(path, _flat(config))
+                checkpoints.write_json(path, current)
         return
-    listing = ", ".join(f"{k}: {_flat(_unflat(recorded)).get(k)!r} -> {_flat(config).get(k)!r}"
-                        for k in changed)
+    listing = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in changed)
     if finished and changed == ["meta_steps"]:
         raise ConfigMismatchError(
             f"{workdir} holds a finished run of {recorded['meta_steps']} meta-steps; the "
@@ -214,18 +216,6 @@ def _check_config(config, workdir, finished, allow_config_change):
         f"{consequence}. Use a new workdir, set the fields back, or pass "
         "--allow_config_change to go on anyway."
     )
-
-
-def _unflat(flat):
-    """A dict of dotted names back into nested dicts."""
-    nested = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return nested
 
 
 def _drop_partial_history_line(history_path):
@@ -315,10 +305,10 @@ def check_meta_learner_matches(meta_learner, config, recorded=None):
             f"{type(meta_learner).__name__}"
         )
     if recorded is not None:
+        current = _flat(config)
         problems += [
-            f"{key}: trained with {_flat(_unflat(recorded)).get(key)!r}, config says "
-            f"{_flat(config).get(key)!r}"
-            for key in config_differences(_unflat(recorded), config)
+            f"{key}: trained with {recorded.get(key)!r}, config says {current.get(key)!r}"
+            for key in config_differences(recorded, config)
         ]
     if problems:
         raise ConfigMismatchError(

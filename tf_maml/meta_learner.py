@@ -698,11 +698,15 @@ class MAML(keras.Model):
         """
         adaptation.export_adaptive(self, filepath, steps)
 
-    def _prediction_dtype(self, query_x):
-        spec = keras_backend.compute_output_spec(
-            self.model, keras.KerasTensor((None,) + tuple(query_x.shape[2:]), query_x.dtype.name)
+    def _output_spec(self, example_shape, x_dtype):
+        """The wrapped model's output spec for a batch of examples (a symbolic call)."""
+        return keras_backend.compute_output_spec(
+            self.model,
+            keras.KerasTensor((None,) + tuple(example_shape), tf.as_dtype(x_dtype).name),
         )
-        return tf.as_dtype(spec.dtype)
+
+    def _prediction_dtype(self, query_x):
+        return tf.as_dtype(self._output_spec(query_x.shape[2:], query_x.dtype).dtype)
 
     # ------------------------------------------------------------------
     # The meta-batch: tasks in a tf.while_loop, one task's meta-gradient per
@@ -815,10 +819,7 @@ class MAML(keras.Model):
 
     def _label_classes(self, example_shape, x_dtype):
         """Classes that integer labels index: the model's `[batch, classes]` output, or None."""
-        spec = keras_backend.compute_output_spec(
-            self.model,
-            keras.KerasTensor((None,) + tuple(example_shape), tf.as_dtype(x_dtype).name),
-        )
+        spec = self._output_spec(example_shape, x_dtype)
         classes = spec.shape[-1] if len(spec.shape) == 2 else None
         return classes if classes and classes > 1 else None
 

@@ -4,13 +4,9 @@ import numpy as np
 import tensorflow as tf
 
 from tf_maml.data.batch_stream import indexed_batches
+from tf_maml.data.sizes import check_counts, is_integer
 
 ROTATION_MODES = (None, "per_class", "extra_classes")
-
-
-def _is_integer(value):
-    """True for Python and NumPy integers, False for bools."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 EPISODE_SIZES = {
@@ -23,12 +19,10 @@ EPISODE_SIZES = {
 
 def check_episode_sizes(ways, shots, queries, meta_batch_size):
     """Raises a `ValueError` naming the first size that is not an integer >= 1."""
-    values = {"ways": ways, "shots": shots, "queries": queries, "meta_batch_size": meta_batch_size}
-    for name, value in values.items():
-        if not _is_integer(value) or value < 1:
-            raise ValueError(
-                f"`{name}` must be an integer >= 1 ({EPISODE_SIZES[name]}); received {value!r}."
-            )
+    check_counts(
+        {"ways": ways, "shots": shots, "queries": queries, "meta_batch_size": meta_batch_size},
+        EPISODE_SIZES,
+    )
 
 
 class ClassPool:
@@ -102,7 +96,7 @@ class ClassPool:
         if not sizes:
             raise ValueError("`sizes` must list at least one pool size; received [].")
         for position, size in enumerate(sizes):
-            if not _is_integer(size) or size < 1:
+            if not is_integer(size) or size < 1:
                 raise ValueError(
                     f"`sizes[{position}]` must be an integer >= 1 (the classes of pool "
                     f"{position}); received {size!r} in sizes={sizes}. Give every pool at "

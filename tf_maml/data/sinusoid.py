@@ -2,10 +2,10 @@
 
 import math
 
-import numpy as np
 import tensorflow as tf
 
 from tf_maml.data.batch_stream import indexed_batches
+from tf_maml.data.sizes import check_counts
 
 SIZES = {
     "shots": "support points per task",
@@ -55,12 +55,7 @@ def sinusoid_episodes(
     (support_x, support_y), (query_x, query_y) = next(iter(episodes))
     ```
     """
-    for name, value in (("shots", shots), ("queries", queries), ("meta_batch_size", meta_batch_size)):
-        integer = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-        if not integer or value < 1:
-            raise ValueError(
-                f"`{name}` must be an integer >= 1 ({SIZES[name]}); received {value!r}."
-            )
+    check_counts({"shots": shots, "queries": queries, "meta_batch_size": meta_batch_size}, SIZES)
     for name, (low, high) in (
         ("amplitude_range", amplitude_range),
         ("phase_range", phase_range),
