@@ -13,6 +13,7 @@ setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
+        "h5py",  # tf_maml.checkpoints reads and marks backups (Keras depends on it too)
         "tensorboard>=2.20",
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # tensorflow-datasets imports it without declaring it
