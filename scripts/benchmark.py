@@ -18,6 +18,7 @@ meta-batch 16, 5 inner steps of 0.1; sinusoid MLP 40-40, meta-batch 25.
       --plot=docs/images/benchmark_inner_steps.png
 """
 
+import contextlib
 import itertools
 import json
 import os
@@ -50,6 +51,9 @@ _FUSED = flags.DEFINE_list("fused_batch_norm", ["true"], "MAML(fused_batch_norm=
 _POLICIES = flags.DEFINE_list("policies", ["float32"], "Keras dtype policies, e.g. mixed_bfloat16.")
 _META_BATCH_SIZES = flags.DEFINE_list("meta_batch_sizes", [], "Override the meta-batch sizes.")
 _INNER_STEPS = flags.DEFINE_list("inner_steps", [], "Override the inner steps.")
+_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+    "steps_per_execution", 1, "Keras steps_per_execution: meta-steps per tf.function call "
+    "(the sinusoid config runs 100).")
 _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows.")
 _WINDOW_SEC = flags.DEFINE_float("window_sec", 3.0, "Seconds per window (about).")
 _OUT = flags.DEFINE_string("out", None, "Append JSON lines here.")
@@ -105,7 +109,6 @@ def run_single(setting):
     import tensorflow as tf  # noqa: PLC0415
 
     import tf_maml  # noqa: PLC0415
-    from tf_maml.fused_batch_norm import fused_kernels  # noqa: PLC0415
 
     keras.mixed_precision.set_global_policy(setting["policy"])
     ways, shots, queries, _, lr, _, image = WORKLOADS[setting["workload"]]
@@ -140,28 +143,37 @@ def run_single(setting):
             recompute_inner_steps=setting["recompute"],
             fused_batch_norm=setting["fused_batch_norm"],
         ), 1
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"])
+    per_call = setting["steps_per_execution"]
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"],
+                    steps_per_execution=per_call)
 
     def fit(meta_steps, **kwargs):
         # Plain Keras traces its step here: BatchNorm fused as in the meta-learner's.
-        with fused_kernels(plain and setting["fused_batch_norm"], xla=setting["xla"]):
+        if plain:  # imported here: the meta-learner needs nothing of it
+            from tf_maml.keras_patches import fused_kernels  # noqa: PLC0415
+
+            context = fused_kernels(setting["fused_batch_norm"], xla=setting["xla"])
+        else:
+            context = contextlib.nullcontext()
+        with context:
             trainer.fit(episodes, steps_per_epoch=meta_steps * batches, verbose=0, **kwargs)
 
     start = time.perf_counter()
-    fit(1)
+    fit(per_call)
     first = time.perf_counter() - start
     start = time.perf_counter()
-    fit(2)
-    per_step = (time.perf_counter() - start) / 2
-    count = max(1, round(_WINDOW_SEC.value / per_step))
-    # One fit over all windows (no fit start-up in the timing), each batch's end
-    # stamped by a callback: Keras syncs there with steps_per_execution=1.
+    fit(2 * per_call)
+    per_step = (time.perf_counter() - start) / (2 * per_call)
+    # Meta-steps per window: a whole number of calls.
+    count = per_call * max(1, round(_WINDOW_SEC.value / per_step / per_call))
+    # One fit over all windows (no fit start-up in the timing), the end of each
+    # call (every `per_call` batches) stamped by a callback: Keras syncs there.
     stamps = [time.perf_counter()]
     stamp = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: stamps.append(time.perf_counter())
     )
     fit(count * _WINDOWS.value, callbacks=[stamp])
-    window = count * batches
+    window = count * batches // per_call
     rates = [count / (stamps[(w + 1) * window] - stamps[w * window]) for w in range(_WINDOWS.value)]
     peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     profile = {}
@@ -212,12 +224,13 @@ def settings():
                    "task_loop": loop, "parallel_tasks": parallel,
                    "recompute": recompute.lower() == "true",
                    "fused_batch_norm": fused.lower() == "true", "policy": policy,
-                   "meta_batch_size": tasks_, "inner_steps": steps_}
+                   "meta_batch_size": tasks_, "inner_steps": steps_,
+                   "steps_per_execution": _STEPS_PER_EXECUTION.value}
 
 
 COLUMNS = ("workload", "order", "xla", "task_loop", "parallel_tasks", "recompute",
            "fused_batch_norm", "policy",
-           "meta_batch_size", "inner_steps")
+           "meta_batch_size", "inner_steps", "steps_per_execution")
 
 
 def plot_axis(settings_):

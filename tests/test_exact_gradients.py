@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from keras.src.backend.tensorflow import nn as tf_backend_nn
 
-from tf_maml.exact_gradients import _STOCK_MAX_POOL, exact_second_order, max_pool_by_slices
+from tf_maml.keras_patches.exact_gradients import _STOCK_MAX_POOL, exact_second_order, max_pool_by_slices
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 import tf_maml
 
 from helpers import as_float32, classification_episode, conv_bn_pool_net, regression_episode, sparse_ce
-from test_meta_gradients import (
+from helpers import (
     assert_gradients_close,
     finite_difference_gradient,
     linear_model,
@@ -101,10 +101,10 @@ def test_anil_layer_selection_by_name_and_predicate(tmp_path):
     model = tanh_mlp()
     names = [layer.name for layer in model.layers]
     by_name = tf_maml.ANIL(model, adapted_layers=names[:2])
-    assert list(by_name._adapted_indices) == [0, 1, 2, 3]
+    assert by_name.inner_loop.adapted == [0, 1, 2, 3]
     by_predicate = tf_maml.ANIL(model, adapted_layers=lambda layer: layer.name == names[1])
-    assert list(by_predicate._adapted_indices) == [2, 3]
-    assert list(tf_maml.ANIL(model)._adapted_indices) == [4, 5]
+    assert by_predicate.inner_loop.adapted == [2, 3]
+    assert tf_maml.ANIL(model).inner_loop.adapted == [4, 5]
     by_name.compile(optimizer="adam", loss="mse")
     by_name.save(tmp_path / "anil.keras")
     assert keras.models.load_model(tmp_path / "anil.keras").adapted_layers == names[:2]
@@ -177,7 +177,9 @@ def test_reptile_saves_and_rejects_unknown_inner_optimizer(tmp_path):
     reptile = tf_maml.Reptile(tf_maml.nets.mlp(hidden=(8,)), inner_optimizer="adam")
     reptile.compile(optimizer="sgd", loss="mse")
     reptile.save(tmp_path / "reptile.keras")
-    assert keras.models.load_model(tmp_path / "reptile.keras").inner_optimizer == "adam"
+    loaded = keras.models.load_model(tmp_path / "reptile.keras")
+    assert isinstance(loaded.inner_optimizer, tf_maml.rules.Adam)
+    assert loaded.get_config()["inner_optimizer"] == "adam"
     with pytest.raises(ValueError, match="`inner_optimizer` must be one of"):
         tf_maml.Reptile(tf_maml.nets.mlp(), inner_optimizer="rmsprop")
 
@@ -192,7 +194,7 @@ def plain_options(**overrides):
 
 
 def test_msl_weights_anneal_toward_the_last_step():
-    from tf_maml.maml_plus_plus import multi_step_loss_weights
+    from tf_maml.family import multi_step_loss_weights
 
     np.testing.assert_allclose(multi_step_loss_weights(0.0, 4), [0.25] * 4, rtol=1e-6)
     np.testing.assert_allclose(multi_step_loss_weights(0.5, 4), [0.125] * 3 + [0.625], rtol=1e-6)
@@ -242,7 +244,8 @@ def test_lslr_and_per_step_batchnorm_gradients_match_finite_differences(float64)
     episode = classification_episode(np.random.default_rng(25))
     plus = tf_maml.MAMLPlusPlus(conv_bn_pool_net(), inner_lr=0.3, inner_steps=2,
                                 **plain_options(learned_step_sizes=True, per_step_batch_norm=True))
-    assert len(plus.step_sizes) == len(plus.model.trainable_variables)
+    # A step size per adapted variable: BatchNorm scale and offset are per step instead.
+    assert len(plus.step_sizes) == len(plus.inner_loop.adapted) == 6
     assert len(plus.batch_norm_weights) == 4  # 2 BN layers x (scale, offset)
     for copies in plus.batch_norm_weights:  # distinct per-step values
         copies.assign(copies + np.random.default_rng(0).normal(0, 0.1, copies.shape))

@@ -6,11 +6,11 @@ import pytest
 import tensorflow as tf
 
 import tf_maml
-from tf_maml.exact_gradients import exact_second_order
-from tf_maml.fused_batch_norm import fused_kernels
+from tf_maml.keras_patches.exact_gradients import exact_second_order
+from tf_maml.keras_patches.fused_batch_norm import fused_kernels
 
 from helpers import as_float32, classification_episode, conv_bn_pool_net, sparse_ce
-from test_meta_gradients import assert_gradients_close, meta_gradient
+from helpers import assert_gradients_close, meta_gradient
 
 
 @pytest.fixture

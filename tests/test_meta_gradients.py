@@ -18,46 +18,10 @@ from tf_maml import meta_learner
 
 from conftest import precision
 from helpers import (
-    as_float32, classification_episode, conv_bn_pool_net, regression_episode, sparse_ce,
+    as_float32, assert_gradients_close, classification_episode, conv_bn_pool_net,
+    finite_difference_gradient, linear_model, meta_gradient, regression_episode, sparse_ce,
+    tanh_mlp,
 )
-
-
-def meta_gradient(maml, episode, jit_compile=False, loss="mse"):
-    maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=jit_compile)
-    variables = maml.trainable_variables  # the model's, and learned step sizes if any
-    before = [v.numpy() for v in variables]
-    maml.train_on_batch(*episode)
-    grads = [b - v.numpy() for b, v in zip(before, variables)]
-    for v, b in zip(variables, before):
-        v.assign(b)
-    return grads
-
-
-def finite_difference_gradient(maml, episode, eps=1e-6, loss="mse"):
-    assert all(v.dtype == "float64" for v in maml.weights), "finite differences need float64"
-    maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=False)
-    variables = maml.trainable_variables
-    grads = []
-    for variable in variables:
-        base = variable.numpy()
-        grad = np.zeros_like(base)
-        for index in np.ndindex(base.shape):
-            values = []
-            for sign in (1.0, -1.0):
-                shifted = base.copy()
-                shifted[index] += sign * eps
-                variable.assign(shifted)
-                values.append(maml.test_on_batch(*episode, return_dict=True)["loss"])
-            grad[index] = (values[0] - values[1]) / (2 * eps)
-        variable.assign(base)
-        grads.append(grad)
-    return grads
-
-
-def assert_gradients_close(actual, expected, rtol=1e-5):
-    scale = max(np.abs(g).max() for g in expected)
-    for a, e in zip(actual, expected):
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * scale)
 
 
 def closed_form_linear_meta_gradient(w, episode, inner_lr, steps, first_order, l2=0.0):
@@ -73,12 +37,6 @@ def closed_form_linear_meta_gradient(w, episode, inner_lr, steps, first_order, l
         jacobian = np.linalg.matrix_power(np.eye(len(w)) - inner_lr * hessian, steps)
         grads.append(query_grad if first_order else jacobian.T @ query_grad)
     return np.mean(grads, axis=0)
-
-
-def linear_model(features, l2=0.0):
-    regularizer = keras.regularizers.L2(l2) if l2 else None
-    dense = keras.layers.Dense(1, use_bias=False, kernel_regularizer=regularizer)
-    return keras.Sequential([keras.Input((features,)), dense])
 
 
 @pytest.mark.parametrize("steps", [1, 3])
@@ -115,17 +73,6 @@ def test_second_order_differs_from_first_order(float64):
         (grads[order],) = meta_gradient(maml, episode)
     np.testing.assert_allclose(grads[False], second, rtol=1e-10)
     np.testing.assert_allclose(grads[True], first, rtol=1e-10)
-
-
-def tanh_mlp():
-    return keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(6, activation="tanh"),
-            keras.layers.Dense(5, activation="tanh"),
-            keras.layers.Dense(1),
-        ]
-    )
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -187,7 +134,7 @@ def test_float32_conv4_meta_gradient_matches_float64_reference(jit_compile):
     Reference: the float64 graph-mode meta-gradient, which the finite
     difference tests above verify on a smaller net of the same layers.
     (Stock XLA max-pooling has no exact second derivative: see
-    tf_maml.exact_gradients.)
+    tf_maml.keras_patches.exact_gradients.)
     """
     episode = classification_episode(
         np.random.default_rng(6), tasks=4, ways=5, shots=1, queries=2, image=(28, 28, 1)

@@ -16,8 +16,8 @@ from helpers import (
 )
 
 
-def sinusoid_maml(**kwargs):
-    maml = tf_maml.MAML(tf_maml.nets.mlp(hidden=(16, 16)), inner_lr=0.01, **kwargs)
+def sinusoid_maml(inner_lr=0.01, **kwargs):
+    maml = tf_maml.MAML(tf_maml.nets.mlp(hidden=(16, 16)), inner_lr=inner_lr, **kwargs)
     maml.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse", metrics=["mae"])
     return maml
 
@@ -61,8 +61,7 @@ def test_fit_meta_trains_the_wrapped_model_in_place(make_model):
 
 
 def test_adaptation_lowers_query_loss_after_meta_training():
-    maml = sinusoid_maml(inner_steps=1, eval_inner_steps=5)
-    maml.inner_lr = 0.02
+    maml = sinusoid_maml(inner_lr=0.02, inner_steps=1, eval_inner_steps=5)
     train = tf_maml.data.sinusoid_episodes(shots=10, meta_batch_size=16, seed=0)
     maml.fit(train, steps_per_epoch=300, epochs=1, verbose=0)
     val = tf_maml.data.sinusoid_episodes(shots=10, meta_batch_size=16, seed=1, num_batches=4)
@@ -90,8 +89,7 @@ def test_first_and_second_order_train_differently():
     weights = {}
     for first_order in (False, True):
         keras.utils.set_random_seed(0)
-        maml = sinusoid_maml(inner_steps=2, first_order=first_order)
-        maml.inner_lr = 0.1
+        maml = sinusoid_maml(inner_lr=0.1, inner_steps=2, first_order=first_order)
         maml.fit(train, verbose=0)
         weights[first_order] = maml.get_weights()
     assert any(np.abs(a - b).max() > 1e-5 for a, b in zip(weights[False], weights[True]))
@@ -214,14 +212,12 @@ def test_tf_distribute_mirrored_matches_single_device(mirrored_strategy):
     """MirroredStrategy on 2 logical CPUs splits the meta-batch; same update."""
     episode = as_float32(regression_episode(np.random.default_rng(0), tasks=4, features=1))
     keras.utils.set_random_seed(0)
-    single = sinusoid_maml(inner_steps=2)
-    single.inner_lr = 0.1
+    single = sinusoid_maml(inner_lr=0.1, inner_steps=2)
     initial = single.get_weights()
     single.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
     single.fit(*episode, batch_size=4, epochs=1, verbose=0)
     with mirrored_strategy.scope():
-        mirrored = sinusoid_maml(inner_steps=2)
-        mirrored.inner_lr = 0.1
+        mirrored = sinusoid_maml(inner_lr=0.1, inner_steps=2)
         mirrored.set_weights(initial)
         mirrored.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
     mirrored.fit(*episode, batch_size=4, epochs=1, verbose=0)

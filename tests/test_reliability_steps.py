@@ -14,6 +14,7 @@ from helpers import as_float32, classification_episode, conv_bn_pool_net, sparse
 
 import tf_maml
 import tf_maml.evaluation
+from tf_maml import support_statistics
 from tf_maml.guards import EpisodeError, TrainingDivergedError
 
 
@@ -23,8 +24,8 @@ def small_classifier(classes=3, image=(4, 4, 1)):
     )
 
 
-def compiled(model, jit_compile=False, **options):
-    maml = tf_maml.MAML(model, inner_lr=0.1, **options)
+def compiled(model, jit_compile=False, inner_lr=0.1, **options):
+    maml = tf_maml.MAML(model, inner_lr=inner_lr, **options)
     maml.compile(optimizer=keras.optimizers.Adam(1e-2), loss=sparse_ce(),
                  metrics=["accuracy"], jit_compile=jit_compile)
     return maml
@@ -72,8 +73,7 @@ def test_non_finite_meta_gradient_stops_training_and_skips_the_update(jit_compil
 
 
 def test_huge_inner_step_sizes_diverge_with_the_likely_cause_named():
-    maml = compiled(small_classifier())
-    maml.inner_lr = 1e38
+    maml = compiled(small_classifier(), inner_lr=1e38)
     with pytest.raises(TrainingDivergedError, match=r"inner_lr=1e\+38"):
         maml.fit(dataset(batches(3)), epochs=1, verbose=0)
     assert all(np.isfinite(w).all() for w in weights(maml.model))
@@ -82,7 +82,8 @@ def test_huge_inner_step_sizes_diverge_with_the_likely_cause_named():
 def test_non_finite_evaluation_loss_is_a_failure():
     maml = compiled(small_classifier())
     maml.fit(dataset(batches(1)), epochs=1, verbose=0)
-    maml.inner_lr = 1e38
+    # The same weights, evaluated by a meta-learner whose inner steps explode.
+    maml = compiled(maml.model, inner_lr=1e38)
     with pytest.raises(TrainingDivergedError, match="query loss after adaptation of an evaluation .or validation. batch"):
         maml.evaluate(dataset(batches(2)), verbose=0)
 
@@ -165,7 +166,7 @@ def test_concurrent_adapt_matches_single_threaded_and_leaves_layers_unchanged():
     rng = np.random.default_rng(1)
     episode = as_float32(classification_episode(rng, tasks=4))
     maml.fit(x=episode[0], y=episode[1], epochs=1, verbose=0)
-    momenta = [layer.momentum for layer in maml._batch_norm_layers]
+    momenta = [layer.momentum for layer in support_statistics.batch_norm_layers(maml.model)]
     (sx, sy), (qx, _) = episode
 
     def predict(task):
@@ -189,7 +190,7 @@ def test_concurrent_adapt_matches_single_threaded_and_leaves_layers_unchanged():
     assert not errors
     for t in range(4):
         np.testing.assert_array_equal(results[t], expected[t])
-    assert [layer.momentum for layer in maml._batch_norm_layers] == momenta
+    assert [layer.momentum for layer in support_statistics.batch_norm_layers(maml.model)] == momenta
 
 
 def test_support_statistics_are_the_support_set_batch_statistics():
@@ -197,8 +198,8 @@ def test_support_statistics_are_the_support_set_batch_statistics():
     net = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.9)])
     maml = tf_maml.MAML(net)
     support = np.random.default_rng(2).standard_normal((6, 3)).astype(np.float32)
-    params, _, state = maml._read_values()
-    state = maml._with_support_statistics(params, state, tf.constant(support))
+    params, state, _ = maml._read_values()
+    state = maml.inner_loop.with_support_statistics(params, state, tf.constant(support))
     by_name = {v.path: s.numpy() for v, s in zip(net.non_trainable_variables, state)}
     mean = next(v for k, v in by_name.items() if "moving_mean" in k)
     variance = next(v for k, v in by_name.items() if "moving_variance" in k)
@@ -255,10 +256,14 @@ def test_confusing_inputs_get_a_message_that_names_the_problem(case, message):
         call()
 
 
-@pytest.mark.parametrize("value", ["abc", None, [0.1]])
+@pytest.mark.parametrize("value", ["abc", [0.1], float("nan")])
 def test_inner_lr_that_is_not_a_number_is_refused(value):
     with pytest.raises(ValueError, match="`inner_lr` must be a positive number"):
         tf_maml.MAML(small_classifier(), inner_lr=value)
+
+
+def test_inner_lr_none_is_the_default_step_size():
+    assert tf_maml.MAML(small_classifier(), inner_lr=None).inner_optimizer.learning_rate == 0.4
 
 
 @pytest.mark.parametrize("steps", [-1, 2.7, True])

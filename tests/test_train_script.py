@@ -149,7 +149,7 @@ def test_omniglot_train_then_evaluate_script(tmp_path):
 
     # A weights file (as a run's backup holds) evaluates the same.
     keras.models.load_model(tmp_path / "meta.keras").save_weights(tmp_path / "w.weights.h5")
-    from_weights = run_script(
+    run_script(
         "evaluate.py", config, *tiny,
         f"--weights={tmp_path / 'w.weights.h5'}", f"--out={tmp_path / 'eval2.json'}",
     )
@@ -166,7 +166,7 @@ def test_unknown_omniglot_setting_is_rejected():
 
 @pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
 def test_pipeline_benchmark_script_runs(tmp_path):
-    result = run_script(
+    run_script(
         "pipeline_benchmark.py",
         f"--data_dir={OMNIGLOT_DIR}", "--batches=3", "--meta_steps=0", f"--out={tmp_path / 't.md'}",
     )
@@ -185,7 +185,7 @@ def test_experiment_builds_each_algorithm(algorithm, tmp_path):
 
 
 def test_family_benchmark_script(tmp_path):
-    result = run_script(
+    run_script(
         "family_benchmark.py",
         f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}", "--algorithms=fomaml,reptile",
         f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
@@ -196,7 +196,7 @@ def test_family_benchmark_script(tmp_path):
 
 
 def test_sinusoid_benchmark_script(tmp_path):
-    result = run_script(
+    run_script(
         "sinusoid_benchmark.py", "--shots=5",
         f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
         "--config.eval_max_steps=10",
@@ -222,7 +222,7 @@ def test_speed_benchmark_script_reports_each_configuration(tmp_path):
 
 
 def test_multi_worker_example_trains_identically_on_two_local_workers(tmp_path):
-    result = run_script(
+    run_script(
         "multi_worker.py", "--launch=2", f"--workdir={tmp_path}", "--steps=3", timeout=600,
     )
     workers = [json.loads((tmp_path / f"worker_{i}.json").read_text()) for i in range(2)]

@@ -15,15 +15,13 @@ if keras.backend.backend() != "tensorflow":
     )
 
 from tf_maml import data  # noqa: E402
-from tf_maml.anil import ANIL  # noqa: E402
 from tf_maml import episodes  # noqa: E402
+from tf_maml import family  # noqa: E402
 from tf_maml import nets  # noqa: E402
-from tf_maml.exact_gradients import exact_second_order  # noqa: E402
+from tf_maml import rules  # noqa: E402
+from tf_maml.family import ANIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile  # noqa: E402
+from tf_maml.keras_patches import exact_second_order  # noqa: E402
 from tf_maml.meta_learner import MAML  # noqa: E402
-from tf_maml.maml_plus_plus import MAMLPlusPlus  # noqa: E402
-from tf_maml.meta_learner import FOMAML  # noqa: E402
-from tf_maml.meta_sgd import MetaSGD  # noqa: E402
-from tf_maml.reptile import Reptile  # noqa: E402
 from tf_maml import tuning  # noqa: E402
 
 __version__ = "0.1.0"
@@ -38,6 +36,8 @@ __all__ = [
     "data",
     "episodes",
     "exact_second_order",
+    "family",
     "nets",
+    "rules",
     "tuning",
 ]

@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src import backend as keras_backend
+
+from tf_maml.keras_patches import compute_output_spec
 
 
 def _checked_steps(meta, steps, name):
@@ -37,7 +38,7 @@ def _check_task(meta, support_x, support_y):
         )
     if support_x.shape[0] == 0:
         raise ValueError("adapt() needs at least one support example; received none.")
-    classes = meta._label_classes(features, support_x.dtype)
+    classes = meta.inner_loop.label_classes(features, support_x.dtype)
     if classes and support_y.dtype.is_integer and support_y.shape.rank == 1:
         labels = support_y.numpy()
         if labels.min() < 0 or labels.max() >= classes:
@@ -45,6 +46,13 @@ def _check_task(meta, support_x, support_y):
                 f"{_label_message(classes)}; received labels from {labels.min()} to "
                 f"{labels.max()}."
             )
+
+
+def _served_values(meta, support_x, support_y, steps):
+    """The adapted weights and the state that predicts one example at a time."""
+    params = [tf.convert_to_tensor(v) for v in meta.model.trainable_variables]
+    state = [tf.convert_to_tensor(v) for v in meta.model.non_trainable_variables]
+    return meta.inner_loop.served_values(params, state, support_x, support_y, steps)
 
 
 def standalone_model(meta, support_x, support_y, steps=None):
@@ -55,12 +63,12 @@ def standalone_model(meta, support_x, support_y, steps=None):
     if not meta.built:
         meta.build((None,) + tuple(support_x.shape[1:]))
     _check_task(meta, support_x, support_y)
-    params, state = meta._adapted_values(support_x, support_y, steps)
+    params, state = _served_values(meta, support_x, support_y, steps)
 
     adapted = keras.models.clone_model(meta.model)
     adapted.name = f"{meta.model.name}_adapted"
     if not adapted.built:
-        keras_backend.compute_output_spec(
+        compute_output_spec(
             adapted, keras.KerasTensor((None,) + meta.example_shape), training=False
         )
     for variable, value in zip(adapted.trainable_variables, params):
@@ -78,7 +86,7 @@ def export_adaptive(meta, filepath, steps=None):
     y_spec = tf.TensorSpec((None,) + label_shape, label_dtype, "support_y")
     query_spec = tf.TensorSpec((None,) + meta.example_shape, meta.input_dtype, "query_x")
 
-    classes = meta._label_classes(meta.example_shape, meta.input_dtype)
+    classes = meta.inner_loop.label_classes(meta.example_shape, meta.input_dtype)
     sparse = classes and label_dtype.is_integer and not label_shape
 
     def adapt_and_predict(support_x, support_y, query_x):
@@ -94,12 +102,12 @@ def export_adaptive(meta, filepath, steps=None):
             ]
         with tf.control_dependencies(checks):
             support_x = tf.identity(support_x)
-        params, state = meta._adapted_values(support_x, support_y, steps)
-        predictions, _, _ = meta._forward(params, state, query_x, training=False)
+        params, state = _served_values(meta, support_x, support_y, steps)
+        predictions, _, _ = meta.inner_loop.forward(params, state, query_x, training=False)
         return predictions
 
     archive = keras.export.ExportArchive()
-    archive.track(meta.model)
+    archive.track(meta)  # the model's weights and the rule's
     archive.add_endpoint(
         "adapt_and_predict", adapt_and_predict, input_signature=[x_spec, y_spec, query_spec]
     )

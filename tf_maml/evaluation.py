@@ -7,15 +7,18 @@ import numpy as np
 import tensorflow as tf
 
 from tf_maml import episodes as episodes_lib
+from tf_maml.inner_loop import last_step
 
 
 def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbose=0):
     """Query loss (and accuracy) of each task after 0, 1, ..., `max_steps` steps.
 
     Adapts the meta-learned initialization to each task's support set with
-    the meta-learner's inner SGD (step size `inner_lr`) and records, on the
-    query set, the compiled loss and, for integer class labels, the accuracy,
-    before the first step and after each.
+    the meta-learner's inner loop, one step at a time with the rule's state
+    kept from step to step (so step k gives what `evaluate` gives with
+    `eval_inner_steps=k`), and records, on the query set, the compiled loss
+    and, for integer class labels, the accuracy, before the first step and
+    after each.
 
     Args:
         meta_learner: a compiled `tf_maml.MAML`.
@@ -30,26 +33,27 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     """
     spec = episodes_lib.check_spec(episodes.element_spec)
     classification = spec.label_dtype.is_integer and not spec.label_shape
-    classes = meta_learner._label_classes(spec.features, spec.x_dtype) if classification else None
+    loop = meta_learner.inner_loop
+    classes = loop.label_classes(spec.features, spec.x_dtype) if classification else None
 
     @tf.function
     def batch_results(support, query):
         (support_x, support_y), (query_x, query_y) = support, query
-        params, inner, state = meta_learner._read_values()
+        params = [tf.convert_to_tensor(v) for v in meta_learner.model.trainable_variables]
+        state = [tf.convert_to_tensor(v) for v in meta_learner.model.non_trainable_variables]
 
         def one_task(task):
             sx, sy, qx, qy = task
-            fast, task_state, losses, accuracies = params, state, [], []
+            fast, task_state, rule_state, losses, accuracies = params, state, None, [], []
             for step in range(max_steps + 1):
                 if step:
-                    fast, task_state = meta_learner._adapt_task(
-                        fast, task_state, sx, sy, 1, True, inner, first_step=step - 1
+                    fast, task_state, rule_state = loop.adapt(
+                        fast, task_state, sx, sy, 1, True, rule_state, first_step=step - 1
                     )
-                y_pred, extra = meta_learner._predict_query(
-                    fast, task_state, sx, qx, meta_learner.transductive, inner,
-                    meta_learner._last_step(step),
+                y_pred, extra = loop.predict(
+                    fast, task_state, sx, qx, meta_learner.transductive, last_step(step)
                 )
-                losses.append(tf.cast(meta_learner._loss(qy, y_pred, extra), tf.float64))
+                losses.append(tf.cast(loop.loss(qy, y_pred, extra), tf.float64))
                 if classification:
                     hits = tf.equal(tf.argmax(y_pred, axis=-1, output_type=qy.dtype), qy)
                     accuracies.append(tf.reduce_mean(tf.cast(hits, tf.float64)))

@@ -13,12 +13,8 @@ import keras
 import numpy as np
 from absl import logging
 
-from tf_maml import checkpoints, data, evaluation, nets, plots
-from tf_maml.anil import ANIL
-from tf_maml.maml_plus_plus import MAMLPlusPlus
-from tf_maml.meta_learner import MAML
-from tf_maml.meta_sgd import MetaSGD
-from tf_maml.reptile import Reptile
+from tf_maml import checkpoints, data, evaluation, family, nets, plots
+from tf_maml.family import Reptile
 
 _SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2, "plots": 3}
 
@@ -70,21 +66,11 @@ def loss_and_metrics(config):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
 
 
-ALGORITHMS = {
-    "maml": MAML,
-    "meta_sgd": MetaSGD,
-    "anil": ANIL,
-    "maml_plus_plus": MAMLPlusPlus,
-    "reptile": Reptile,
-}
-
-
 def build_meta_learner(config):
     """A compiled meta-learner of `config.algorithm` (default MAML) for `config`."""
     loss, metrics = loss_and_metrics(config)
     algorithm = config.get("algorithm", "maml")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"Unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}.")
+    meta_learner_class = family.meta_learner_class(algorithm)
     common = dict(eval_inner_steps=config.eval_inner_steps)
     if algorithm == "reptile":
         # Reptile: its own inner loop; epsilon annealed linearly to 0 (Nichol et al.).
@@ -98,10 +84,11 @@ def build_meta_learner(config):
         )
         optimizer = keras.optimizers.SGD(epsilon)
     else:
-        options = dict(inner_lr=config.inner_lr, inner_steps=config.inner_steps, **common)
-        if algorithm != "maml_plus_plus":
-            options["first_order"] = config.first_order
-        meta_learner = ALGORITHMS[algorithm](build_backbone(config), **options)
+        # A member that cannot honour first_order=True (MAML++) says so.
+        meta_learner = meta_learner_class(
+            build_backbone(config), inner_lr=config.inner_lr, inner_steps=config.inner_steps,
+            first_order=config.first_order, **common,
+        )
         optimizer = keras.optimizers.Adam(config.outer_lr)
     meta_learner.compile(
         optimizer=optimizer,
@@ -297,7 +284,7 @@ def check_meta_learner_matches(meta_learner, config, recorded=None):
     if given, the `recorded` config of its workdir (config.json) field by field.
     """
     algorithm = config.get("algorithm", "maml")
-    expected = ALGORITHMS.get(algorithm)
+    expected = family.ALGORITHMS.get(algorithm)
     problems = []
     if expected is not None and type(meta_learner) is not expected:
         problems.append(

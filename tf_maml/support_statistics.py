@@ -15,13 +15,13 @@ shared layers under other threads' feet).
 import keras
 import tensorflow as tf
 
-from tf_maml.fused_batch_norm import stock_kernels
+from tf_maml.keras_patches import all_layers, stock_kernels
 
 
 def batch_norm_layers(model):
     return [
         layer
-        for layer in model._flatten_layers(include_self=False)
+        for layer in all_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
 

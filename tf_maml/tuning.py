@@ -5,14 +5,13 @@ import math
 import keras
 import keras_tuner
 
+from tf_maml import family
 from tf_maml.guards import TrainingDivergedError
-from tf_maml.anil import ANIL
-from tf_maml.maml_plus_plus import MAMLPlusPlus
-from tf_maml.meta_learner import MAML
-from tf_maml.meta_sgd import MetaSGD
-from tf_maml.reptile import Reptile
 
-ALGORITHMS = ("maml", "meta_sgd", "anil", "maml_plus_plus", "reptile")
+# The family's names (tf_maml.family.ALGORITHMS); FOMAML is MAML's first_order choice here.
+ALGORITHMS = tuple(name for name in family.ALGORITHMS if name != "fomaml")
+# Members whose first_order the search chooses.
+FIRST_ORDER_CHOICE = ("maml", "anil")
 
 
 class MetaLearnerHyperModel(keras_tuner.HyperModel):
@@ -89,17 +88,15 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
         inner_steps = hp.Int("inner_steps", 1, 5)
         common = dict(inner_lr=inner_lr, inner_steps=inner_steps,
                       eval_inner_steps=self.eval_inner_steps)
+        meta_learner_class = family.meta_learner_class(algorithm)
         if algorithm == "reptile":
-            meta_learner = Reptile(self.build_model(), **common)
+            meta_learner = meta_learner_class(self.build_model(), **common)
             epsilon = hp.Float("epsilon", 0.05, 1.0, sampling="log")
             optimizer = keras.optimizers.SGD(epsilon)
         else:
-            if algorithm == "maml_plus_plus":  # its schedules at their defaults
-                meta_learner = MAMLPlusPlus(self.build_model(), **common)
-            else:
-                first_order = algorithm in ("maml", "anil") and hp.Boolean("first_order")
-                cls = {"maml": MAML, "meta_sgd": MetaSGD, "anil": ANIL}[algorithm]
-                meta_learner = cls(self.build_model(), first_order=first_order, **common)
+            # MAML++: its schedules at their defaults.
+            first_order = algorithm in FIRST_ORDER_CHOICE and hp.Boolean("first_order")
+            meta_learner = meta_learner_class(self.build_model(), first_order=first_order, **common)
             optimizer = keras.optimizers.Adam(hp.Float("outer_lr", 1e-4, 1e-2, sampling="log"))
         meta_learner.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
         return meta_learner

@@ -4,7 +4,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_maml import rules
+from tf_maml.keras_patches import all_layers
+from tf_maml.arguments import checked_inner_lr, checked_int, refuse
 from tf_maml.meta_learner import MAML
+from tf_maml.rules.base import step_index
 
 
 def multi_step_loss_weights(progress, steps, min_fraction=0.03):
@@ -35,9 +39,10 @@ def multi_step_loss_weights(progress, steps, min_fraction=0.03):
 class MAMLPlusPlus(MAML):
     """MAML with the MAML++ training fixes; each one can be switched off.
 
-    - LSLR (`learned_step_sizes`): a meta-learned inner step size per
-      variable and per inner step (initialized to `inner_lr`; steps beyond
-      `inner_steps` at evaluation reuse the last one).
+    - LSLR (`learned_step_sizes`): the rule `rules.lslr(inner_lr,
+      inner_steps)`, a meta-learned inner step size per variable and per
+      inner step (steps beyond `inner_steps` at evaluation reuse the last
+      one); off, plain `rules.sgd(inner_lr)`.
     - MSL (`multi_step_loss_steps`): for that many meta-steps the
       meta-objective is a weighted sum of the query losses after every inner
       step, annealed toward the last step (`multi_step_loss_weights`); 0
@@ -58,7 +63,8 @@ class MAMLPlusPlus(MAML):
 
     Args:
         model, inner_lr, inner_steps, eval_inner_steps, transductive, name:
-            as `MAML`.
+            as `MAML`. `first_order=True` is refused: MAML++ anneals from
+            first to second order with `first_order_steps`.
         learned_step_sizes: LSLR on or off.
         multi_step_loss_steps: meta-steps of MSL (MAML++: 15 epochs of 500).
         first_order_steps: meta-steps of first-order training (DA).
@@ -76,89 +82,75 @@ class MAMLPlusPlus(MAML):
 
     def __init__(self, model, inner_lr=0.1, inner_steps=5, learned_step_sizes=True,
                  multi_step_loss_steps=7500, first_order_steps=0, per_step_batch_norm=True,
-                 **kwargs):
-        kwargs.pop("first_order", None)
-        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, **kwargs)
-        for name, value in (("multi_step_loss_steps", multi_step_loss_steps),
-                            ("first_order_steps", first_order_steps)):
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"`{name}` must be an integer >= 0; received {value!r}.")
+                 first_order=False, **kwargs):
+        refuse(kwargs, "MAMLPlusPlus", inner_optimizer="its rule is LSLR (learned_step_sizes)")
+        if first_order:
+            raise ValueError(
+                "MAMLPlusPlus does not take first_order=True: it trains first-order for "
+                "`first_order_steps` meta-steps, then second-order (DA). For first-order "
+                "throughout use MAML(first_order=True) or FOMAML."
+            )
+        inner_lr = checked_inner_lr(inner_lr)
+        # Set before MAML builds the inner loop, which reads them.
         self.learned_step_sizes = bool(learned_step_sizes)
-        self.multi_step_loss_steps = int(multi_step_loss_steps)
-        self.first_order_steps = int(first_order_steps)
+        self.multi_step_loss_steps = checked_int(multi_step_loss_steps, "multi_step_loss_steps", 0)
+        self.first_order_steps = checked_int(first_order_steps, "first_order_steps", 0)
         self.per_step_batch_norm = bool(per_step_batch_norm)
-        self.step_sizes = None
         self.batch_norm_weights = None
-        if model.built:
-            self._create_inner_variables()
+        rule = rules.lslr(inner_lr, inner_steps) if self.learned_step_sizes else rules.sgd(inner_lr)
+        if self.per_step_batch_norm:  # BatchNorm weights are per step, not adapted
+            rule = rules.masked(rule, lambda layer: not _is_batch_norm(layer))
+        if self.first_order_steps:
+            rule = rules.chain(_SecondOrderAfter(self), rule)
+        super().__init__(model, inner_steps=inner_steps, inner_optimizer=rule, **kwargs)
+        self._inner_lr = inner_lr
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._create_inner_variables()
+    @property
+    def step_sizes(self):
+        """LSLR's learned step sizes, `[inner_steps]` per variable (None when off)."""
+        return self._lslr.learning_rates if self.learned_step_sizes else None
+
+    @property
+    def _lslr(self):
+        rule = self.inner_optimizer
+        rule = rule.rules[-1] if isinstance(rule, rules.Chain) else rule
+        return rule.rule if isinstance(rule, rules.Masked) else rule
 
     def _batch_norm_indices(self):
         """Positions of BatchNorm scale/offset in the model's trainable variables."""
         position = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
         return [
             position[id(v)]
-            for layer in self._batch_norm_layers
+            for layer in all_layers(self.model) if _is_batch_norm(layer)
             for v in layer.trainable_variables
         ]
 
-    def _create_inner_variables(self):
-        if self.step_sizes is not None:
+    def _build_member(self):
+        if self.batch_norm_weights is not None:
             return
         variables = self.model.trainable_variables
-        self.step_sizes = [
-            self._add_filled_weight((self.inner_steps,), self.inner_lr, f"step_size_{i}",
-                                    variable.dtype, trainable=self.learned_step_sizes)
-            for i, variable in enumerate(variables)
-        ]
         # Every step's BatchNorm scale or offset starts from the model's own.
         self.batch_norm_weights = [
-            self._add_filled_weight((self.inner_steps,) + tuple(variables[i].shape),
-                                    variables[i].numpy(), f"per_step_{variables[i].name}",
-                                    variables[i].dtype)
+            self.add_weight(
+                shape=(self.inner_steps,) + tuple(variables[i].shape),
+                initializer=keras.initializers.Constant(0.0),
+                name=f"per_step_{variables[i].name}", dtype=variables[i].dtype,
+            )
             for i in (self._batch_norm_indices() if self.per_step_batch_norm else [])
         ]
+        for i, copies in zip(self._batch_norm_indices(), self.batch_norm_weights):
+            copies.assign(np.broadcast_to(variables[i].numpy(), copies.shape))
 
-    @property
-    def _inner_variables(self):
-        if self.step_sizes is None:
-            return []
-        sizes = self.step_sizes if self.learned_step_sizes else []
-        return list(sizes) + list(self.batch_norm_weights)
+    def _member_variables(self):
+        return list(self.batch_norm_weights or [])
 
-    def _inner_values(self, inner):
-        """Splits the inner values into (step sizes, per-step BN weights)."""
-        if self.learned_step_sizes:
-            count = len(self.step_sizes)
-            return inner[:count], inner[count:]
-        return [tf.convert_to_tensor(v) for v in self.step_sizes], inner
-
-    @property
-    def _adapted_indices(self):
-        if not self.per_step_batch_norm:
-            return super()._adapted_indices
-        fixed = set(self._batch_norm_indices())
-        return [i for i in range(len(self.model.trainable_variables)) if i not in fixed]
-
-    _inner_steps_differ = True
-
-    def _inner_update(self, params, grads, inner, step, slots):
-        sizes, _ = self._inner_values(inner)
-        index = min(step, self.inner_steps - 1)
-        sizes = [sizes[i][index] for i in self._adapted_indices]
-        return [p - lr * g for p, lr, g in zip(params, sizes, grads)], slots
-
-    def _step_params(self, params, inner, step):
-        if not self.per_step_batch_norm or not inner:
+    def _forward_params(self, params, step):
+        if not self.batch_norm_weights:
             return params
-        _, copies = self._inner_values(inner)
-        index = min(step, self.inner_steps - 1)
+        index = step_index(step, self.inner_steps)
         params = list(params)
-        for i, per_step in zip(self._batch_norm_indices(), copies):
-            params[i] = per_step[index]
+        for i, per_step in zip(self._batch_norm_indices(), self.batch_norm_weights):
+            params[i] = tf.gather(per_step, index)
         return params
 
     def _progress(self, steps):
@@ -166,34 +158,53 @@ class MAMLPlusPlus(MAML):
             return tf.constant(1.0)
         return tf.cast(self.optimizer.iterations, tf.float32) / float(steps)
 
-    def _second_order_gradients(self, grads):
-        if not self.first_order_steps:
-            return grads
-        # 0 before the switch, 1 after: the value is the gradient either way;
-        # only its derivative (the second-order term) is switched.
-        second_order = tf.cast(self._progress(self.first_order_steps) >= 1.0, grads[0].dtype)
-        return [tf.stop_gradient(g) + second_order * (g - tf.stop_gradient(g)) for g in grads]
-
-    def _task_objective(self, params, inner, state, task, steps, first_order, training):
+    def _meta_objective(self, task, params, state, steps, first_order, training):
         if not training or not self.multi_step_loss_steps or steps < 2:
-            return super()._task_objective(params, inner, state, task, steps, first_order, training)
-        sx, sy, qx, qy = task
+            return super()._meta_objective(task, params, state, steps, first_order, training)
+        support_x, support_y, query_x, query_y = task
         weights = multi_step_loss_weights(self._progress(self.multi_step_loss_steps), steps)
-        fast, objective = params, 0.0
+        fast, rule_state, objective = params, None, 0.0
         for step in range(steps):
-            fast, state = self._adapt_task(fast, state, sx, sy, 1, first_order, inner, step)
-            y_pred, extra = self._predict_query(fast, state, sx, qx, self.transductive, inner, step)
-            loss = self._loss(qy, y_pred, extra)
+            fast, state, rule_state = self.inner_loop.adapt(
+                fast, state, support_x, support_y, 1, first_order, rule_state, first_step=step
+            )
+            y_pred, extra = self.inner_loop.predict(
+                fast, state, support_x, query_x, self.transductive, step
+            )
+            loss = self._task_loss(query_y, y_pred, extra)
             objective += tf.cast(weights[step], loss.dtype) * loss
         return fast, state, y_pred, loss, objective
 
     def get_config(self):
         config = super().get_config()
-        config.pop("first_order")
+        for name in ("first_order", "inner_optimizer"):
+            config.pop(name)
         return {
             **config,
+            "inner_lr": self.inner_lr,
             "learned_step_sizes": self.learned_step_sizes,
             "multi_step_loss_steps": self.multi_step_loss_steps,
             "first_order_steps": self.first_order_steps,
             "per_step_batch_norm": self.per_step_batch_norm,
         }
+
+
+def _is_batch_norm(layer):
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+class _SecondOrderAfter(rules.GradientTransform):
+    """DA: the inner gradients' second-order part switched on after `first_order_steps`.
+
+    0 before the switch, 1 after: the value is the gradient either way; only
+    its derivative (the second-order term) is switched.
+    """
+
+    def __init__(self, meta_learner):
+        super().__init__()
+        self.meta_learner = meta_learner
+
+    def transform(self, grads, state, params, step):
+        meta = self.meta_learner
+        second_order = tf.cast(meta._progress(meta.first_order_steps) >= 1.0, grads[0].dtype)
+        return [tf.stop_gradient(g) + second_order * (g - tf.stop_gradient(g)) for g in grads], state

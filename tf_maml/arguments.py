@@ -1,0 +1,57 @@
+"""Arguments of the meta-learners: checked where they are given, refused if a member cannot honour them."""
+
+import numpy as np
+
+from tf_maml import rules
+
+DEFAULT_INNER_LR = 0.4
+
+
+def checked_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; received {value!r}.")
+    return int(value)
+
+
+def checked_inner_lr(inner_lr):
+    try:
+        value = float(inner_lr)
+    except (TypeError, ValueError):
+        raise ValueError(f"`inner_lr` must be a positive number; received {inner_lr!r}.") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`inner_lr` must be a positive number; received {value}.")
+    return value
+
+
+def checked_rule(inner_optimizer, inner_lr):
+    """`(rule, inner_lr)`: the rule given, or SGD of `inner_lr` (default 0.4)."""
+    if inner_optimizer is None:
+        inner_lr = checked_inner_lr(DEFAULT_INNER_LR if inner_lr is None else inner_lr)
+        return rules.sgd(inner_lr), inner_lr
+    if isinstance(inner_optimizer, dict):
+        inner_optimizer = rules.deserialize(inner_optimizer)
+    if not isinstance(inner_optimizer, rules.Rule):
+        raise TypeError(
+            "`inner_optimizer` must be a tf_maml.rules rule, e.g. rules.adam(0.001); received "
+            f"{inner_optimizer!r}."
+        )
+    if inner_lr is not None:
+        raise ValueError(
+            f"Pass either `inner_lr` ({inner_lr}) or `inner_optimizer` ({inner_optimizer!r}), "
+            "not both: the rule holds its own step sizes."
+        )
+    if not inner_optimizer.steps_params:
+        raise ValueError(
+            f"{inner_optimizer!r} only transforms gradients; chain it with a rule that steps: "
+            f"rules.chain({inner_optimizer!r}, rules.sgd(0.4))."
+        )
+    return inner_optimizer, None
+
+
+def refuse(kwargs, member, **reasons):
+    """Raises if `kwargs` holds an argument named in `reasons` (name -> why not)."""
+    for name, reason in reasons.items():
+        if name in kwargs:
+            raise ValueError(
+                f"{member} does not take `{name}` ({name}={kwargs[name]!r}): {reason}."
+            )

@@ -1,0 +1,40 @@
+"""The MAML family: MAML with a named rule or one real difference each.
+
+| member | what differs from MAML |
+|---|---|
+| FOMAML | first-order meta-gradients |
+| MetaSGD | its rule: `rules.meta_sgd` |
+| ANIL | its rule: `rules.masked(rule, adapted=the head)` |
+| MAMLPlusPlus | its rule (`rules.lslr`), a multi-step loss, per-step BatchNorm weights |
+| Reptile | its meta-gradient: `theta - theta'` |
+
+`ALGORITHMS` is the one registry of names that configs, `tf_maml.experiment`,
+`tf_maml.tuning` and the scripts use.
+"""
+
+from tf_maml.family.anil import ANIL
+from tf_maml.family.fomaml import FOMAML
+from tf_maml.family.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
+from tf_maml.family.meta_sgd import MetaSGD
+from tf_maml.family.reptile import Reptile
+from tf_maml.meta_learner import MAML
+
+ALGORITHMS = {
+    "maml": MAML,
+    "fomaml": FOMAML,
+    "meta_sgd": MetaSGD,
+    "anil": ANIL,
+    "maml_plus_plus": MAMLPlusPlus,
+    "reptile": Reptile,
+}
+
+
+def meta_learner_class(algorithm):
+    """The class of `algorithm` (a name of `ALGORITHMS`), or a clear error."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"Unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}.")
+    return ALGORITHMS[algorithm]
+
+
+__all__ = ["ALGORITHMS", "ANIL", "FOMAML", "MAML", "MAMLPlusPlus", "MetaSGD", "Reptile",
+           "meta_learner_class", "multi_step_loss_weights"]

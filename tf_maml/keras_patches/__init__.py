@@ -1,0 +1,39 @@
+"""Everything of tf_maml that reaches into TensorFlow or Keras internals, fenced here.
+
+- `exact_gradients`: exact second derivatives of Keras' moments and max-pool;
+- `fused_batch_norm`: BatchNormalization on TensorFlow's fused kernels;
+- `internals`: every other private Keras function or attribute tf_maml reads.
+
+They are plain TensorFlow/Keras and import nothing of the meta-learner. They
+were written for Keras `WRITTEN_FOR`; another version gets a warning, and
+`pytest tests/test_exact_gradients.py tests/test_meta_gradients.py` says
+whether the patches still hold there.
+"""
+
+import warnings
+
+import keras
+
+WRITTEN_FOR = "3.15"
+
+if ".".join(keras.__version__.split(".")[:2]) != WRITTEN_FOR:
+    warnings.warn(
+        f"tf_maml's Keras patches were written for Keras {WRITTEN_FOR}.x; this is Keras "
+        f"{keras.__version__}. Run tests/test_exact_gradients.py and tests/test_meta_gradients.py "
+        "to check that second-order meta-gradients are still exact.",
+        stacklevel=2,
+    )
+
+from tf_maml.keras_patches.exact_gradients import exact_second_order, max_pool_by_slices  # noqa: E402
+from tf_maml.keras_patches.fused_batch_norm import fused_kernels, stock_kernels  # noqa: E402
+from tf_maml.keras_patches.internals import (  # noqa: E402
+    all_layers, call_has_training_arg, compute_output_spec, is_multi_worker, leaf_layers,
+    scale_loss_for_distribution, unscale_loss_for_distribution,
+)
+
+__all__ = [
+    "WRITTEN_FOR", "all_layers", "call_has_training_arg", "compute_output_spec",
+    "exact_second_order", "fused_kernels", "is_multi_worker", "leaf_layers",
+    "max_pool_by_slices", "scale_loss_for_distribution", "stock_kernels",
+    "unscale_loss_for_distribution",
+]

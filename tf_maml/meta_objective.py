@@ -1,0 +1,155 @@
+"""What a meta-step computes: one task's meta-objective and the meta-batch's sum.
+
+`MetaObjective` is the part of `tf_maml.MAML` that the family
+(`tf_maml.family`) changes: the meta-learned variables beside the update
+rule's, the weights each inner step's forward pass runs with, the
+meta-objective of a task and its meta-gradient. The tasks of a meta-batch
+run in the task loop (`tf_maml.task_loop`); each adapts with the inner loop.
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from tf_maml import task_loop as task_loop_lib
+from tf_maml.inner_loop import last_step
+from tf_maml.keras_patches import scale_loss_for_distribution, unscale_loss_for_distribution
+
+
+class MetaObjective:
+    """Mixed into `MAML`: the per-task meta-objective and the meta-batch."""
+
+    # What the family changes.
+
+    def _build_member(self):
+        """Creates a family member's own variables, once the model is built."""
+
+    def _member_variables(self):
+        """A member's meta-learned variables besides the rule's (MAML++: per-step BatchNorm)."""
+        return []
+
+    def _forward_params(self, params, step):
+        """The weights the forward pass of inner step `step` runs with."""
+        del step
+        return params
+
+    def _meta_objective(self, task, params, state, steps, first_order, training):
+        """Adapts to one task; returns `(fast, state, query_pred, query_loss, objective)`.
+
+        `objective` is what the meta-gradient differentiates: the query loss
+        after the last step (MAML++: a weighted sum over steps).
+        """
+        del training
+        support_x, support_y, query_x, query_y = task
+        fast, state, _ = self.inner_loop.adapt(
+            params, state, support_x, support_y, steps, first_order
+        )
+        y_pred, extra = self.inner_loop.predict(
+            fast, state, support_x, query_x, self.transductive, last_step(steps)
+        )
+        loss = self._task_loss(query_y, y_pred, extra)
+        return fast, state, y_pred, loss, loss
+
+    # Whether the meta-gradient is differentiated through the adaptation
+    # (Reptile's is not: its tape records nothing).
+    _meta_gradient_from_tape = True
+
+    def _meta_gradients(self, tape, objective, params, meta_values, fast):
+        """One task's contribution to the meta-gradient of `params + meta_values`."""
+        del fast
+        return tape.gradient(
+            self.optimizer.scale_loss(objective),
+            params + meta_values,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+
+    # ------------------------------------------------------------------
+    # One task, and the meta-batch.
+
+    @property
+    def meta_variables(self):
+        """Meta-learned variables besides the model's: the rule's and the member's."""
+        self._build_inner_loop_or_fail()
+        return self.inner_optimizer.variables + self._member_variables()
+
+    def _build_inner_loop_or_fail(self):
+        if self.inner_loop is None:
+            raise ValueError(
+                f"The meta-learner is not built: the wrapped model {self.model.name!r} has no "
+                "weights yet. Hand episodes to fit/evaluate first, or give it an Input."
+            )
+
+    def _task_loss(self, y, y_pred, extra_losses):
+        """The compiled loss of one task, plus regularization losses."""
+        # Keras scales losses by 1 / replicas under tf.distribute; a task's
+        # loss must not depend on how many replicas share the meta-batch.
+        loss = unscale_loss_for_distribution(self._compile_loss(y, y_pred))
+        if extra_losses:
+            loss += tf.add_n([tf.cast(tf.reduce_sum(e), loss.dtype) for e in extra_losses])
+        return loss
+
+    @contextlib.contextmanager
+    def _reading(self, meta_values):
+        """Within: the meta variables read as `meta_values`, tensors a tape may watch."""
+        if not meta_values:
+            yield
+            return
+        mapping = list(zip(self.meta_variables, meta_values))
+        with keras.StatelessScope(state_mapping=mapping, initialize_variables=False):
+            yield
+
+    def _task(self, task, params, state, meta_values, steps, first_order, with_gradients):
+        """One task: `(state, meta_gradients, query_loss, pre_adaptation_loss, query_pred)`."""
+        support_x, _, query_x, query_y = task
+        with self._reading(meta_values):
+            pre_pred, pre_extra = self.inner_loop.predict(
+                params, state, support_x, query_x, self.transductive
+            )
+            pre_loss = self._task_loss(query_y, pre_pred, pre_extra)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                if with_gradients and self._meta_gradient_from_tape:
+                    tape.watch(params + meta_values)  # otherwise the tape records nothing
+                fast, state, y_pred, loss, objective = self._meta_objective(
+                    task, params, state, steps, first_order, with_gradients
+                )
+        grads = []
+        if with_gradients:
+            grads = self._meta_gradients(tape, objective, params, meta_values, fast)
+        return state, grads, loss, pre_loss, y_pred
+
+    def _read_values(self):
+        """The current variables as tensors: (params, state, meta_values)."""
+        read = lambda variables: [tf.convert_to_tensor(v) for v in variables]  # noqa: E731
+        return (read(self.model.trainable_variables), read(self.model.non_trainable_variables),
+                read(self.meta_variables))
+
+    def _run_tasks(self, support, query, steps, first_order, with_gradients):
+        (support_x, support_y), (query_x, query_y) = support, query
+        params, state, meta_values = self._read_values()
+        result = task_loop_lib.run_tasks(
+            lambda task, state: self._task(
+                task, params, state, meta_values, steps, first_order, with_gradients
+            ),
+            (support_x, support_y, query_x, query_y),
+            state,
+            [tf.zeros_like(v) for v in params + meta_values] if with_gradients else [],
+            self._loss_dtype,
+            self._prediction_dtype(query_x),
+            self.task_loop,
+            self.parallel_tasks,
+        )
+        count = tf.cast(result["num_tasks"], self._loss_dtype)
+        # Mean over tasks; Keras sums replicas' gradients under tf.distribute.
+        scale = scale_loss_for_distribution(1.0 / count)
+        result["grads"] = [g * tf.cast(scale, g.dtype) for g in result["grads"]]
+        result["loss"] /= count
+        result["pre_adaptation_loss"] /= count
+        return result
+
+    def _prediction_dtype(self, query_x):
+        return tf.as_dtype(self.inner_loop.output_spec(query_x.shape[2:], query_x.dtype).dtype)
+
+    @property
+    def _loss_dtype(self):
+        return tf.float64 if keras.config.floatx() == "float64" else tf.float32
