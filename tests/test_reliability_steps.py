@@ -198,7 +198,7 @@ def test_support_statistics_are_the_support_set_batch_statistics():
     net = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.9)])
     maml = tf_maml.MAML(net)
     support = np.random.default_rng(2).standard_normal((6, 3)).astype(np.float32)
-    params, state, _ = maml._read_values()
+    params, state = maml.inner_loop.current_values()
     state = maml.inner_loop.with_support_statistics(params, state, tf.constant(support))
     by_name = {v.path: s.numpy() for v, s in zip(net.non_trainable_variables, state)}
     mean = next(v for k, v in by_name.items() if "moving_mean" in k)

@@ -1,18 +1,16 @@
 """Adaptation outside meta-training: standalone adapted models and serving."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from tf_maml.arguments import checked_int
 from tf_maml.keras_patches import compute_output_spec
 
 
 def _checked_steps(meta, steps, name):
     if steps is None:
         return meta.eval_inner_steps
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"`steps` of {name}() must be an integer >= 0; received {steps!r}.")
-    return int(steps)
+    return checked_int(steps, "steps", 0, label=f"`steps` of {name}()")
 
 
 def _label_message(classes):
@@ -50,8 +48,7 @@ def _check_task(meta, support_x, support_y):
 
 def _served_values(meta, support_x, support_y, steps):
     """The adapted weights and the state that predicts one example at a time."""
-    params = [tf.convert_to_tensor(v) for v in meta.model.trainable_variables]
-    state = [tf.convert_to_tensor(v) for v in meta.model.non_trainable_variables]
+    params, state = meta.inner_loop.current_values()
     return meta.inner_loop.served_values(params, state, support_x, support_y, steps)
 
 

@@ -7,9 +7,12 @@ from tf_maml import rules
 DEFAULT_INNER_LR = 0.4
 
 
-def checked_int(value, name, minimum):
+def checked_int(value, name, minimum, label=None):
+    """`value` as an int >= `minimum`; the error names `label` (default: `name` in backticks)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; received {value!r}.")
+        raise ValueError(
+            f"{label or f'`{name}`'} must be an integer >= {minimum}; received {value!r}."
+        )
     return int(value)
 
 

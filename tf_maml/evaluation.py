@@ -39,8 +39,7 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     @tf.function
     def batch_results(support, query):
         (support_x, support_y), (query_x, query_y) = support, query
-        params = [tf.convert_to_tensor(v) for v in meta_learner.model.trainable_variables]
-        state = [tf.convert_to_tensor(v) for v in meta_learner.model.non_trainable_variables]
+        params, state = loop.current_values()
 
         def one_task(task):
             sx, sy, qx, qy = task

@@ -69,6 +69,11 @@ class InnerLoop:
         classes = spec.shape[-1] if len(spec.shape) == 2 else None
         return classes if classes and classes > 1 else None
 
+    def current_values(self):
+        """The model's trainable and non-trainable variables as tensors: `(params, state)`."""
+        return ([tf.convert_to_tensor(v) for v in self.model.trainable_variables],
+                [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables])
+
     def init(self, params):
         """The rule's state at the start of a task."""
         return self.rule.init([params[i] for i in self.adapted])

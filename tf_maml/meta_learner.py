@@ -424,7 +424,7 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
             (support_x, support_y), query_x = x, y[0]
         else:  # ((sx, sy), qx)
             (support_x, support_y), query_x = x
-        params, state, _ = self._read_values()
+        params, state = self.inner_loop.current_values()
         steps = self.eval_inner_steps
 
         def one_task(task):

@@ -70,10 +70,10 @@ class MetaObjective:
     @property
     def meta_variables(self):
         """Meta-learned variables besides the model's: the rule's and the member's."""
-        self._build_inner_loop_or_fail()
+        self._require_inner_loop()
         return self.inner_optimizer.variables + self._member_variables()
 
-    def _build_inner_loop_or_fail(self):
+    def _require_inner_loop(self):
         if self.inner_loop is None:
             raise ValueError(
                 f"The meta-learner is not built: the wrapped model {self.model.name!r} has no "
@@ -120,9 +120,8 @@ class MetaObjective:
 
     def _read_values(self):
         """The current variables as tensors: (params, state, meta_values)."""
-        read = lambda variables: [tf.convert_to_tensor(v) for v in variables]  # noqa: E731
-        return (read(self.model.trainable_variables), read(self.model.non_trainable_variables),
-                read(self.meta_variables))
+        params, state = self.inner_loop.current_values()
+        return params, state, [tf.convert_to_tensor(v) for v in self.meta_variables]
 
     def _run_tasks(self, support, query, steps, first_order, with_gradients):
         (support_x, support_y), (query_x, query_y) = support, query

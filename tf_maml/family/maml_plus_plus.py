@@ -4,8 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_maml import rules
-from tf_maml.keras_patches import all_layers
+from tf_maml import rules, support_statistics
 from tf_maml.arguments import checked_inner_lr, checked_int, refuse
 from tf_maml.meta_learner import MAML
 from tf_maml.rules.base import step_index
@@ -98,6 +97,7 @@ class MAMLPlusPlus(MAML):
         self.per_step_batch_norm = bool(per_step_batch_norm)
         self.batch_norm_weights = None
         rule = rules.lslr(inner_lr, inner_steps) if self.learned_step_sizes else rules.sgd(inner_lr)
+        self._step_size_rule = rule  # before the mask and DA wrap it
         if self.per_step_batch_norm:  # BatchNorm weights are per step, not adapted
             rule = rules.masked(rule, lambda layer: not _is_batch_norm(layer))
         if self.first_order_steps:
@@ -108,27 +108,19 @@ class MAMLPlusPlus(MAML):
     @property
     def step_sizes(self):
         """LSLR's learned step sizes, `[inner_steps]` per variable (None when off)."""
-        return self._lslr.learning_rates if self.learned_step_sizes else None
-
-    @property
-    def _lslr(self):
-        rule = self.inner_optimizer
-        rule = rule.rules[-1] if isinstance(rule, rules.Chain) else rule
-        return rule.rule if isinstance(rule, rules.Masked) else rule
-
-    def _batch_norm_indices(self):
-        """Positions of BatchNorm scale/offset in the model's trainable variables."""
-        position = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
-        return [
-            position[id(v)]
-            for layer in all_layers(self.model) if _is_batch_norm(layer)
-            for v in layer.trainable_variables
-        ]
+        return self._step_size_rule.learning_rates if self.learned_step_sizes else None
 
     def _build_member(self):
         if self.batch_norm_weights is not None:
             return
         variables = self.model.trainable_variables
+        position = {id(v): i for i, v in enumerate(variables)}
+        # Positions of BatchNorm scale and offset in the model's trainable variables.
+        self._batch_norm_positions = [
+            position[id(v)]
+            for layer in support_statistics.batch_norm_layers(self.model)
+            for v in layer.trainable_variables
+        ] if self.per_step_batch_norm else []
         # Every step's BatchNorm scale or offset starts from the model's own.
         self.batch_norm_weights = [
             self.add_weight(
@@ -136,9 +128,9 @@ class MAMLPlusPlus(MAML):
                 initializer=keras.initializers.Constant(0.0),
                 name=f"per_step_{variables[i].name}", dtype=variables[i].dtype,
             )
-            for i in (self._batch_norm_indices() if self.per_step_batch_norm else [])
+            for i in self._batch_norm_positions
         ]
-        for i, copies in zip(self._batch_norm_indices(), self.batch_norm_weights):
+        for i, copies in zip(self._batch_norm_positions, self.batch_norm_weights):
             copies.assign(np.broadcast_to(variables[i].numpy(), copies.shape))
 
     def _member_variables(self):
@@ -149,7 +141,7 @@ class MAMLPlusPlus(MAML):
             return params
         index = step_index(step, self.inner_steps)
         params = list(params)
-        for i, per_step in zip(self._batch_norm_indices(), self.batch_norm_weights):
+        for i, per_step in zip(self._batch_norm_positions, self.batch_norm_weights):
             params[i] = tf.gather(per_step, index)
         return params
 

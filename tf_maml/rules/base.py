@@ -242,9 +242,7 @@ class Masked(Rule):
 
     def select(self, weights):
         weights = list(weights)
-        matches = layer_matcher(
-            self.adapted, "adapted", {w.layer for w in weights} if not callable(self.adapted) else None
-        )
+        matches = layer_matcher(self.adapted, "adapted", {w.layer for w in weights})
         chosen = [w for w in weights if matches(w.layer)]
         if not chosen:
             raise ValueError(

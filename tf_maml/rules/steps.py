@@ -12,6 +12,12 @@ def _check_rate(value, argument):
     return float(value)
 
 
+def _check_fraction(value, argument):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"`{argument}` must be a number in [0, 1); received {value!r}.")
+    return float(value)
+
+
 def _checked_learning_rate(learning_rate):
     """A float, a dict from layer name to float, or a predicate-like callable `layer -> float`."""
     if isinstance(learning_rate, dict):
@@ -84,9 +90,7 @@ class Momentum(_FixedStepRule):
 
     def __init__(self, learning_rate, beta=0.9):
         super().__init__(learning_rate)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:
-            raise ValueError(f"`beta` must be a number in [0, 1); received {beta!r}.")
-        self.beta = float(beta)
+        self.beta = _check_fraction(beta, "beta")
 
     def init(self, params):
         return [tf.zeros_like(p) for p in params]
@@ -108,10 +112,8 @@ class Adam(_FixedStepRule):
 
     def __init__(self, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(learning_rate)
-        for name, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"`{name}` must be a number in [0, 1); received {value!r}.")
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.beta_1 = _check_fraction(beta_1, "beta_1")
+        self.beta_2 = _check_fraction(beta_2, "beta_2")
         self.epsilon = _check_rate(epsilon, "epsilon")
 
     def init(self, params):
@@ -121,17 +123,18 @@ class Adam(_FixedStepRule):
         first, second = state
         first = [m + (g - m) * (1 - self.beta_1) for m, g in zip(first, grads)]
         second = [v + (tf.square(g) - v) * (1 - self.beta_2) for v, g in zip(second, grads)]
-        rates = self._rates(params)
-        new_params = []
-        for p, m, v, lr in zip(params, first, second, rates):
-            # Keras' Adam: lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)
-            t = tf.cast(step + 1, p.dtype)
-            rate = lr * tf.sqrt(1 - tf.pow(tf.constant(self.beta_2, p.dtype), t)) / (
-                1 - tf.pow(tf.constant(self.beta_1, p.dtype), t)
-            )
-            # sqrt(v) has no finite derivative at v = 0 (a weight whose
-            # gradient is zero): its derivative is taken as 0 there.
-            new_params.append(p - rate * m / (_safe_sqrt(v) + self.epsilon))
+        # Keras' Adam: lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)
+        dtype = params[0].dtype
+        t = tf.cast(step + 1, dtype)
+        correction = tf.sqrt(1 - tf.pow(tf.constant(self.beta_2, dtype), t)) / (
+            1 - tf.pow(tf.constant(self.beta_1, dtype), t)
+        )
+        # sqrt(v) has no finite derivative at v = 0 (a weight whose gradient
+        # is zero): its derivative is taken as 0 there.
+        new_params = [
+            p - lr * tf.cast(correction, p.dtype) * m / (_safe_sqrt(v) + self.epsilon)
+            for p, m, v, lr in zip(params, first, second, self._rates(params))
+        ]
         return new_params, (first, second)
 
     def get_config(self):
