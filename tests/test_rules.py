@@ -258,3 +258,34 @@ def test_one_registry_for_configs_tuning_and_scripts():
     assert tf_maml.family.meta_learner_class("meta_sgd") is tf_maml.MetaSGD
     with pytest.raises(ValueError, match="Unknown algorithm 'mamal'; known: maml, fomaml"):
         tf_maml.family.meta_learner_class("mamal")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: rules.sgd(-0.1), "`learning_rate` must be a positive number"),
+    (lambda: rules.sgd({"dense": 0.0}), r"`learning_rate\['dense'\]` must be a positive number"),
+    (lambda: rules.momentum(0.1, beta=1.0), r"`beta` must be a number in \[0, 1\)"),
+    (lambda: rules.adam(0.1, beta_2=True), r"`beta_2` must be a number in \[0, 1\)"),
+    (lambda: rules.adam(0.1, epsilon=0), "`epsilon` must be a positive number"),
+    (lambda: rules.meta_sgd("fast"), "`initial_learning_rate` must be a positive number"),
+    (lambda: rules.lslr(0.1, steps=0), "`steps` must be an integer >= 1"),
+    (lambda: rules.clip_by_value(-1.0), "`limit` must be a positive number"),
+    (lambda: rules.clip_by_global_norm(0), "`max_norm` must be a positive number"),
+    (lambda: rules.chain(), "needs at least one rule"),
+    (lambda: rules.chain("sgd"), "chain\\(\\) takes rules"),
+    (lambda: rules.masked("sgd", ["dense"]), "masked\\(\\) takes a rule"),
+])
+def test_bad_rule_arguments_are_refused_by_name(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+def test_a_mask_selecting_nothing_and_unsavable_rules_say_so():
+    with pytest.raises(ValueError, match="selects no trainable weight"):
+        tf_maml.MAML(tanh_mlp(), inner_optimizer=rules.masked(rules.sgd(0.1), lambda layer: False))
+    by_predicate = tf_maml.MAML(tanh_mlp(), inner_optimizer=rules.masked(
+        rules.sgd(0.1), lambda layer: True))
+    with pytest.raises(ValueError, match="predicate cannot be saved; pass layer names"):
+        by_predicate.get_config()
+    by_callable = tf_maml.MAML(tanh_mlp(), inner_optimizer=rules.sgd(lambda layer: 0.1))
+    with pytest.raises(ValueError, match="callable learning rate cannot be saved"):
+        by_callable.get_config()
