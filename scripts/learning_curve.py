@@ -11,8 +11,6 @@ to read with care, not a prediction: learning curves bend, and the fit depends o
 it starts (hence several starts).
 """
 
-import csv
-
 import numpy as np
 from absl import app, flags
 
@@ -29,32 +27,11 @@ _PLOT = flags.DEFINE_string("plot", None, "Write the curve and the fitted lines 
 _OUT = flags.DEFINE_string("out", None, "Also write the table here.")
 
 
-def read_curve(path, metric, steps_per_epoch):
-    """Meta-steps at the end of each epoch (epochs count from 0) and the metric there."""
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows or metric not in rows[0]:
-        columns = sorted(rows[0]) if rows else []
-        raise ValueError(f"{path} has no column {metric!r}; columns: {columns}")
-    steps = np.array([(int(row["epoch"]) + 1) * steps_per_epoch for row in rows], float)
-    return steps, np.array([float(row[metric]) for row in rows])
-
-
-def log_linear_fit(steps, values, fit_from):
-    """(intercept, slope per tenfold) of values against log10(steps), from `fit_from` on."""
-    chosen = steps >= fit_from
-    if chosen.sum() < 2:
-        raise ValueError(
-            f"fit_from={fit_from} leaves {chosen.sum()} epoch(s) of the history "
-            f"(last at {steps[-1]:.0f} meta-steps); a line needs two.")
-    slope, intercept = np.polyfit(np.log10(steps[chosen]), values[chosen], 1)
-    return intercept, slope
-
-
 def main(argv):
     del argv
-    steps, values = read_curve(_HISTORY.value, _METRIC.value, _STEPS_PER_EPOCH.value)
-    fits = {int(start): log_linear_fit(steps, values, int(start)) for start in _FIT_FROM.value}
+    steps, values = reporting.read_curve(_HISTORY.value, _METRIC.value, _STEPS_PER_EPOCH.value)
+    fits = {int(start): reporting.log_linear_fit(steps, values, int(start))
+            for start in _FIT_FROM.value}
     header = f"| fit from (meta-steps) | epochs fitted | points per tenfold | at {_PROJECT_TO.value:,} |"
     rule = "|---|---|---|---|"
     if _TARGET.value is not None:

@@ -15,6 +15,8 @@ tf.config.set_logical_device_configuration(
 
 import tf_maml  # noqa: E402,F401
 
+from helpers import train  # noqa: E402
+
 
 @contextlib.contextmanager
 def precision(dtype):
@@ -41,3 +43,13 @@ def float64():
 @pytest.fixture(autouse=True)
 def seeded():
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """`(workdir, stdout)` of scripts/train.py on the tiny sinusoid config, run once.
+
+    Tests read it and never write into it (copy it first).
+    """
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    return workdir, train(workdir).stdout

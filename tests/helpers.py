@@ -1,7 +1,70 @@
-"""Small models, episodes and gradient checks shared by the tests."""
+"""Shared by the tests: small models, episodes, gradient checks, tiny runs of the scripts."""
+
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OMNIGLOT_DIR = os.path.join(ROOT, "..", "shared", "data", "omniglot")
+SINUSOID_CONFIG = f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}"
+# configs/ is not a package that pip installs: the scripts and the tests read it from here.
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# The sinusoid config made tiny, as flags of the scripts and as a config.
+TINY = [
+    "--config.meta_steps=20",
+    "--config.steps_per_epoch=10",
+    "--config.steps_per_execution=5",
+    "--config.meta_batch_size=5",
+    "--config.validation_batches=2",
+    "--config.eval_tasks=30",
+    "--config.eval_max_steps=3",
+    "--config.model.hidden=(8,)",
+    "--config.verbose=0",
+]
+
+
+def tiny_config(**overrides):
+    from configs import sinusoid  # noqa: PLC0415
+
+    config = sinusoid.get_config()
+    config.update(
+        {
+            "meta_steps": 30, "steps_per_epoch": 10, "steps_per_execution": 5,
+            "meta_batch_size": 5, "validation_batches": 2, "eval_tasks": 30,
+            "eval_max_steps": 3, "verbose": 0, **overrides,
+        }
+    )
+    config.model.hidden = (8,)
+    return config
+
+
+def run_python(args, *, cwd=ROOT, returncode=0, timeout=None):
+    """The one way the tests start a Python process: `python *args`, output captured.
+
+    The exit code must be `returncode` (the end of stderr is shown if not).
+    Tests start one only where a process is the point: a real kill, an import
+    into a fresh interpreter, a script's command line, several workers.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                            env=env, cwd=cwd, timeout=timeout)
+    assert result.returncode == returncode, result.stderr[-3000:]
+    return result
+
+
+def run_script(name, *args, **kwargs):
+    """Runs scripts/`name` with `args` from the repository root (see `run_python`)."""
+    return run_python([os.path.join(ROOT, "scripts", name), *args], **kwargs)
+
+
+def train(workdir, *extra, **kwargs):
+    """scripts/train.py on the tiny sinusoid config in `workdir`."""
+    return run_script("train.py", SINUSOID_CONFIG, f"--workdir={workdir}", *TINY, *extra, **kwargs)
 
 
 def as_float32(episode):
@@ -104,16 +167,18 @@ def tanh_mlp():
     )
 
 
-def directional_derivatives(maml, episode, directions=3, eps=1e-5, loss="mse", seed=0):
+def directional_derivatives(maml, episode, directions=3, eps=1e-5, loss="mse", seed=0,
+                            jit_compile=False):
     """`(analytic, numeric)` derivatives of the meta-loss along random directions.
 
     Analytic: the meta-gradient (one `train_on_batch`) dotted with each
     direction; numeric: central differences of the meta-loss
     (`test_on_batch`) along it. Two evaluations per direction instead of two
-    per weight entry, so any model can be checked (float64 needed).
+    per weight entry, so any model can be checked (float64 needed). With
+    `jit_compile`, both run under XLA.
     """
     assert all(v.dtype == "float64" for v in maml.weights), "finite differences need float64"
-    grads = meta_gradient(maml, episode, loss=loss)
+    grads = meta_gradient(maml, episode, loss=loss, jit_compile=jit_compile)
     variables = maml.trainable_variables
     base = [v.numpy() for v in variables]
     rng = np.random.default_rng(seed)
@@ -132,3 +197,14 @@ def directional_derivatives(maml, episode, directions=3, eps=1e-5, loss="mse", s
     for v, b in zip(variables, base):
         v.assign(b)
     return np.array(analytic), np.array(numeric)
+
+
+def assert_directional_derivatives_match(maml, episode, rtol=1e-5, **kwargs):
+    """The meta-gradient agrees with central differences along random directions.
+
+    Also that no direction is blind to the loss (a zero derivative would make
+    the check vacuous). `kwargs` go to `directional_derivatives`.
+    """
+    analytic, numeric = directional_derivatives(maml, episode, **kwargs)
+    np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=1e-9)
+    assert np.abs(analytic).min() > 1e-6

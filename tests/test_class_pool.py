@@ -85,18 +85,34 @@ def test_per_class_rotation_rotates_whole_classes_by_multiples_of_90_degrees():
 
 
 def test_rotations_as_extra_classes_quadruple_the_pool():
-    pool = labelled_pool(classes=3).with_rotations()
+    base = np.arange(9, dtype=np.uint8).reshape(3, 3)  # no rotation maps it onto itself
+    images = np.broadcast_to(10 * np.arange(3)[:, None, None] + base, (2, 3, 3, 3))
+    images = np.ascontiguousarray(images.transpose(1, 0, 2, 3)[..., None])  # 3 classes, 2 examples
+    pool = ClassPool(images).with_rotations()
     assert pool.num_classes == 12
-    sx, _, _, _ = first_batch(labelled_pool(classes=3), ways=10, shots=1, queries=1,
-                              meta_batch_size=2, rotation="extra_classes")
-    assert sx.shape == (2, 10, 4, 4, 1)
+    for c in range(3):
+        for k in range(4):
+            np.testing.assert_array_equal(pool.images[4 * c + k], np.rot90(images[c], k, axes=(1, 2)))
+
+    def class_and_rotation(image):
+        c = int(image.min()) // 10
+        (k,) = [k for k in range(4) if np.array_equal(image[..., 0], np.rot90(base + 10 * c, k))]
+        return c, k
+
+    sx, sy, qx, qy = first_batch(ClassPool(images), ways=10, shots=1, queries=1,
+                                 meta_batch_size=2, rotation="extra_classes")
+    assert sx.shape == (2, 10, 3, 3, 1)
+    for t in range(2):
+        support = {int(y): class_and_rotation(x) for x, y in zip(sx[t], sy[t])}
+        assert len(set(support.values())) == 10  # ten distinct rotated classes
+        assert all(support[int(y)] == class_and_rotation(x) for x, y in zip(qx[t], qy[t]))
 
 
 def test_split_is_disjoint_and_seeded():
     pool = labelled_pool(classes=20)
     a, b, c = pool.split([10, 5, 5], seed=3)
     ids = [set(p.class_ids) for p in (a, b, c)]
-    assert set.union(*ids) == set(range(20)) and sum(map(len, ids)) == 20
+    assert [len(i) for i in ids] == [10, 5, 5] and set.union(*ids) == set(range(20))
     assert set(pool.split([10, 5, 5], seed=3)[0].class_ids) == ids[0]
 
 
@@ -178,8 +194,10 @@ def test_episodes_meta_train_a_classifier():
     maml = tf_maml.MAML(tf_maml.nets.conv4(3, input_shape=(8, 8, 1), filters=4, blocks=2),
                         inner_lr=0.4)
     maml.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    kernel = maml.model.weights[0].numpy()
     history = maml.fit(episodes, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    assert not np.array_equal(maml.model.weights[0].numpy(), kernel)
+    assert int(maml.optimizer.iterations) == 3 and np.isfinite(history.history["loss"]).all()
 
 
 def class_datasets(classes=6, examples=5):
@@ -213,6 +231,7 @@ def test_episodes_from_class_datasets_are_consistent_and_seeded():
     flat = episodes.map(lambda s, q: ((tf.reshape(s[0], [-1, 6, 9]), s[1]), (tf.reshape(q[0], [-1, 6, 9]), q[1])))
     maml.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     assert np.isfinite(maml.fit(flat, steps_per_epoch=2, verbose=0).history["loss"][0])
+    assert int(maml.optimizer.iterations) == 2
 
 
 def test_class_datasets_need_enough_classes():

@@ -29,7 +29,11 @@ def replace(episode, which, value):
 
 
 def test_good_episodes_pass(classifier):
-    classifier.fit(*good_episode(), batch_size=2, verbose=0)
+    before = [w.copy() for w in classifier.get_weights()]
+    history = classifier.fit(*good_episode(), batch_size=2, verbose=0)
+    assert int(classifier.optimizer.iterations) == 1  # two tasks, two per batch
+    assert {"loss", "pre_adaptation_loss", "accuracy"} <= set(history.history)
+    assert any(not np.array_equal(a, b) for a, b in zip(classifier.get_weights(), before))
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from tf_maml import meta_learner
 from conftest import precision
 from helpers import (
     as_float32, assert_gradients_close, classification_episode, conv_bn_pool_net,
-    finite_difference_gradient, linear_model, meta_gradient, regression_episode, sparse_ce,
+    assert_directional_derivatives_match, finite_difference_gradient, linear_model, meta_gradient, regression_episode, sparse_ce,
     tanh_mlp,
 )
 
@@ -99,27 +99,49 @@ def test_first_order_meta_gradient_is_query_gradient_at_adapted_weights(float64)
     assert_gradients_close(actual, expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize(
-    "jit_compile, steps, transductive",
-    [(False, 1, True), (True, 1, True), (True, 2, True), (False, 2, False)],
-)
-def test_conv_batchnorm_maxpool_meta_gradient_matches_finite_differences(
-    float64, jit_compile, steps, transductive
-):
+_FINITE_DIFFERENCES = {}
+
+
+def shared_finite_difference_gradient(maml, episode, loss):
+    """`finite_difference_gradient`, computed once for the tests that start from the same point.
+
+    Keyed by the weights, episode and inner loop: the tests build the same
+    seeded net, and per-weight differences of it take about 15 s.
+    """
+    key = (maml.inner_steps, maml.transductive,
+           b"".join(a.tobytes() for a in maml.get_weights() + [a for pair in episode for a in pair]))
+    if key not in _FINITE_DIFFERENCES:
+        _FINITE_DIFFERENCES[key] = finite_difference_gradient(maml, episode, loss=loss)
+    return _FINITE_DIFFERENCES[key]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_conv_batchnorm_maxpool_meta_gradient_matches_finite_differences(float64, jit_compile):
+    """Every entry of the meta-gradient against per-weight central differences."""
     episode = classification_episode(np.random.default_rng(5))
-    maml = tf_maml.MAML(
-        conv_bn_pool_net(), inner_lr=0.4, inner_steps=steps, transductive=transductive
-    )
+    maml = tf_maml.MAML(conv_bn_pool_net(), inner_lr=0.4, inner_steps=1)
+    expected = shared_finite_difference_gradient(maml, episode, sparse_ce())
     actual = meta_gradient(maml, episode, jit_compile=jit_compile, loss=sparse_ce())
-    expected = finite_difference_gradient(maml, episode, loss=sparse_ce())
     assert_gradients_close(actual, expected)
+
+
+@pytest.mark.parametrize("jit_compile, transductive", [(True, True), (False, False)])
+def test_conv_batchnorm_maxpool_two_steps_match_finite_differences(
+    float64, jit_compile, transductive
+):
+    """Two inner steps, along random directions (two evaluations each, not two per weight)."""
+    episode = classification_episode(np.random.default_rng(5))
+    maml = tf_maml.MAML(conv_bn_pool_net(), inner_lr=0.4, inner_steps=2, transductive=transductive)
+    assert_directional_derivatives_match(
+        maml, episode, directions=4, loss=sparse_ce(), jit_compile=jit_compile
+    )
 
 
 def test_stock_batchnorm_second_derivative_is_wrong(float64, monkeypatch):
     """Guards the test above: without the exact ops, it would fail."""
     episode = classification_episode(np.random.default_rng(5))
     maml = tf_maml.MAML(conv_bn_pool_net(), inner_lr=0.4, inner_steps=1)
-    expected = finite_difference_gradient(maml, episode, loss=sparse_ce())
+    expected = shared_finite_difference_gradient(maml, episode, sparse_ce())
     monkeypatch.setattr(meta_learner, "exact_second_order", lambda xla: contextlib.nullcontext())
     actual = meta_gradient(maml, episode, loss=sparse_ce())
     scale = max(np.abs(g).max() for g in expected)

@@ -10,7 +10,8 @@ import pytest
 
 from tf_maml.data import load_omniglot, omniglot_episodes, omniglot_split
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "omniglot")
+from helpers import OMNIGLOT_DIR as DATA_DIR
+
 needs_data = pytest.mark.skipif(
     not os.path.isdir(DATA_DIR), reason=f"Omniglot zips not found in {DATA_DIR}"
 )
@@ -49,19 +50,9 @@ def test_splits_are_disjoint_with_the_protocols_sizes(omniglot, protocol, sizes)
 
 
 @needs_data
-def test_second_load_comes_from_the_cache(omniglot, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    load_omniglot(DATA_DIR, cache_dir=str(cache))
-    assert len(list(cache.iterdir())) == 1
-    import tf_maml.data.omniglot as module
-
-    monkeypatch.setattr(module, "_decode_zips", lambda *a: pytest.fail("decoded again"))
-    pool, _ = load_omniglot(DATA_DIR, cache_dir=str(cache))
-    np.testing.assert_array_equal(pool.images, omniglot[0].images)
-
-
-@needs_data
-def test_damaged_cache_is_rebuilt(omniglot, tmp_path, caplog):
+def test_damaged_cache_is_rebuilt_and_a_second_load_reads_the_cache(
+    omniglot, tmp_path, caplog, monkeypatch
+):
     import tf_maml.data.omniglot as module
 
     cache = module._cache_path(DATA_DIR, 28, str(tmp_path))
@@ -75,6 +66,10 @@ def test_damaged_cache_is_rebuilt(omniglot, tmp_path, caplog):
     assert os.listdir(tmp_path) == [os.path.basename(cache)]  # replaced, no partial file left
     rebuilt, _ = module._read_cache(cache, 28)
     np.testing.assert_array_equal(rebuilt.images, omniglot[0].images)
+
+    monkeypatch.setattr(module, "_decode_zips", lambda *a: pytest.fail("decoded again"))
+    pool, _ = load_omniglot(DATA_DIR, cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(pool.images, omniglot[0].images)
 
 
 def small_npz(path, **arrays):

@@ -2,8 +2,12 @@
 
 import os
 import re
+import types
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import tensorflow as tf
+
+from helpers import ROOT
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
@@ -15,5 +19,14 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["maml"].optimizer.iterations.numpy() == 40
-    assert os.path.exists(tmp_path / "serving" / "saved_model.pb")
-    assert os.path.exists(tmp_path / "adaptive" / "saved_model.pb")
+    # The two SavedModels serve what the meta-learner computes.
+    ns = types.SimpleNamespace(**namespace)
+    serving = tf.saved_model.load(str(tmp_path / "serving"))  # held: its function needs it
+    served = serving.serve(ns.query_x[0])
+    np.testing.assert_allclose(served, ns.adapted.predict(ns.query_x[0], verbose=0), atol=1e-5)
+    adaptive = tf.saved_model.load(str(tmp_path / "adaptive"))
+    np.testing.assert_allclose(
+        adaptive.adapt_and_predict(ns.support_x[0], ns.support_y[0], ns.query_x[0]),
+        ns.maml.adapt(ns.support_x[0], ns.support_y[0]).predict(ns.query_x[0], verbose=0),
+        atol=1e-5,
+    )

@@ -8,19 +8,16 @@ writing the file at stake, after cutting that file short as a kill would.
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
-from test_train_script import ROOT, TINY, run_script, tiny_config, train
 
 import tf_maml
 import tf_maml.experiment
 from tf_maml import checkpoints
 
-SINUSOID = f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}"
+from helpers import ROOT, SINUSOID_CONFIG, TINY, run_python, run_script, tiny_config, train
 
 # Runs scripts/train.py with `method` of keras.Model patched: its `count`-th
 # call writes its file, cuts it to half its size and SIGKILLs the process.
@@ -47,25 +44,18 @@ runpy.run_path(script, run_name="__main__")
 
 def train_killed_in(method, count, workdir, *extra):
     """Runs train.py until the `count`-th call of keras.Model.`method` is cut short by a kill."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, "-c", _KILLER, method, str(count), os.path.join(ROOT, "scripts", "train.py"),
-         SINUSOID, f"--workdir={workdir}", *TINY, *extra],
-        capture_output=True, text=True, env=env, cwd=ROOT,
-    )
-    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    run_python(["-c", _KILLER, method, count, os.path.join(ROOT, "scripts", "train.py"),
+                SINUSOID_CONFIG, f"--workdir={workdir}", *TINY, *extra], returncode=-signal.SIGKILL)
 
 
 def final_weights(workdir):
     return [w.numpy() for w in keras.models.load_model(workdir / "meta.keras").weights]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+@pytest.fixture
+def uninterrupted(tiny_run):
     """A run of the TINY config that nothing interrupted: the reference."""
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    train(workdir)
-    return workdir
+    return tiny_run[0]
 
 
 # ---------------------------------------------------------------------------
@@ -116,8 +106,8 @@ def test_damaged_meta_keras_is_named_as_damaged(tmp_path, uninterrupted):
     damaged.write_bytes((uninterrupted / "meta.keras").read_bytes()[:100])
     with pytest.raises(checkpoints.DamagedFileError, match="meta.keras is damaged: a .keras file is a zip"):
         checkpoints.load_model(str(damaged))
-    result = run_script("evaluate.py", SINUSOID, *TINY, f"--meta={damaged}", check=False)
-    assert result.returncode == 1 and "is damaged" in result.stderr
+    result = run_script("evaluate.py", SINUSOID_CONFIG, *TINY, f"--meta={damaged}", returncode=1)
+    assert "is damaged" in result.stderr
     assert "not found" not in result.stderr.lower()
 
 
@@ -125,8 +115,7 @@ def test_damaged_meta_keras_is_named_as_damaged(tmp_path, uninterrupted):
 # 2. A diverging run fails: non-zero exit, nothing saved as the result.
 
 def test_diverging_run_exits_non_zero_and_saves_no_result(tmp_path):
-    result = train(tmp_path, "--config.inner_lr=1e6", check=False)
-    assert result.returncode == 1, result.stderr[-2000:]
+    result = train(tmp_path, "--config.inner_lr=1e6", returncode=1)
     assert "TrainingDivergedError" in result.stderr and "inner_lr=1000000.0" in result.stderr
     assert not (tmp_path / "meta.keras").exists() and not (tmp_path / "report.json").exists()
 
@@ -176,9 +165,8 @@ def test_report_names_algorithm_config_and_meta_steps(uninterrupted):
 
 def test_evaluate_refuses_a_config_the_meta_learner_was_not_trained_with(uninterrupted):
     meta = f"--meta={uninterrupted / 'meta.keras'}"
-    result = run_script("evaluate.py", SINUSOID, *TINY, meta, "--config.algorithm=reptile",
-                        check=False)
-    assert result.returncode == 1
+    result = run_script("evaluate.py", SINUSOID_CONFIG, *TINY, meta, "--config.algorithm=reptile",
+                        returncode=1)
     assert "algorithm: the config says 'reptile' (Reptile), the file holds MAML" in result.stderr
     recorded = json.loads((uninterrupted / "config.json").read_text())
     with pytest.raises(tf_maml.experiment.ConfigMismatchError,

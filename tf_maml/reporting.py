@@ -1,7 +1,10 @@
-"""Benchmark tables: printed, and written where asked, with the machine named."""
+"""Result tables (printed, written where asked, the machine named) and learning-curve trends."""
 
+import csv
 import os
 import platform
+
+import numpy as np
 
 
 def machine():
@@ -16,3 +19,25 @@ def publish_table(lines, out=None):
     if out:
         with open(out, "w") as f:
             f.write(table + "\n")
+
+
+def read_curve(path, metric, steps_per_epoch):
+    """Meta-steps at the end of each epoch (epochs count from 0) and the metric there."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows or metric not in rows[0]:
+        columns = sorted(rows[0]) if rows else []
+        raise ValueError(f"{path} has no column {metric!r}; columns: {columns}")
+    steps = np.array([(int(row["epoch"]) + 1) * steps_per_epoch for row in rows], float)
+    return steps, np.array([float(row[metric]) for row in rows])
+
+
+def log_linear_fit(steps, values, fit_from):
+    """(intercept, slope per tenfold) of values against log10(steps), from `fit_from` on."""
+    chosen = steps >= fit_from
+    if chosen.sum() < 2:
+        raise ValueError(
+            f"fit_from={fit_from} leaves {chosen.sum()} epoch(s) of the history "
+            f"(last at {steps[-1]:.0f} meta-steps); a line needs two.")
+    slope, intercept = np.polyfit(np.log10(steps[chosen]), values[chosen], 1)
+    return intercept, slope

@@ -99,7 +99,7 @@ class MAMLPlusPlus(MAML):
         rule = rules.lslr(inner_lr, inner_steps) if self.learned_step_sizes else rules.sgd(inner_lr)
         self._step_size_rule = rule  # before the mask and DA wrap it
         if self.per_step_batch_norm:  # BatchNorm weights are per step, not adapted
-            rule = rules.masked(rule, lambda layer: not _is_batch_norm(layer))
+            rule = rules.masked(rule, _NotBatchNorm())
         if self.first_order_steps:
             rule = rules.chain(_SecondOrderAfter(self), rule)
         super().__init__(model, inner_steps=inner_steps, inner_optimizer=rule, **kwargs)
@@ -181,8 +181,14 @@ class MAMLPlusPlus(MAML):
         }
 
 
-def _is_batch_norm(layer):
-    return isinstance(layer, keras.layers.BatchNormalization)
+class _NotBatchNorm:
+    """The adapted layers under per-step BatchNorm weights: all but BatchNorm."""
+
+    def __call__(self, layer):
+        return not isinstance(layer, keras.layers.BatchNormalization)
+
+    def __repr__(self):
+        return "every layer but BatchNormalization"
 
 
 class _SecondOrderAfter(rules.GradientTransform):
