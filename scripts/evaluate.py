@@ -42,8 +42,10 @@ def main(argv):
     steps = _CONFIG.value.eval_max_steps
     name = "accuracy" if "accuracy_by_step" in report else "loss"
     mean, confidence = report[f"{name}_by_step"][steps], report[f"{name}_confidence_95"][steps]
+    served = report[f"served_{name}_by_step"][steps], report[f"served_{name}_confidence_95"][steps]
     print(f"{report['algorithm']} at {report['meta_steps']} meta-steps, {name} after {steps} "
-          f"steps on {report['tasks']} tasks: {mean:.4f} ± {confidence:.4f}")
+          f"steps on {report['tasks']} tasks: {mean:.4f} ± {confidence:.4f} (served, each query "
+          f"on its own: {served[0]:.4f} ± {served[1]:.4f})")
     if _OUT.value:
         checkpoints.write_json(_OUT.value, report)
 

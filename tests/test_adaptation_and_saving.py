@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tf_maml
+from tf_maml.evaluation import query_results_by_step
 
 from helpers import as_float32, classification_episode, conv_bn_pool_net, run_python, sparse_ce
 
@@ -154,3 +155,57 @@ def test_backup_and_restore_resumes_an_interrupted_fit(tmp_path):
     assert int(resumed.optimizer.iterations) == 12
     for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_served_curve_is_what_adapt_serves_one_query_at_a_time(trained):
+    maml, episode, _ = trained  # transductive BatchNorm, as the papers report
+    episodes = tf.data.Dataset.from_tensors(episode)
+    curve = query_results_by_step(maml, episodes, num_tasks=4, max_steps=2)
+    (support_x, support_y), (query_x, query_y) = episode
+    loss = sparse_ce()
+    for t in range(4):
+        adapted = maml.adapt(support_x[t], support_y[t], steps=2)
+        alone = np.concatenate([adapted(query_x[t][i:i + 1], training=False).numpy()
+                                for i in range(len(query_x[t]))])
+        np.testing.assert_allclose(
+            curve["served_loss"][t, 2], float(loss(query_y[t], alone)), rtol=1e-5
+        )
+        accuracy = np.mean(np.argmax(alone, -1) == query_y[t])
+        np.testing.assert_allclose(curve["served_accuracy"][t, 2], accuracy, atol=1e-12)
+    # The reported figures normalize queries with their own batch: not what is served.
+    assert np.abs(curve["loss"] - curve["served_loss"]).max() > 1e-4
+    maml.transductive = False  # then the two are one
+    curve = query_results_by_step(maml, episodes, num_tasks=4, max_steps=2)
+    np.testing.assert_array_equal(curve["loss"], curve["served_loss"])
+    np.testing.assert_array_equal(curve["accuracy"], curve["served_accuracy"])
+
+
+def test_adapt_traces_once_per_steps_and_follows_training_and_compile():
+    (support_x, support_y), (query_x, _) = tf_maml.data.sinusoid_episodes(
+        shots=5, meta_batch_size=3, num_batches=1, seed=2
+    ).get_single_element()
+    maml = tf_maml.MAML(tf_maml.nets.mlp(hidden=(8,)), inner_lr=0.1, eval_inner_steps=2)
+    maml.compile(optimizer="adam", loss="mse")
+    first = maml.adapt(support_x[0], support_y[0]).get_weights()
+    for t in (1, 2):
+        maml.adapt(support_x[t], support_y[t])
+    maml.adapt(support_x[0, :3], support_y[0, :3])  # another support size
+    maml.adapt(support_x[0], support_y[0], steps=1)
+    traces = {key[0]: function.experimental_get_tracing_count()
+              for key, (_, function) in maml._traced_adaptation._functions.items()}
+    assert traces == {2: 2, 1: 1}  # per number of steps; a new size retraces once, then generalizes
+    # The traced adaptation reads the weights as they are now...
+    maml.fit(tf_maml.data.sinusoid_episodes(shots=5, meta_batch_size=3, num_batches=2), verbose=0)
+    moved = maml.adapt(support_x[0], support_y[0]).get_weights()
+    assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(moved, first))
+    # ... and the loss as compiled now: the same as a meta-learner compiled so from the start.
+    maml.compile(optimizer="adam", loss="mae")
+    fresh = tf_maml.MAML(tf_maml.nets.mlp(hidden=(8,)), inner_lr=0.1, eval_inner_steps=2)
+    fresh.compile(optimizer="adam", loss="mae")
+    fresh.build((None, 1))
+    fresh.set_weights(maml.get_weights())
+    for a, b in zip(maml.adapt(support_x[0], support_y[0]).get_weights(),
+                    fresh.adapt(support_x[0], support_y[0]).get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    adapted = maml.adapt(support_x[0], support_y[0])
+    assert adapted.predict(query_x[0], verbose=0).shape == tuple(query_x[0].shape)

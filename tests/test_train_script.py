@@ -270,3 +270,12 @@ def test_learning_curve_names_a_missing_column_and_too_short_a_fit(tmp_path):
     np.testing.assert_allclose(values, [0.5, 0.6, 0.7])
     with pytest.raises(ValueError, match="fit_from=30 leaves 1 epoch.s. .* a line needs two"):
         reporting.log_linear_fit(steps, values, 30)
+
+
+def test_serving_benchmark_script_times_adapt_and_the_evaluation(tmp_path):
+    result = run_script("serving_benchmark.py", "--tasks=3", "--ways=2", "--steps=1",
+                        "--meta_batch_size=2", f"--out={tmp_path / 'r.jsonl'}")
+    (record,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert record["evaluated"] == ["accuracy", "loss", "served_accuracy", "served_loss"]
+    assert record["adapt_per_task_s"] > 0 and record["evaluation_s"] > 0
+    assert "| 3 (2-way 1-shot, 1 steps) |" in result.stdout

@@ -52,6 +52,31 @@ def _served_values(meta, support_x, support_y, steps):
     return meta.inner_loop.served_values(params, state, support_x, support_y, steps)
 
 
+class TracedAdaptation:
+    """`adapt()`'s computation as a `tf.function`, traced once and reused.
+
+    One per number of steps and compiled loss (a new `compile` may change the
+    task loss, so it traces anew); support sets of other sizes share the trace
+    (`reduce_retracing`). The function reads the meta-learner's variables when
+    called, so it follows training. Held outside Keras' tracking: not a
+    weight, never saved.
+    """
+
+    def __init__(self):
+        self._functions = {}
+
+    def served_values(self, meta, support_x, support_y, steps):
+        loss = meta._compile_loss
+        key = (steps, id(loss))
+        held_loss, function = self._functions.get(key, (None, None))
+        if held_loss is not loss:
+            function = tf.function(
+                lambda sx, sy: _served_values(meta, sx, sy, steps), reduce_retracing=True
+            )
+            self._functions[key] = (loss, function)
+        return function(support_x, support_y)
+
+
 def standalone_model(meta, support_x, support_y, steps=None):
     """The model adapted to one support set, as a new `keras.Model`."""
     steps = _checked_steps(meta, steps, "adapt")
@@ -60,7 +85,7 @@ def standalone_model(meta, support_x, support_y, steps=None):
     if not meta.built:
         meta.build((None,) + tuple(support_x.shape[1:]))
     _check_task(meta, support_x, support_y)
-    params, state = _served_values(meta, support_x, support_y, steps)
+    params, state = meta._traced_adaptation.served_values(meta, support_x, support_y, steps)
 
     adapted = keras.models.clone_model(meta.model)
     adapted.name = f"{meta.model.name}_adapted"

@@ -27,14 +27,27 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
         max_steps: the largest number of inner steps.
         verbose: 1 to show a Keras progress bar of the tasks done.
 
+    The results come twice: as the meta-learner computes them (with
+    `transductive=True`, BatchNorm normalizes the queries with the query
+    batch's statistics, as the MAML papers report), and as served
+    (`"served_*"`): what `adapt()` and `export_adaptive()` give, each query
+    predicted on its own with the support set's statistics. Without
+    transduction the two are the same.
+
     Returns:
         A dict of float64 arrays of shape `[num_tasks, max_steps + 1]`:
-        `"loss"`, and `"accuracy"` for classification episodes.
+        `"loss"` and `"served_loss"`, and `"accuracy"` and
+        `"served_accuracy"` for classification episodes.
     """
     spec = episodes_lib.check_spec(episodes.element_spec)
     classification = spec.label_dtype.is_integer and not spec.label_shape
     loop = meta_learner.inner_loop
     classes = loop.label_classes(spec.features, spec.x_dtype) if classification else None
+    # (prefix, transductive) of each figure computed; the served one is the
+    # meta-learner's own when it does not transduce.
+    figures = [("", True), ("served_", False)] if meta_learner.transductive else [("", False)]
+    names = [prefix + name for prefix, _ in figures
+             for name in ("loss", "accuracy")[:2 if classification else 1]]
 
     @tf.function
     def batch_results(support, query):
@@ -43,24 +56,26 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
 
         def one_task(task):
             sx, sy, qx, qy = task
-            fast, task_state, rule_state, losses, accuracies = params, state, None, [], []
+            fast, task_state, rule_state = params, state, None
+            by_step = {name: [] for name in names}
             for step in range(max_steps + 1):
                 if step:
                     fast, task_state, rule_state = loop.adapt(
                         fast, task_state, sx, sy, 1, True, rule_state, first_step=step - 1
                     )
-                y_pred, extra = loop.predict(
-                    fast, task_state, sx, qx, meta_learner.transductive, last_step(step)
-                )
-                losses.append(tf.cast(loop.loss(qy, y_pred, extra), tf.float64))
-                if classification:
-                    hits = tf.equal(tf.argmax(y_pred, axis=-1, output_type=qy.dtype), qy)
-                    accuracies.append(tf.reduce_mean(tf.cast(hits, tf.float64)))
-            return {"loss": tf.stack(losses), **({"accuracy": tf.stack(accuracies)} if classification else {})}
+                for prefix, transductive in figures:
+                    y_pred, extra = loop.predict(
+                        fast, task_state, sx, qx, transductive, last_step(step)
+                    )
+                    loss = loop.loss(qy, y_pred, extra)
+                    by_step[prefix + "loss"].append(tf.cast(loss, tf.float64))
+                    if classification:
+                        hits = tf.equal(tf.argmax(y_pred, axis=-1, output_type=qy.dtype), qy)
+                        hits = tf.reduce_mean(tf.cast(hits, tf.float64))
+                        by_step[prefix + "accuracy"].append(hits)
+            return {name: tf.stack(values) for name, values in by_step.items()}
 
-        signature = {"loss": tf.TensorSpec([max_steps + 1], tf.float64)}
-        if classification:
-            signature["accuracy"] = tf.TensorSpec([max_steps + 1], tf.float64)
+        signature = {name: tf.TensorSpec([max_steps + 1], tf.float64) for name in names}
         return tf.map_fn(
             one_task, (support_x, support_y, query_x, query_y), fn_output_signature=signature
         )
@@ -78,7 +93,10 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
             break
     if count < num_tasks:
         raise ValueError(f"`episodes` ran out after {count} tasks; {num_tasks} were asked for.")
-    return {key: np.concatenate([r[key] for r in results])[:num_tasks] for key in results[0]}
+    results = {key: np.concatenate([r[key] for r in results])[:num_tasks] for key in results[0]}
+    if not meta_learner.transductive:
+        results.update({"served_" + key: values for key, values in list(results.items())})
+    return results
 
 
 def mean_and_confidence(values, axis=0):

@@ -308,8 +308,10 @@ def evaluate(meta_learner, config, workdir=None):
     """Query results after 0..`eval_max_steps` steps on `eval_tasks` test tasks.
 
     Returns a report with the mean and 95% confidence half-width of the loss
-    (and accuracy, for classification) after each number of steps; with a
-    `workdir`, also writes the figures there.
+    (and accuracy, for classification) after each number of steps, as the
+    meta-learner computes them and as served (`served_*`, see
+    `evaluation.query_results_by_step`); with a `workdir`, also writes the
+    figures there.
     """
     test = episodes(config, "test", queries=config.eval_queries)
     results = evaluation.query_results_by_step(
@@ -324,6 +326,8 @@ def evaluate(meta_learner, config, workdir=None):
     }
     ylabels = {"loss": "query MSE" if config.task == "sinusoid" else "query loss",
                "accuracy": "query accuracy"}
+    # Served: each query predicted on its own, as adapt() and export_adaptive() do.
+    ylabels.update({f"served_{name}": f"{label}, served" for name, label in ylabels.items()})
     for name, values in results.items():
         mean, confidence = evaluation.mean_and_confidence(values)
         report[f"{name}_by_step"] = [round(float(m), 4) for m in mean]

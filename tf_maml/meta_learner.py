@@ -149,6 +149,7 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
         self._episode_spec = None
         # Faults of a step (NaN, bad labels, empty sets); not a weight, never saved.
         self._guard = guards.StepGuard()
+        self._traced_adaptation = adaptation.TracedAdaptation()
         self.inner_loop = None
         if model.built:
             self._build_inner_loop()

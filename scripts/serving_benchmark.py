@@ -1,0 +1,84 @@
+"""Serving speed: `adapt()` task by task, and the batched evaluation, on Omniglot-shaped tasks.
+
+Random 28x28 tasks through the papers' conv4 (speed does not depend on the pixels):
+`adapt()` once per task, as a process serving one request at a time would (the first
+call, which traces, timed apart), then `evaluation.query_results_by_step`, which gives
+every task's accuracy after 0..steps steps, as reported and as served, in one compiled
+evaluation over meta-batches (what scripts/evaluate.py runs).
+
+  python scripts/serving_benchmark.py --tasks=600 --ways=5 --shots=1 --steps=10
+"""
+
+import json
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+import tf_maml
+from tf_maml.evaluation import query_results_by_step
+from tf_maml.reporting import machine, publish_table
+
+_TASKS = flags.DEFINE_integer("tasks", 600, "Tasks to adapt to and to evaluate.")
+_WAYS = flags.DEFINE_integer("ways", 5, "Classes per task.")
+_SHOTS = flags.DEFINE_integer("shots", 1, "Support examples per class.")
+_QUERIES = flags.DEFINE_integer("queries", 1, "Query examples per class (evaluation).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Inner steps of 0.4.")
+_META_BATCH = flags.DEFINE_integer("meta_batch_size", 25, "Tasks per evaluation batch.")
+_OUT = flags.DEFINE_string("out", None, "Append the results as a JSON line here.")
+
+
+def main(argv):
+    del argv
+    tasks, ways, steps = _TASKS.value, _WAYS.value, _STEPS.value
+    maml = tf_maml.MAML(tf_maml.nets.conv4(ways), inner_lr=0.4, eval_inner_steps=steps)
+    maml.compile(optimizer="adam", metrics=["accuracy"],
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    maml.build((None, 28, 28, 1))
+    rng = np.random.default_rng(0)
+
+    def draw(per_class):
+        x = rng.standard_normal((tasks, ways * per_class, 28, 28, 1)).astype(np.float32)
+        y = np.tile(np.repeat(np.arange(ways, dtype=np.int32), per_class), (tasks, 1))
+        return x, y
+
+    (support_x, support_y), (query_x, query_y) = draw(_SHOTS.value), draw(_QUERIES.value)
+
+    start = time.perf_counter()
+    maml.adapt(support_x[0], support_y[0]).predict(query_x[0], verbose=0)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for t in range(1, tasks):
+        maml.adapt(support_x[t], support_y[t])
+    per_task = (time.perf_counter() - start) / (tasks - 1)
+
+    episodes = tf.data.Dataset.from_tensor_slices(
+        ((support_x, support_y), (query_x, query_y))
+    ).batch(_META_BATCH.value)
+    start = time.perf_counter()
+    results = query_results_by_step(maml, episodes, tasks, steps)
+    evaluation = time.perf_counter() - start
+
+    record = {
+        "tasks": tasks, "ways": ways, "shots": _SHOTS.value, "steps": steps,
+        "adapt_first_s": round(first, 3), "adapt_per_task_s": round(per_task, 4),
+        "evaluation_s": round(evaluation, 2), "evaluated": sorted(results),
+        "machine": machine(),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    publish_table([
+        "| tasks | adapt(), first call (s) | adapt() per task (s) | batched evaluation (s) |",
+        "|---|---|---|---|",
+        f"| {tasks} ({ways}-way {_SHOTS.value}-shot, {steps} steps) | {first:.2f} | "
+        f"{per_task:.3f} | {evaluation:.1f} |",
+        "", f"Evaluated: {', '.join(sorted(results))}. Machine: {machine()}.",
+    ])
+    if _OUT.value:
+        with open(_OUT.value, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
