@@ -6,6 +6,7 @@ import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OMNIGLOT_DIR = os.path.join(ROOT, "..", "shared", "data", "omniglot")
@@ -105,6 +106,20 @@ def conv_bn_pool_net(classes=3, image=(8, 8, 1), dropout=0.0):
         layers.append(keras.layers.Dropout(dropout))
     layers.append(keras.layers.Dense(classes))
     return keras.Sequential(layers)
+
+
+def assert_export_serves_like_adapt(exporter, reference, directory, task, **tolerance):
+    """`exporter.export_adaptive(directory)`, loaded back, predicts what `reference.adapt` does.
+
+    `task` is `(support_x, support_y, query_x)` of one task.
+    """
+    support_x, support_y, query_x = task
+    exporter.export_adaptive(str(directory))
+    served = tf.saved_model.load(str(directory))
+    np.testing.assert_allclose(
+        served.adapt_and_predict(support_x, support_y, query_x),
+        reference.adapt(support_x, support_y).predict(query_x, verbose=0), **tolerance,
+    )
 
 
 def sparse_ce():

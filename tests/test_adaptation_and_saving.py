@@ -10,7 +10,10 @@ import tensorflow as tf
 import tf_maml
 from tf_maml.evaluation import query_results_by_step
 
-from helpers import as_float32, classification_episode, conv_bn_pool_net, run_python, sparse_ce
+from helpers import (
+    as_float32, assert_export_serves_like_adapt, classification_episode, conv_bn_pool_net,
+    run_python, sparse_ce,
+)
 
 
 def run_in_fresh_process(code, tmp_path):
@@ -115,13 +118,9 @@ def test_meta_learner_saves_and_loads_with_optimizer_state(trained, tmp_path):
     expected = maml.evaluate(*episode, batch_size=2, return_dict=True, verbose=0)
     assert loaded.evaluate(*episode, batch_size=2, return_dict=True, verbose=0) == expected
     # The label format travels with the file, so serving needs no data.
-    loaded.export_adaptive(str(tmp_path / "adaptive"))
     (support_x, support_y), (query_x, _) = episode
-    served = tf.saved_model.load(str(tmp_path / "adaptive"))
-    np.testing.assert_allclose(
-        served.adapt_and_predict(support_x[1], support_y[1], query_x[1]).numpy(),
-        maml.adapt(support_x[1], support_y[1]).predict(query_x[1], verbose=0), atol=1e-5,
-    )
+    task = (support_x[1], support_y[1], query_x[1])
+    assert_export_serves_like_adapt(loaded, maml, tmp_path / "adaptive", task, atol=1e-5)
 
 
 class InterruptAtEpoch(keras.callbacks.Callback):
@@ -191,8 +190,8 @@ def test_adapt_traces_once_per_steps_and_follows_training_and_compile():
         maml.adapt(support_x[t], support_y[t])
     maml.adapt(support_x[0, :3], support_y[0, :3])  # another support size
     maml.adapt(support_x[0], support_y[0], steps=1)
-    traces = {key[0]: function.experimental_get_tracing_count()
-              for key, (_, function) in maml._traced_adaptation._functions.items()}
+    traces = {steps: function.experimental_get_tracing_count()
+              for steps, (_, function) in maml._traced_adaptation._functions.items()}
     assert traces == {2: 2, 1: 1}  # per number of steps; a new size retraces once, then generalizes
     # The traced adaptation reads the weights as they are now...
     maml.fit(tf_maml.data.sinusoid_episodes(shots=5, meta_batch_size=3, num_batches=2), verbose=0)

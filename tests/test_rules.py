@@ -15,8 +15,9 @@ from tf_maml import rules
 from tf_maml.evaluation import query_results_by_step
 
 from helpers import (
-    ROOT, as_float32, assert_directional_derivatives_match, classification_episode,
-    conv_bn_pool_net, linear_model, regression_episode, sparse_ce, tanh_mlp,
+    ROOT, as_float32, assert_directional_derivatives_match, assert_export_serves_like_adapt,
+    classification_episode, conv_bn_pool_net, linear_model, regression_episode, sparse_ce,
+    tanh_mlp,
 )
 
 
@@ -194,11 +195,8 @@ def test_a_chained_rule_saves_loads_trains_on_and_exports(tmp_path):
     for a, b in zip(maml.weights, loaded.weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     (support_x, support_y), (query_x, _) = episode
-    maml.export_adaptive(str(tmp_path / "served"))
-    served = tf.saved_model.load(str(tmp_path / "served"))
-    expected = maml.adapt(support_x[0], support_y[0]).predict(query_x[0], verbose=0)
-    actual = served.adapt_and_predict(support_x[0], support_y[0], query_x[0])
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    task = (support_x[0], support_y[0], query_x[0])
+    assert_export_serves_like_adapt(maml, maml, tmp_path / "served", task, rtol=1e-5, atol=1e-6)
 
 
 MEMBERS = {
@@ -244,12 +242,8 @@ def test_each_member_saves_loads_trains_on_identically_and_serves(member, tmp_pa
     for a, b in zip(maml.weights, loaded.weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     (support_x, support_y), (query_x, _) = next(iter(episodes))
-    loaded.export_adaptive(str(tmp_path / "served"))
-    served = tf.saved_model.load(str(tmp_path / "served"))
-    np.testing.assert_allclose(
-        served.adapt_and_predict(support_x[0], support_y[0], query_x[0]),
-        maml.adapt(support_x[0], support_y[0]).predict(query_x[0], verbose=0), rtol=1e-5, atol=1e-6,
-    )
+    task = (support_x[0], support_y[0], query_x[0])
+    assert_export_serves_like_adapt(loaded, maml, tmp_path / "served", task, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("make, message", [

@@ -53,27 +53,27 @@ def _served_values(meta, support_x, support_y, steps):
 
 
 class TracedAdaptation:
-    """`adapt()`'s computation as a `tf.function`, traced once and reused.
+    """`adapt()`'s computation as a `tf.function` per number of steps, traced once and reused.
 
-    One per number of steps and compiled loss (a new `compile` may change the
-    task loss, so it traces anew); support sets of other sizes share the trace
-    (`reduce_retracing`). The function reads the meta-learner's variables when
-    called, so it follows training. Held outside Keras' tracking: not a
-    weight, never saved.
+    Support sets of other sizes share the trace (`reduce_retracing`). The
+    function reads the meta-learner's variables when called, so it follows
+    training; after a new `compile` (the task loss may change) it is traced
+    anew. Held outside Keras' tracking: not a weight, never saved.
     """
 
     def __init__(self):
-        self._functions = {}
+        self._functions = {}  # steps: (the compiled loss traced with, function)
 
     def served_values(self, meta, support_x, support_y, steps):
+        # Keras' loading compiles through compile_from_config, which a
+        # compile() override would disable: the compiled loss is compared here.
         loss = meta._compile_loss
-        key = (steps, id(loss))
-        held_loss, function = self._functions.get(key, (None, None))
-        if held_loss is not loss:
+        traced_loss, function = self._functions.get(steps, (None, None))
+        if traced_loss is not loss:
             function = tf.function(
                 lambda sx, sy: _served_values(meta, sx, sy, steps), reduce_retracing=True
             )
-            self._functions[key] = (loss, function)
+            self._functions[steps] = (loss, function)
         return function(support_x, support_y)
 
 
