@@ -21,12 +21,16 @@ import tf_maml
 from tf_maml.evaluation import query_results_by_step
 from tf_maml.reporting import machine, publish_table
 
-_TASKS = flags.DEFINE_integer("tasks", 600, "Tasks to adapt to and to evaluate.")
-_WAYS = flags.DEFINE_integer("ways", 5, "Classes per task.")
-_SHOTS = flags.DEFINE_integer("shots", 1, "Support examples per class.")
-_QUERIES = flags.DEFINE_integer("queries", 1, "Query examples per class (evaluation).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Inner steps of 0.4.")
-_META_BATCH = flags.DEFINE_integer("meta_batch_size", 25, "Tasks per evaluation batch.")
+_TASKS = flags.DEFINE_integer(
+    "tasks", 600, "Tasks to adapt to and to evaluate (the first adapt() is timed apart).",
+    lower_bound=2)
+_WAYS = flags.DEFINE_integer("ways", 5, "Classes per task.", lower_bound=1)
+_SHOTS = flags.DEFINE_integer("shots", 1, "Support examples per class.", lower_bound=1)
+_QUERIES = flags.DEFINE_integer(
+    "queries", 1, "Query examples per class (evaluation).", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 10, "Inner steps of 0.4.", lower_bound=0)
+_META_BATCH = flags.DEFINE_integer(
+    "meta_batch_size", 25, "Tasks per evaluation batch.", lower_bound=1)
 _OUT = flags.DEFINE_string("out", None, "Append the results as a JSON line here.")
 
 

@@ -279,3 +279,5 @@ def test_serving_benchmark_script_times_adapt_and_the_evaluation(tmp_path):
     assert record["evaluated"] == ["accuracy", "loss", "served_accuracy", "served_loss"]
     assert record["adapt_per_task_s"] > 0 and record["evaluation_s"] > 0
     assert "| 3 (2-way 1-shot, 1 steps) |" in result.stdout
+    refused = run_script("serving_benchmark.py", "--tasks=1", returncode=1)
+    assert "flag --tasks=1: 1 is not integer >= 2" in refused.stderr  # before any work
