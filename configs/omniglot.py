@@ -4,6 +4,8 @@ Pick a setting after a colon (default 5w1s):
   python scripts/train.py --config=configs/omniglot.py:5w1s \
       --config.data_dir=../shared/data/omniglot --workdir=runs/omniglot_5w1s
 Settings: 5w1s, 5w5s, 20w1s, 20w5s. Override any field, e.g. --config.first_order=True.
+TaskNorm-I instead of BatchNorm (queries normalized with the support set's
+moments blended with their own): --config.model.normalization=task.
 """
 
 import ml_collections
@@ -35,8 +37,15 @@ def get_config(setting="5w1s"):
     config.shots = shots
     config.queries = shots
     config.meta_batch_size = meta_batch_size
-    # conv4: 4 x [3x3 conv 64, BatchNorm, ReLU, 2x2 max-pool], dense logits.
-    config.model = ml_collections.ConfigDict({"filters": 64, "downsample": "max_pool"})
+    # conv4: 4 x [3x3 conv 64, normalization, ReLU, 2x2 max-pool], dense logits;
+    # normalization "batch" (BatchNorm) or "task" (TaskNorm-I).
+    config.model = ml_collections.ConfigDict(
+        {"filters": 64, "downsample": "max_pool", "normalization": "batch"}
+    )
+    # Query predictions normalized with the query batch's statistics (True, the
+    # papers' protocol) or the support set's (False, as adapt() serves);
+    # unset: True for BatchNorm, False for TaskNorm. Reports give both figures.
+    config.transductive = ml_collections.config_dict.placeholder(bool)
     config.inner_lr = inner_lr
     config.inner_steps = inner_steps
     config.eval_inner_steps = 10

@@ -49,6 +49,12 @@ _PARALLEL_TASKS = flags.DEFINE_list("parallel_tasks", ["auto"], "MAML(parallel_t
 _RECOMPUTE = flags.DEFINE_list("recompute", ["false"], "MAML(recompute_inner_steps=...) values.")
 _FUSED = flags.DEFINE_list("fused_batch_norm", ["true"], "MAML(fused_batch_norm=...) values.")
 _POLICIES = flags.DEFINE_list("policies", ["float32"], "Keras dtype policies, e.g. mixed_bfloat16.")
+# conv4 normalization, as scripts/normalization_benchmark.py names them.
+NORMALIZATIONS = {"batch_transductive": ("batch", True), "batch_support": ("batch", False),
+                  "task": ("task", False)}
+_NORMALIZATIONS = flags.DEFINE_list(
+    "normalizations", ["batch_transductive"], f"conv4 normalizations: {list(NORMALIZATIONS)}."
+)
 _META_BATCH_SIZES = flags.DEFINE_list("meta_batch_sizes", [], "Override the meta-batch sizes.")
 _INNER_STEPS = flags.DEFINE_list("inner_steps", [], "Override the inner steps.")
 _STEPS_PER_EXECUTION = flags.DEFINE_integer(
@@ -116,10 +122,12 @@ def run_single(setting):
     rng = np.random.default_rng(0)
     if image is None:
         net, loss = tf_maml.nets.mlp(hidden=(40, 40)), "mse"
+        transductive = None  # no normalization layers
         shape_s, shape_q = (tasks, shots, 1), (tasks, queries, 1)
         labels = lambda shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
     else:
-        net = tf_maml.nets.conv4(ways)
+        normalization, transductive = NORMALIZATIONS[setting["normalization"]]
+        net = tf_maml.nets.conv4(ways, normalization=normalization)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         shape_s, shape_q = (tasks, ways * shots) + image, (tasks, ways * queries) + image
         labels = lambda shape: np.tile(np.arange(ways), (tasks, shape[1] // ways)).astype(np.int32)  # noqa: E731
@@ -142,6 +150,7 @@ def run_single(setting):
             parallel_tasks=parallel if parallel == "auto" else int(parallel),
             recompute_inner_steps=setting["recompute"],
             fused_batch_norm=setting["fused_batch_norm"],
+            transductive=transductive,
         ), 1
     per_call = setting["steps_per_execution"]
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"],
@@ -211,9 +220,12 @@ def run_single(setting):
 def settings():
     options = itertools.product(
         _WORKLOADS.value, _ORDERS.value, _XLA.value, _TASK_LOOPS.value, _PARALLEL_TASKS.value,
-        _RECOMPUTE.value, _FUSED.value, _POLICIES.value,
+        _RECOMPUTE.value, _FUSED.value, _POLICIES.value, _NORMALIZATIONS.value,
     )
-    for name, order, xla, loop, parallel, recompute, fused, policy in options:
+    for name, order, xla, loop, parallel, recompute, fused, policy, normalization in options:
+        if normalization not in NORMALIZATIONS:
+            raise app.UsageError(f"--normalizations: {normalization!r} is not one of "
+                                 f"{list(NORMALIZATIONS)}.")
         _, _, _, tasks, _, steps, _ = WORKLOADS[name]
         for tasks_, steps_ in itertools.product(
             [int(t) for t in _META_BATCH_SIZES.value] or [tasks],
@@ -224,12 +236,13 @@ def settings():
                    "task_loop": loop, "parallel_tasks": parallel,
                    "recompute": recompute.lower() == "true",
                    "fused_batch_norm": fused.lower() == "true", "policy": policy,
+                   "normalization": normalization,
                    "meta_batch_size": tasks_, "inner_steps": steps_,
                    "steps_per_execution": _STEPS_PER_EXECUTION.value}
 
 
 COLUMNS = ("workload", "order", "xla", "task_loop", "parallel_tasks", "recompute",
-           "fused_batch_norm", "policy",
+           "fused_batch_norm", "policy", "normalization",
            "meta_batch_size", "inner_steps", "steps_per_execution")
 
 

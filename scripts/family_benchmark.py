@@ -8,13 +8,11 @@ lives in its own workdir, so an interrupted benchmark resumes.
       --workdir=runs/family_sinusoid --out=runs/family_sinusoid/table.md
 """
 
-import os
-
 from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-from tf_maml.reporting import machine, publish_table
+from tf_maml.reporting import cell, machine, publish_table
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config (task, budget).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/family", "Parent of the runs.")
@@ -35,15 +33,18 @@ def main(argv):
         f"| served {name}, 10 steps | training time (s) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for algorithm in _ALGORITHMS.value:
-        config = base.copy_and_resolve_references()
-        config.algorithm = "maml" if algorithm == "fomaml" else algorithm
-        config.first_order = algorithm == "fomaml"
-        report = tf_maml.experiment.run(config, os.path.join(_WORKDIR.value, algorithm))
-        mean, ci = report[f"{name}_by_step"], report[f"{name}_confidence_95"]
-        served = report[f"served_{name}_by_step"][10], report[f"served_{name}_confidence_95"][10]
-        cells = " | ".join(f"{m:.3f} ± {c:.3f}" for m, c in [(mean[k], ci[k]) for k in (0, 1, 10)]
-                           + [served])
+
+    def as_algorithm(algorithm):
+        def change(config):
+            config.algorithm = "maml" if algorithm == "fomaml" else algorithm
+            config.first_order = algorithm == "fomaml"
+        return change
+
+    variants = {algorithm: as_algorithm(algorithm) for algorithm in _ALGORITHMS.value}
+    for algorithm, _, report in tf_maml.experiment.run_variants(base, _WORKDIR.value, variants):
+        cells = " | ".join(
+            [cell(report, name, k) for k in (0, 1, 10)] + [cell(report, f"served_{name}", 10)]
+        )
         rows.append(f"| {algorithm} | {report['meta_steps']} | {cells} | {report['training_seconds']} |")
     footer = (f"{base.eval_tasks} test tasks; ± is the 95% confidence interval; served: each "
               f"query predicted on its own, as adapt() serves it. Machine: {machine()}.")

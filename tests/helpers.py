@@ -144,7 +144,7 @@ def finite_difference_gradient(maml, episode, eps=1e-6, loss="mse"):
     variables = maml.trainable_variables
     grads = []
     for variable in variables:
-        base = variable.numpy()
+        base = np.array(variable.numpy())  # scalars too
         grad = np.zeros_like(base)
         for index in np.ndindex(base.shape):
             values = []

@@ -179,6 +179,37 @@ def test_served_curve_is_what_adapt_serves_one_query_at_a_time(trained):
     np.testing.assert_array_equal(curve["accuracy"], curve["served_accuracy"])
 
 
+def test_keras_evaluate_logs_the_served_figures_beside_the_reported(trained, tmp_path):
+    maml, episode, _ = trained  # transductive BatchNorm, eval_inner_steps=3
+    (support_x, support_y), (query_x, query_y) = episode
+    logs = maml.evaluate(*episode, batch_size=2, verbose=0, return_dict=True)
+    served = [maml.adapt(support_x[t], support_y[t]).predict(query_x[t], verbose=0)
+              for t in range(4)]
+    loss = sparse_ce()
+    np.testing.assert_allclose(
+        logs["served_loss"], np.mean([float(loss(query_y[t], served[t])) for t in range(4)]),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        logs["served_accuracy"], np.mean(np.argmax(served, -1) == query_y), atol=1e-6
+    )
+    assert abs(logs["served_loss"] - logs["loss"]) > 1e-4  # two different figures
+    # fit's validation logs them too; a reloaded meta-learner and a new compile as well.
+    history = maml.fit(*episode, batch_size=2, validation_data=episode, verbose=0)
+    assert {"val_served_loss", "val_served_accuracy"} <= set(history.history)
+    maml.save(tmp_path / "maml.keras")
+    loaded = keras.models.load_model(tmp_path / "maml.keras")
+    assert "served_accuracy" in loaded.evaluate(*episode, verbose=0, return_dict=True)
+    maml.compile(optimizer="adam", loss=sparse_ce(),
+                 metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")])
+    logs = maml.evaluate(*episode, batch_size=2, verbose=0, return_dict=True)
+    assert {"served_loss", "served_top2"} <= set(logs) and "served_accuracy" not in logs
+    # Not transductive: the reported figures are the served ones, logged once.
+    maml.transductive = False
+    logs = maml.evaluate(*episode, batch_size=2, verbose=0, return_dict=True)
+    assert not [name for name in logs if name.startswith("served_")]
+
+
 def test_adapt_traces_once_per_steps_and_follows_training_and_compile():
     (support_x, support_y), (query_x, _) = tf_maml.data.sinusoid_episodes(
         shots=5, meta_batch_size=3, num_batches=1, seed=2

@@ -150,6 +150,17 @@ def test_fields_that_change_nothing_trained_may_differ():
     assert tf_maml.experiment.config_differences(recorded, config) == ["model.hidden", "shots"]
 
 
+def test_a_run_recorded_before_a_field_existed_resumes_with_its_old_value():
+    from configs import omniglot  # noqa: PLC0415
+
+    config = omniglot.get_config("5w1s")
+    recorded = json.loads(json.dumps(tf_maml.experiment._flat(config)))
+    del recorded["model.normalization"]  # config.json of a run from before TaskNorm
+    assert tf_maml.experiment.config_differences(recorded, config) == []
+    config.model.normalization = "task"
+    assert tf_maml.experiment.config_differences(recorded, config) == ["model.normalization"]
+
+
 def test_finished_run_asked_for_more_steps_says_so(uninterrupted):
     with pytest.raises(tf_maml.experiment.ConfigMismatchError,
                        match="finished run of 20 meta-steps; the config asks for 40"):

@@ -281,3 +281,23 @@ def test_serving_benchmark_script_times_adapt_and_the_evaluation(tmp_path):
     assert "| 3 (2-way 1-shot, 1 steps) |" in result.stdout
     refused = run_script("serving_benchmark.py", "--tasks=1", returncode=1)
     assert "flag --tasks=1: 1 is not integer >= 2" in refused.stderr  # before any work
+
+
+@pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
+def test_normalization_benchmark_script_reports_both_figures(tmp_path):
+    tiny = {
+        "data_dir": OMNIGLOT_DIR, "meta_steps": 2, "steps_per_epoch": 2, "meta_batch_size": 2,
+        "validation_batches": 1, "eval_tasks": 4, "eval_max_steps": 1, "model.filters": 4,
+        "verbose": 0,
+    }
+    run_script(
+        "normalization_benchmark.py", f"--config={os.path.join(ROOT, 'configs', 'omniglot.py')}",
+        *(f"--config.{key}={value}" for key, value in tiny.items()),
+        "--variants=task", f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}",
+    )
+    rows = (tmp_path / "table.md").read_text().splitlines()
+    assert rows[2].startswith("| task | False |") and len(rows) == 5
+    report = json.loads((tmp_path / "task" / "report.json").read_text())
+    assert report["transductive"] is False and report["config"]["model.normalization"] == "task"
+    assert len(report["served_accuracy_by_step"]) == 2
+    assert report["accuracy_by_step"] == report["served_accuracy_by_step"]

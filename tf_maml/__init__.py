@@ -17,6 +17,7 @@ if keras.backend.backend() != "tensorflow":
 from tf_maml import data  # noqa: E402
 from tf_maml import episodes  # noqa: E402
 from tf_maml import family  # noqa: E402
+from tf_maml import layers  # noqa: E402
 from tf_maml import nets  # noqa: E402
 from tf_maml import rules  # noqa: E402
 from tf_maml.family import ANIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile  # noqa: E402
@@ -37,6 +38,7 @@ __all__ = [
     "episodes",
     "exact_second_order",
     "family",
+    "layers",
     "nets",
     "rules",
     "tuning",

@@ -48,6 +48,11 @@ def unpack(data):
     return x, y
 
 
+def merge_task_axis(tensor):
+    """[tasks, examples, ...] -> [tasks * examples, ...]."""
+    return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], axis=0))
+
+
 def spec_of(x, y=None):
     """The nested `tf.TensorSpec` of the episodes handed to fit/evaluate.
 

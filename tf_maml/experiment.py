@@ -55,7 +55,10 @@ def build_backbone(config):
     _check_task(config)
     if config.task == "sinusoid":
         return nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
-    return nets.conv4(config.ways, filters=config.model.filters, downsample=config.model.downsample)
+    return nets.conv4(
+        config.ways, filters=config.model.filters, downsample=config.model.downsample,
+        normalization=config.model.get("normalization", "batch"),
+    )
 
 
 def loss_and_metrics(config):
@@ -71,7 +74,9 @@ def build_meta_learner(config):
     loss, metrics = loss_and_metrics(config)
     algorithm = config.get("algorithm", "maml")
     meta_learner_class = family.meta_learner_class(algorithm)
-    common = dict(eval_inner_steps=config.eval_inner_steps)
+    common = dict(
+        eval_inner_steps=config.eval_inner_steps, transductive=config.get("transductive")
+    )
     if algorithm == "reptile":
         # Reptile: its own inner loop; epsilon annealed linearly to 0 (Nichol et al.).
         meta_learner = Reptile(
@@ -145,6 +150,10 @@ HARMLESS_FIELDS = frozenset({
     "eval_tasks", "eval_max_steps", "eval_queries", "eval_inner_steps",
 })
 
+# Fields added to the configs after runs were recorded without them, with the
+# value that trains as those runs did: such a run resumes under the new config.
+ADDED_FIELDS = {"model.normalization": "batch"}
+
 
 class ConfigMismatchError(ValueError):
     """A workdir was trained with another config than the one given."""
@@ -165,7 +174,8 @@ def config_differences(recorded, config):
 
     `recorded` is a config as config.json holds it: flat, with dotted names.
     """
-    old, new = recorded, _flat(config)
+    new = _flat(config)
+    old = {**{k: v for k, v in ADDED_FIELDS.items() if k in new}, **recorded}
     return sorted(
         key for key in old.keys() | new.keys()
         if key.split(".")[0] not in HARMLESS_FIELDS and old.get(key) != new.get(key)
@@ -277,6 +287,18 @@ def run(config, workdir, allow_config_change=False):
     return checkpoints.finite_or_none(report)
 
 
+def run_variants(base, workdir, variants):
+    """Runs `base` changed by each of `variants`, each in `workdir/<name>`.
+
+    `variants` maps a name to a function that changes a copy of the config in
+    place. Yields `(name, config, report)` per run; each run resumes on its own.
+    """
+    for name, change in variants.items():
+        config = base.copy_and_resolve_references()
+        change(config)
+        yield name, config, run(config, os.path.join(workdir, name))
+
+
 def check_meta_learner_matches(meta_learner, config, recorded=None):
     """Refuses evaluating `meta_learner` under a config it was not trained with.
 
@@ -323,6 +345,8 @@ def evaluate(meta_learner, config, workdir=None):
         "config": _flat(config),
         "tasks": config.eval_tasks,
         "eval_queries": config.eval_queries,
+        # What accuracy_by_step means: query-batch statistics (True) or the support set's.
+        "transductive": bool(meta_learner.transductive),
     }
     ylabels = {"loss": "query MSE" if config.task == "sinusoid" else "query loss",
                "accuracy": "query accuracy"}

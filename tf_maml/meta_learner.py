@@ -11,23 +11,21 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from tf_maml import adaptation, guards, preparation, rules
+from tf_maml import adaptation, guards, preparation, rules, support_statistics
 from tf_maml.arguments import checked_int, checked_rule
 from tf_maml import task_loop as task_loop_lib
 from tf_maml import episodes as episodes_lib
 from tf_maml.inner_loop import InnerLoop, last_step
+from tf_maml.checkpoints import SavesSeedState
 from tf_maml.meta_objective import MetaObjective
+from tf_maml.served_metrics import ServedFigures, ServedMetrics
 from tf_maml.keras_patches import (
     compute_output_spec, exact_second_order, fused_kernels, is_multi_worker,
 )
 
-def _merge_task_axis(tensor):
-    """[tasks, examples, ...] -> [tasks * examples, ...]."""
-    return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], axis=0))
-
-
 @keras.saving.register_keras_serializable(package="tf_maml")
-class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
+class MAML(preparation.CheckedEntryPoints, ServedFigures, SavesSeedState, MetaObjective,
+           keras.Model):
     """Model-Agnostic Meta-Learning (Finn et al., 2017) for any Keras model.
 
     Wraps a Keras model (Sequential, functional or subclassed) and meta-trains
@@ -44,17 +42,21 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
     `pre_adaptation_loss`, the query loss with the meta-learned initialization;
     and the compiled metrics on the query predictions after adaptation.
     `evaluate` and `fit(validation_data=...)` adapt with `eval_inner_steps`
-    and report the same, without an outer update.
+    and report the same, without an outer update; a transductive
+    meta-learner's also report `served_loss` and `served_<metric>`, each query
+    predicted on its own as `adapt` serves it (`tf_maml.served_metrics`).
 
     Episodes are `((support_x, support_y), (query_x, query_y))` with a leading
     task axis (see `tf_maml.episodes`).
 
-    BatchNormalization: with `transductive=True` (the papers' protocol) every
-    forward pass, queries included, runs in training mode and normalizes with
-    the statistics of the batch at hand. With `transductive=False`, query
-    predictions run in inference mode and normalize with the support set's
-    statistics under the adapted weights, so each query is predicted on its
-    own; `adapt` and `export_adaptive` always do this.
+    Normalization: with `transductive=True` (the papers' protocol) every
+    forward pass, queries included, runs in training mode: BatchNormalization
+    normalizes with the statistics of the batch at hand. With
+    `transductive=False`, query predictions run in inference mode with the
+    support set's statistics under the adapted weights (BatchNormalization's,
+    and `tf_maml.layers.TaskNormalization`'s context moments), so each query
+    is predicted on its own; `adapt` and `export_adaptive` always do this,
+    and `tf_maml.evaluation` reports both figures.
 
     Second derivatives are exact for stock Keras layers, BatchNormalization
     and max-pooling under XLA included (see `tf_maml.keras_patches.exact_gradients`).
@@ -68,8 +70,10 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
             (FOMAML): cheaper, no second derivatives.
         eval_inner_steps: inner steps in `evaluate`, `predict` and `adapt`;
             defaults to `inner_steps`.
-        transductive: BatchNorm statistics of the query batch (True) or of
-            the support set (False) for query predictions.
+        transductive: normalization statistics of the query batch (True) or
+            of the support set (False) for query predictions; by default
+            True, unless the model has `TaskNormalization` layers (whose
+            point is to predict each query from the support set's moments).
         task_loop: how a step runs the tasks of a meta-batch: `"while"` (a
             `tf.while_loop`, one task traced), `"unrolled"` (every task traced
             into the graph; needs a fixed meta-batch size, traces slowly), or
@@ -113,7 +117,7 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
         inner_steps=1,
         first_order=False,
         eval_inner_steps=None,
-        transductive=True,
+        transductive=None,
         task_loop="auto",
         parallel_tasks="auto",
         recompute_inner_steps=False,
@@ -138,7 +142,9 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
             parallel_tasks = checked_int(parallel_tasks, "parallel_tasks", 1)
         self.model = model
         self.first_order = bool(first_order)
-        self.transductive = bool(transductive)
+        if transductive is None:
+            transductive = not support_statistics.task_norm_layers(model)
+        self._transductive = bool(transductive)
         self.task_loop = task_loop
         self.parallel_tasks = parallel_tasks
         self.recompute_inner_steps = bool(recompute_inner_steps)
@@ -150,9 +156,20 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
         # Faults of a step (NaN, bad labels, empty sets); not a weight, never saved.
         self._guard = guards.StepGuard()
         self._traced_adaptation = adaptation.TracedAdaptation()
+        self._served_metrics = ServedMetrics()
         self.inner_loop = None
         if model.built:
             self._build_inner_loop()
+
+    @property
+    def transductive(self):
+        return self._transductive
+
+    @transductive.setter
+    def transductive(self, value):
+        self._transductive = bool(value)
+        # Keras' traced steps read it once: trace them again.
+        self.train_function = self.test_function = self.predict_function = None
 
     @property
     def inner_lr(self):
@@ -275,26 +292,6 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
         )
         return cls(model, **config)
 
-    # Keras saves no RNG seed state (Dropout's seed generators are outside
-    # `weights`): without it, a reloaded meta-learner or a resumed run would
-    # draw other dropout masks than the one saved. Saved beside MAML's own
-    # variables as `rng_<i>`.
-    def _unsaved_state(self):
-        saved = {id(v) for v in self.model.weights}
-        return [v for v in self.model.non_trainable_variables if id(v) not in saved]
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        for i, variable in enumerate(self._unsaved_state()):
-            store[f"rng_{i}"] = variable
-
-    def load_own_variables(self, store):
-        keys = list(store.keys())
-        super().load_own_variables({k: store[k] for k in keys if not k.startswith("rng_")})
-        for i, variable in enumerate(self._unsaved_state()):
-            if f"rng_{i}" in keys:  # files written before tf_maml saved it have none
-                variable.assign(store[f"rng_{i}"])
-
     # ------------------------------------------------------------------
     # fit / evaluate / predict: episodes checked when handed over, faults of
     # a step raised after it (see tf_maml.guards).
@@ -357,9 +354,10 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
         )
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(
-                _merge_task_axis(query_y), _merge_task_axis(result["predictions"])
+                episodes_lib.merge_task_axis(query_y),
+                episodes_lib.merge_task_axis(result["predictions"]),
             )
-        logs = self.get_metrics_result()
+        logs = {**self.get_metrics_result(), **self._served_logs(query_y, result)}
         if is_multi_worker(self.distribute_strategy):
             # Keras reduces logs across workers with a mean over axis 0, which
             # scalars lack (Keras 3.15): give them that axis.
@@ -412,9 +410,8 @@ class MAML(preparation.CheckedEntryPoints, MetaObjective, keras.Model):
         # seeds are not written back.
         support, query, empty, bad_labels, detail = self._checked_episode(data)
         with self._meta_learning_ops():
-            result = self._run_tasks(
-                support, query, self.eval_inner_steps, True, with_gradients=False
-            )
+            result = self._run_tasks(support, query, self.eval_inner_steps, True,
+                                     with_gradients=False, served=self.transductive)
         finite = tf.reduce_all(tf.math.is_finite(result["loss"]))
         self._guard.record(empty, bad_labels, ~finite, 0, detail)
         return self._update_metrics(query[1], result)

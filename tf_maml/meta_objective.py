@@ -99,8 +99,15 @@ class MetaObjective:
         with keras.StatelessScope(state_mapping=mapping, initialize_variables=False):
             yield
 
-    def _task(self, task, params, state, meta_values, steps, first_order, with_gradients):
-        """One task: `(state, meta_gradients, query_loss, pre_adaptation_loss, query_pred)`."""
+    def _task(self, task, params, state, meta_values, steps, first_order, with_gradients,
+              served=False):
+        """One task: `(state, meta_gradients, losses, predictions)`.
+
+        `losses`: the query loss after adaptation and before it; `predictions`:
+        the query predictions after adaptation. With `served`, also the loss
+        and predictions of each query predicted on its own with the support
+        set's statistics (`served_loss`, `served_predictions`).
+        """
         support_x, _, query_x, query_y = task
         with self._reading(meta_values):
             pre_pred, pre_extra = self.inner_loop.predict(
@@ -113,26 +120,37 @@ class MetaObjective:
                 fast, state, y_pred, loss, objective = self._meta_objective(
                     task, params, state, steps, first_order, with_gradients
                 )
+            losses = {"loss": loss, "pre_adaptation_loss": pre_loss}
+            predictions = {"predictions": y_pred}
+            if served:
+                served_pred, served_extra = self.inner_loop.predict(
+                    fast, state, support_x, query_x, False, last_step(steps)
+                )
+                losses["served_loss"] = self._task_loss(query_y, served_pred, served_extra)
+                predictions["served_predictions"] = served_pred
         grads = []
         if with_gradients:
             grads = self._meta_gradients(tape, objective, params, meta_values, fast)
-        return state, grads, loss, pre_loss, y_pred
+        return state, grads, losses, predictions
 
     def _read_values(self):
         """The current variables as tensors: (params, state, meta_values)."""
         params, state = self.inner_loop.current_values()
         return params, state, [tf.convert_to_tensor(v) for v in self.meta_variables]
 
-    def _run_tasks(self, support, query, steps, first_order, with_gradients):
+    def _run_tasks(self, support, query, steps, first_order, with_gradients, served=False):
         (support_x, support_y), (query_x, query_y) = support, query
         params, state, meta_values = self._read_values()
+        served_names = ["served_loss"] if served else []
         result = task_loop_lib.run_tasks(
             lambda task, state: self._task(
-                task, params, state, meta_values, steps, first_order, with_gradients
+                task, params, state, meta_values, steps, first_order, with_gradients, served
             ),
             (support_x, support_y, query_x, query_y),
             state,
             [tf.zeros_like(v) for v in params + meta_values] if with_gradients else [],
+            ["loss", "pre_adaptation_loss"] + served_names,
+            ["predictions"] + (["served_predictions"] if served else []),
             self._loss_dtype,
             self._prediction_dtype(query_x),
             self.task_loop,
@@ -142,8 +160,8 @@ class MetaObjective:
         # Mean over tasks; Keras sums replicas' gradients under tf.distribute.
         scale = scale_loss_for_distribution(1.0 / count)
         result["grads"] = [g * tf.cast(scale, g.dtype) for g in result["grads"]]
-        result["loss"] /= count
-        result["pre_adaptation_loss"] /= count
+        for name in ["loss", "pre_adaptation_loss"] + served_names:
+            result[name] /= count
         return result
 
     def _prediction_dtype(self, query_x):

@@ -2,6 +2,10 @@
 
 import keras
 
+from tf_maml.layers import TaskNormalization
+
+NORMALIZATIONS = ("batch", "task")
+
 
 def mlp(inputs=1, hidden=(40, 40), outputs=1, activation="relu", name="mlp"):
     """The sinusoid regression network of the MAML paper (1-40-40-1, ReLU).
@@ -23,10 +27,10 @@ def mlp(inputs=1, hidden=(40, 40), outputs=1, activation="relu", name="mlp"):
 
 
 def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample="max_pool",
-          name="conv4"):
+          normalization="batch", name="conv4"):
     """The few-shot classification backbone of the MAML papers.
 
-    `blocks` x [3x3 convolution, BatchNormalization, ReLU, 2x2 down-sampling],
+    `blocks` x [3x3 convolution, normalization, ReLU, 2x2 down-sampling],
     then a dense layer of `num_classes` logits. 64 filters for Omniglot, 32 for
     mini-ImageNet-like data; the original Omniglot code down-sampled with
     stride-2 convolutions (`downsample="stride"`) instead of max-pooling.
@@ -37,6 +41,9 @@ def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample
         filters: filters per convolution.
         blocks: number of convolutional blocks.
         downsample: `"max_pool"` or `"stride"`.
+        normalization: `"batch"` (BatchNormalization, as the papers) or
+            `"task"` (`tf_maml.layers.TaskNormalization`, TaskNorm-I: queries
+            normalized with the support set's moments blended with their own).
         name: model name.
 
     Returns:
@@ -44,12 +51,17 @@ def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample
     """
     if downsample not in ("max_pool", "stride"):
         raise ValueError(f"`downsample` must be 'max_pool' or 'stride'; received {downsample!r}.")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"`normalization` must be one of {NORMALIZATIONS}; received {normalization!r}."
+        )
+    norm = keras.layers.BatchNormalization if normalization == "batch" else TaskNormalization
     layers = [keras.Input(input_shape)]
     for _ in range(blocks):
         strides = 2 if downsample == "stride" else 1
         layers += [
             keras.layers.Conv2D(filters, 3, strides=strides, padding="same"),
-            keras.layers.BatchNormalization(),
+            norm(),
             keras.layers.ReLU(),
         ]
         if downsample == "max_pool":

@@ -21,6 +21,11 @@ def publish_table(lines, out=None):
             f.write(table + "\n")
 
 
+def cell(report, name, step):
+    """`mean ± 95% interval` of `report[name + "_by_step"]` after `step` steps."""
+    return f"{report[name + '_by_step'][step]:.3f} ± {report[name + '_confidence_95'][step]:.3f}"
+
+
 def read_curve(path, metric, steps_per_epoch):
     """Meta-steps at the end of each epoch (epochs count from 0) and the metric there."""
     with open(path) as f:

@@ -1,8 +1,11 @@
-"""Support-set BatchNorm statistics, computed without touching any layer.
+"""Support-set statistics of normalization layers, computed without touching any layer.
 
 To predict a query on its own (`transductive=False`, `adapt`,
-`export_adaptive`), BatchNormalization layers normalize with the statistics
-of the task's support set under the adapted weights. A training-mode
+`export_adaptive`), normalization layers normalize with the statistics of
+the task's support set under the adapted weights: BatchNormalization's
+moving statistics, TaskNormalization's context moments. Both are what a
+training-mode `stateless_call` on the support set returns as new state.
+TaskNormalization stores its context outright. A BatchNormalization training-mode
 `stateless_call` returns each layer's moving statistics updated with the
 batch ones, `moving * momentum + batch * (1 - momentum)`; called with the
 moving statistics set to zero, it returns `batch * (1 - momentum)`, which
@@ -16,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from tf_maml.keras_patches import all_layers, stock_kernels
+from tf_maml.layers import TaskNormalization
 
 
 def batch_norm_layers(model):
@@ -24,6 +28,10 @@ def batch_norm_layers(model):
         for layer in all_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
+
+
+def task_norm_layers(model):
+    return [layer for layer in all_layers(model) if isinstance(layer, TaskNormalization)]
 
 
 def _moving_statistics(model):
@@ -43,7 +51,10 @@ def _moving_statistics(model):
 
 
 def with_support_statistics(model, forward, params, state, support_x):
-    """`state` whose BatchNorm moving statistics are the support set's under `params`.
+    """`state` holding the support set's statistics under `params`.
+
+    BatchNorm moving statistics and TaskNorm context moments are the support
+    set's; other values are as a training-mode call on the support set leaves them.
 
     Args:
         model: the wrapped Keras model.
@@ -52,7 +63,7 @@ def with_support_statistics(model, forward, params, state, support_x):
         support_x: the support examples of one task.
     """
     positions = _moving_statistics(model)
-    if not positions:
+    if not positions and not task_norm_layers(model):
         return state
     zeroed = list(state)
     for i, _ in positions:

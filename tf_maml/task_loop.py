@@ -31,44 +31,45 @@ def auto_parallel_tasks(support_shape, query_shape):
     return 10 if values <= _SMALL_TASK_VALUES else 4
 
 
-def run_tasks(task_fn, tasks, state, grads, sum_dtype, prediction_dtype, task_loop="auto",
-              parallel_tasks="auto"):
+def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, stack_dtype,
+              task_loop="auto", parallel_tasks="auto"):
     """Runs `task_fn` on every task of a meta-batch.
 
     Args:
-        task_fn: `(task, state) -> (state, grads, loss, pre_loss, predictions)`
-            for one task `(support_x, support_y, query_x, query_y)`; `state`
-            (the model's non-trainable values) is carried from task to task.
+        task_fn: `(task, state) -> (state, grads, sums, stacks)` for one task
+            `(support_x, support_y, query_x, query_y)`: `sums` a dict of
+            scalars (losses) to add up over tasks, `stacks` a dict of tensors
+            (query predictions) to stack; `state` (the model's non-trainable
+            values) is carried from task to task.
         tasks: the meta-batch `(support_x, support_y, query_x, query_y)`, each
             with a leading task axis.
         state: the model's non-trainable values before the first task.
         grads: zeros shaped as the meta-gradient (an empty list for none).
-        sum_dtype: the dtype the losses are summed in.
-        prediction_dtype: the dtype of the query predictions.
+        sums, stacks: the names of the values `task_fn` returns.
+        sum_dtype: the dtype the sums are added up in.
+        stack_dtype: the dtype of the stacked values.
         task_loop, parallel_tasks: as `MAML`.
 
     Returns:
-        A dict: `state` after the last task, `grads`, `loss` and
-        `pre_adaptation_loss` summed over tasks, `predictions` stacked, and
-        `num_tasks`.
+        A dict: `state` after the last task, `grads` summed over tasks, each
+        of `sums` summed, each of `stacks` stacked, and `num_tasks`.
     """
     support_x, query_x = tasks[0], tasks[2]
     num_tasks = tf.shape(support_x)[0]
-    zero = tf.zeros((), sum_dtype)
 
-    def body(t, state, grads, post_sum, pre_sum, predictions):
-        state, task_grads, loss, pre_loss, y_pred = task_fn([part[t] for part in tasks], state)
+    def body(t, state, grads, totals, stacked):
+        state, task_grads, task_sums, task_stacks = task_fn([part[t] for part in tasks], state)
         return (
             t + 1,
             state,
             [g + tg for g, tg in zip(grads, task_grads)],
-            post_sum + tf.cast(loss, sum_dtype),
-            pre_sum + tf.cast(pre_loss, sum_dtype),
-            predictions.write(t, y_pred),
+            {k: totals[k] + tf.cast(task_sums[k], sum_dtype) for k in sums},
+            {k: stacked[k].write(t, task_stacks[k]) for k in stacks},
         )
 
-    predictions = tf.TensorArray(prediction_dtype, size=num_tasks)
-    loop_vars = (tf.constant(0), state, grads, zero, zero, predictions)
+    totals = {k: tf.zeros((), sum_dtype) for k in sums}
+    stacked = {k: tf.TensorArray(stack_dtype, size=num_tasks) for k in stacks}
+    loop_vars = (tf.constant(0), state, grads, totals, stacked)
     if task_loop == "unrolled":
         if support_x.shape[0] is None:
             raise ValueError(
@@ -83,12 +84,11 @@ def run_tasks(task_fn, tasks, state, grads, sum_dtype, prediction_dtype, task_lo
         loop_vars = tf.while_loop(
             lambda t, *_: t < num_tasks, body, loop_vars, parallel_iterations=parallel_tasks
         )
-    _, state, grads, post_sum, pre_sum, predictions = loop_vars
+    _, state, grads, totals, stacked = loop_vars
     return {
         "state": state,
         "grads": grads,
-        "loss": post_sum,
-        "pre_adaptation_loss": pre_sum,
-        "predictions": predictions.stack(),
+        **totals,
+        **{k: array.stack() for k, array in stacked.items()},
         "num_tasks": num_tasks,
     }
