@@ -127,7 +127,7 @@ def run_single(setting):
         labels = lambda shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
     else:
         normalization, transductive = NORMALIZATIONS[setting["normalization"]]
-        net = tf_maml.nets.conv4(ways, normalization=normalization)
+        net = tf_maml.nets.conv4(ways, input_shape=image, normalization=normalization)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         shape_s, shape_q = (tasks, ways * shots) + image, (tasks, ways * queries) + image
         labels = lambda shape: np.tile(np.arange(ways), (tasks, shape[1] // ways)).astype(np.int32)  # noqa: E731

@@ -128,11 +128,19 @@ def sparse_ce():
 
 
 def meta_gradient(maml, episode, jit_compile=False, loss="mse"):
+    """The meta-gradient of one `train_on_batch`; weights and model state are left as they were.
+
+    The state (RNG seeds, moving statistics) is put back too, so a later
+    `test_on_batch` draws the Dropout masks the gradient saw.
+    """
     maml.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss, jit_compile=jit_compile)
     variables = maml.trainable_variables  # the model's, and learned step sizes if any
     before = [v.numpy() for v in variables]
+    state = [(v, v.numpy()) for v in maml.model.non_trainable_variables]
     maml.train_on_batch(*episode)
     grads = [b - v.numpy() for b, v in zip(before, variables)]
+    for v, value in state:
+        v.assign(value)
     for v, b in zip(variables, before):
         v.assign(b)
     return grads

@@ -7,6 +7,15 @@ from tf_maml.layers import TaskNormalization
 NORMALIZATIONS = ("batch", "task")
 
 
+def _normalization_layer(normalization):
+    """The layer class of `normalization`: "batch" or "task"."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"`normalization` must be one of {NORMALIZATIONS}; received {normalization!r}."
+        )
+    return keras.layers.BatchNormalization if normalization == "batch" else TaskNormalization
+
+
 def mlp(inputs=1, hidden=(40, 40), outputs=1, activation="relu", name="mlp"):
     """The sinusoid regression network of the MAML paper (1-40-40-1, ReLU).
 
@@ -51,11 +60,7 @@ def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample
     """
     if downsample not in ("max_pool", "stride"):
         raise ValueError(f"`downsample` must be 'max_pool' or 'stride'; received {downsample!r}.")
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"`normalization` must be one of {NORMALIZATIONS}; received {normalization!r}."
-        )
-    norm = keras.layers.BatchNormalization if normalization == "batch" else TaskNormalization
+    norm = _normalization_layer(normalization)
     layers = [keras.Input(input_shape)]
     for _ in range(blocks):
         strides = 2 if downsample == "stride" else 1
@@ -68,3 +73,44 @@ def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample
             layers.append(keras.layers.MaxPooling2D(2))
     layers += [keras.layers.Flatten(), keras.layers.Dense(num_classes)]
     return keras.Sequential(layers, name=name)
+
+
+def resnet12(num_classes, input_shape=(84, 84, 3), filters=(64, 160, 320, 640),
+             normalization="batch", negative_slope=0.1, name="resnet12"):
+    """ResNet-12, the backbone of MetaOptNet and TADAM and of most later few-shot papers.
+
+    Four residual blocks, each three [3x3 convolution, normalization] with a
+    leaky ReLU between them, a 1x1 convolution + normalization shortcut, a
+    leaky ReLU after the sum and 2x2 max-pooling; then global average pooling
+    and a dense layer of `num_classes` logits. (MetaOptNet adds DropBlock
+    regularization, left out here: add Dropout layers to a copy if wanted.)
+
+    Args:
+        num_classes: logits per example (the number of ways).
+        input_shape: shape of one image (84x84x3 for mini-ImageNet, 32x32x3 for CIFAR-FS).
+        filters: channels of the four blocks.
+        normalization: `"batch"` or `"task"` (see `conv4`).
+        negative_slope: of the leaky ReLUs.
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` returning logits.
+    """
+    if len(filters) != 4:
+        raise ValueError(f"`filters` must give the channels of 4 blocks; received {filters!r}.")
+    norm = _normalization_layer(normalization)
+    images = keras.Input(input_shape)
+    x = images
+    for block, channels in enumerate(filters, start=1):
+        shortcut = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"block{block}_shortcut")(x)
+        shortcut = norm(name=f"block{block}_shortcut_norm")(shortcut)
+        for conv in range(1, 4):
+            x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False,
+                                    name=f"block{block}_conv{conv}")(x)
+            x = norm(name=f"block{block}_norm{conv}")(x)
+            if conv < 3:
+                x = keras.layers.LeakyReLU(negative_slope)(x)
+        x = keras.layers.LeakyReLU(negative_slope)(keras.layers.Add()([x, shortcut]))
+        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(images, keras.layers.Dense(num_classes, name="logits")(x), name=name)

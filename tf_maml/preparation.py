@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tf_maml import episodes as episodes_lib
 from tf_maml import guards
-from tf_maml.keras_patches import compute_output_spec
+from tf_maml.keras_patches import all_layers, compute_output_spec
 
 
 def check_compiled_loss(meta):
@@ -21,9 +21,23 @@ def check_compiled_loss(meta):
         )
 
 
+def check_recurrent_kernels(model):
+    """Refuses recurrent layers pinned to cuDNN, whose gradient has no gradient."""
+    for layer in all_layers(model):
+        if getattr(layer, "use_cudnn", None) is True:
+            raise ValueError(
+                f"{type(layer).__name__} layer {layer.name!r} has use_cudnn=True, but "
+                "meta-learning steps run Keras' generic recurrent kernel: cuDNN's gradient "
+                "has no gradient, which second-order meta-gradients need. Pass "
+                "use_cudnn='auto' (the default; cuDNN is then used outside meta-learning "
+                "steps) or use_cudnn=False."
+            )
+
+
 def prepare(meta, x, y=None, name="episodes", check_labels=True):
     """Checks episodes `x` (or arrays `x`, `y`) against `meta`'s model; builds it."""
     check_compiled_loss(meta)
+    check_recurrent_kernels(meta.model)
     spec = episodes_lib.spec_of(x, y)
     if spec is None:
         return

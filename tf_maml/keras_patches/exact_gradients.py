@@ -12,12 +12,17 @@ not, although their first derivatives are right:
    2.3 for the Omniglot conv net).
 2. Under XLA, the second derivative of `tf.nn.max_pool` (MaxPoolGradGrad) is
    inexact (about 4% there) or, inside tf_maml's task loop, does not compile.
+3. On a GPU, `LSTM` and `GRU` run cuDNN's kernels by default, whose gradient
+   has no gradient of its own.
 
-`exact_second_order()` swaps both backend functions, for the duration of a
+`exact_second_order()` swaps these backend functions, for the duration of a
 trace, for formulations whose gradient graphs differentiate exactly: the
-variance without `stop_gradient`, and max-pooling as an elementwise maximum
-over strided slices. The forward results are the same up to float rounding,
-and the user's model is used unchanged.
+variance without `stop_gradient`, max-pooling as an elementwise maximum over
+strided slices, and for recurrent layers Keras' own generic kernel (a
+`tf.while_loop` of the cell, which Keras falls back to when the cuDNN path
+declines). The forward results are the same up to float rounding, and the
+user's model is used unchanged. (The cuDNN case is untested: no GPU here;
+tests/test_sequence_models.py checks it with a GPU pretended.)
 """
 
 import contextlib
@@ -87,6 +92,11 @@ def max_pool_by_slices(inputs, pool_size, strides=None, padding="valid", data_fo
 _STOCK_MAX_POOL = tf_backend_nn.max_pool
 
 
+def _decline_cudnn(*args, **kwargs):
+    """In place of the backend's cuDNN LSTM/GRU: Keras then runs its generic kernel."""
+    raise NotImplementedError
+
+
 @contextlib.contextmanager
 def exact_second_order(xla):
     """Within this context, Keras layers traced on TF have exact second derivatives.
@@ -104,11 +114,14 @@ def exact_second_order(xla):
         step(batch)  # traced here, with the exact ops
     ```
     """
-    saved = tf_backend_nn._compute_moments, tf_backend_nn.max_pool
+    saved = (tf_backend_nn._compute_moments, tf_backend_nn.max_pool,
+             keras_backend.lstm, keras_backend.gru)
     tf_backend_nn._compute_moments = _exact_moments
+    keras_backend.lstm = keras_backend.gru = _decline_cudnn
     if xla:
         tf_backend_nn.max_pool = max_pool_by_slices
     try:
         yield
     finally:
-        tf_backend_nn._compute_moments, tf_backend_nn.max_pool = saved
+        (tf_backend_nn._compute_moments, tf_backend_nn.max_pool,
+         keras_backend.lstm, keras_backend.gru) = saved

@@ -1,0 +1,41 @@
+"""The backbones of tf_maml.nets: their structure, and that they meta-train."""
+
+import keras
+import numpy as np
+import pytest
+
+import tf_maml
+
+from helpers import as_float32, classification_episode, sparse_ce
+
+
+def test_resnet12_has_the_metaoptnet_structure():
+    net = tf_maml.nets.resnet12(5)
+    assert net.output_shape == (None, 5)
+    convolutions = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convolutions if c.kernel_size == (3, 3)] == (
+        [64] * 3 + [160] * 3 + [320] * 3 + [640] * 3
+    )
+    assert sum(c.kernel_size == (1, 1) for c in convolutions) == 4  # one shortcut per block
+    assert net.count_params() == 12_436_997  # MetaOptNet's ResNet-12: 12.4 million
+    assert isinstance(net.get_layer("block4_pool"), keras.layers.MaxPooling2D)
+
+
+def test_small_resnet12_meta_trains_and_adapts():
+    episode = as_float32(classification_episode(np.random.default_rng(0), tasks=2, image=(16, 16, 3)))
+    net = tf_maml.nets.resnet12(3, input_shape=(16, 16, 3), filters=(4, 4, 8, 8))
+    maml = tf_maml.MAML(net, inner_lr=0.1, inner_steps=1)
+    maml.compile(optimizer="adam", loss=sparse_ce(), metrics=["accuracy"])
+    before = maml.get_weights()
+    logs = maml.train_on_batch(*episode, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert max(np.abs(a - b).max() for a, b in zip(before, maml.get_weights())) > 1e-5
+    (support_x, support_y), (query_x, _) = episode
+    assert maml.adapt(support_x[0], support_y[0]).predict(query_x[0], verbose=0).shape == (6, 3)
+
+
+def test_backbone_arguments_are_checked():
+    with pytest.raises(ValueError, match="4 blocks"):
+        tf_maml.nets.resnet12(5, filters=(64, 160, 320))
+    with pytest.raises(ValueError, match="normalization"):
+        tf_maml.nets.resnet12(5, normalization="layer")
