@@ -92,12 +92,18 @@ def regression_episode(rng, tasks=3, shots=6, queries=5, features=4, dtype=np.fl
     return draw(shots), draw(queries)
 
 
-def conv_bn_pool_net(classes=3, image=(8, 8, 1), dropout=0.0):
+def conv_bn_pool_net(classes=3, image=(8, 8, 1), dropout=0.0, normalizations=None):
+    """Two [conv, normalization, ReLU, max-pool] blocks, then dense logits.
+
+    `normalizations`: a function per block making its normalization layer
+    (default: BatchNormalization in both).
+    """
+    normalizations = normalizations or [keras.layers.BatchNormalization] * 2
     layers = [keras.Input(image)]
-    for _ in range(2):
+    for normalization in normalizations:
         layers += [
             keras.layers.Conv2D(3, 3, padding="same"),
-            keras.layers.BatchNormalization(),
+            normalization(),
             keras.layers.ReLU(),
             keras.layers.MaxPooling2D(2),
         ]

@@ -10,7 +10,7 @@ from tf_maml.layers import TaskNormalization
 
 from helpers import (
     assert_directional_derivatives_match, assert_export_serves_like_adapt,
-    classification_episode, meta_gradient, sparse_ce,
+    classification_episode, conv_bn_pool_net, meta_gradient, sparse_ce,
 )
 
 
@@ -40,18 +40,10 @@ def task_norm(moments, **kwargs):
     )
 
 
-def task_norm_net(classes=3, image=(8, 8, 1)):
+def task_norm_net():
     """Conv blocks with TaskNorm-I, then TaskNorm-L: both kinds of moments."""
-    layers = [keras.Input(image)]
-    for moments in ("instance", "layer"):
-        layers += [
-            keras.layers.Conv2D(3, 3, padding="same"),
-            task_norm(moments),
-            keras.layers.ReLU(),
-            keras.layers.MaxPooling2D(2),
-        ]
-    layers += [keras.layers.Flatten(), keras.layers.Dense(classes)]
-    return keras.Sequential(layers)
+    return conv_bn_pool_net(normalizations=[lambda: task_norm("instance"),
+                                            lambda: task_norm("layer")])
 
 
 @pytest.mark.parametrize("moments", ["instance", "layer"])
@@ -80,6 +72,12 @@ def test_bad_arguments_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="moments='layer'"):
         TaskNormalization()(np.zeros((2, 4), np.float32))
     TaskNormalization(moments="layer")(np.zeros((2, 4), np.float32))  # features alone: fine
+    with pytest.raises(ValueError, match="`epsilon` must be positive; received 0"):
+        TaskNormalization(epsilon=0)
+    with pytest.raises(TypeError, match="`axis` must be one int"):
+        TaskNormalization(axis=(1, 2))
+    with pytest.raises(ValueError, match="axis 0 is not a channel axis"):
+        TaskNormalization(axis=0)(np.zeros((2, 3, 4), np.float32))
     with pytest.raises(ValueError, match="normalization"):
         tf_maml.nets.conv4(5, normalization="instance")
 
