@@ -99,10 +99,13 @@ def test_regression_targets_must_match_the_output_shape():
         maml.fit(episodes, verbose=0)
 
 
-def test_multi_output_models_are_rejected():
+def test_one_label_tensor_for_two_outputs_is_rejected_naming_both_structures():
     inputs = keras.Input((1,))
-    model = keras.Model(inputs, [keras.layers.Dense(1)(inputs), keras.layers.Dense(1)(inputs)])
+    model = keras.Model(inputs, [keras.layers.Dense(1, name="a")(inputs),
+                                 keras.layers.Dense(1, name="b")(inputs)])
     maml = tf_maml.MAML(model, inner_lr=0.01)
     maml.compile(optimizer="adam", loss="mse")
-    with pytest.raises(ValueError, match="single output"):
+    with pytest.raises(ValueError, match=r"support_y does not match the model's outputs: labels "
+                       r"float32\[1\], outputs \['float32\[None, 1\]', 'float32\[None, 1\]'\]\. "
+                       r"Give a dict keyed by the output names \['a', 'b'\]"):
         maml.fit(tf_maml.data.sinusoid_episodes(num_batches=1), verbose=0)

@@ -6,7 +6,7 @@ import pytest
 
 import tf_maml
 
-from helpers import as_float32, classification_episode, sparse_ce
+from helpers import MEMBERS, as_float32, classification_episode, sparse_ce
 
 
 def test_resnet12_has_the_metaoptnet_structure():
@@ -32,6 +32,16 @@ def test_small_resnet12_meta_trains_and_adapts():
     assert max(np.abs(a - b).max() for a, b in zip(before, maml.get_weights())) > 1e-5
     (support_x, support_y), (query_x, _) = episode
     assert maml.adapt(support_x[0], support_y[0]).predict(query_x[0], verbose=0).shape == (6, 3)
+
+
+@pytest.mark.parametrize("member", [m for m in MEMBERS if m != "maml"])
+def test_every_family_member_meta_trains_a_small_resnet12(member):
+    episode = as_float32(classification_episode(np.random.default_rng(0), tasks=2, image=(16, 16, 3)))
+    maml = MEMBERS[member](tf_maml.nets.resnet12(3, input_shape=(16, 16, 3), filters=(4, 4, 8, 8)))
+    maml.compile(optimizer="adam", loss=sparse_ce())
+    before = maml.get_weights()
+    assert np.isfinite(maml.train_on_batch(*episode, return_dict=True)["loss"])
+    assert max(np.abs(a - b).max() for a, b in zip(before, maml.get_weights())) > 1e-5
 
 
 def test_backbone_arguments_are_checked():

@@ -15,8 +15,8 @@ from tf_maml import rules
 from tf_maml.evaluation import query_results_by_step
 
 from helpers import (
-    ROOT, as_float32, assert_directional_derivatives_match, assert_export_serves_like_adapt,
-    classification_episode, conv_bn_pool_net, linear_model, regression_episode, sparse_ce,
+    MEMBERS, ROOT, as_float32, assert_directional_derivatives_match,
+    assert_export_serves_like_adapt, classification_episode, conv_bn_pool_net, linear_model, regression_episode, sparse_ce,
     tanh_mlp,
 )
 
@@ -197,16 +197,6 @@ def test_a_chained_rule_saves_loads_trains_on_and_exports(tmp_path):
     (support_x, support_y), (query_x, _) = episode
     task = (support_x[0], support_y[0], query_x[0])
     assert_export_serves_like_adapt(maml, maml, tmp_path / "served", task, rtol=1e-5, atol=1e-6)
-
-
-MEMBERS = {
-    "maml": lambda net: tf_maml.MAML(net, inner_lr=0.3),
-    "fomaml": lambda net: tf_maml.FOMAML(net, inner_optimizer=rules.momentum(0.2)),
-    "meta_sgd": lambda net: tf_maml.MetaSGD(net, inner_lr=0.3),
-    "anil": lambda net: tf_maml.ANIL(net, inner_optimizer=rules.adam(0.05)),
-    "maml_plus_plus": lambda net: tf_maml.MAMLPlusPlus(net, inner_lr=0.3, inner_steps=2),
-    "reptile_adam": lambda net: tf_maml.Reptile(net, inner_lr=0.05, inner_optimizer="adam"),
-}
 
 
 @pytest.mark.parametrize("member", list(MEMBERS))

@@ -110,12 +110,24 @@ def test_task_loop_options_survive_saving(tmp_path):
 
 
 def test_auto_parallel_tasks_runs_fewer_large_tasks_at_once_on_cpu():
+    def parallel(support_shape, query_shape):
+        return task_loop.auto_parallel_tasks(
+            tf.TensorSpec(support_shape), tf.TensorSpec(query_shape)
+        )
+
     omniglot = (28, 28, 1)
-    assert task_loop.auto_parallel_tasks((32, 5) + omniglot, (32, 5) + omniglot) == 10
-    assert task_loop.auto_parallel_tasks((32, 5) + omniglot, (32, 75) + omniglot) == 4
-    assert task_loop.auto_parallel_tasks((16, 20) + omniglot, (16, 20) + omniglot) == 4
-    assert task_loop.auto_parallel_tasks((25, 10, 1), (25, 10, 1)) == 10  # sinusoid
-    assert task_loop.auto_parallel_tasks((None, None, 4), (None, None, 4)) == 10
+    assert parallel((32, 5) + omniglot, (32, 5) + omniglot) == 10
+    assert parallel((32, 5) + omniglot, (32, 75) + omniglot) == 4
+    assert parallel((16, 20) + omniglot, (16, 20) + omniglot) == 4
+    assert parallel((25, 10, 1), (25, 10, 1)) == 10  # sinusoid
+    assert parallel((None, None, 4), (None, None, 4)) == 10
+    # Several inputs: their values add up (each input alone is below the threshold).
+    both = {"image": tf.TensorSpec((16, 5) + omniglot), "other": tf.TensorSpec((16, 5, 30, 30))}
+    assert parallel((16, 5) + omniglot, (16, 5) + omniglot) == 10
+    assert parallel((16, 5, 30, 30), (16, 5, 30, 30)) == 10
+    assert task_loop.auto_parallel_tasks(both, both) == 4
+    small = {"a": tf.TensorSpec((16, 5, 40)), "b": tf.TensorSpec((16, 5, 40))}
+    assert task_loop.auto_parallel_tasks(small, small) == 10
 
 
 @pytest.mark.parametrize("family", ["maml", "maml_plus_plus", "reptile_adam"])

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tf_maml import episodes, labels, preparation
 from tf_maml.arguments import checked_int
 from tf_maml.keras_patches import compute_output_spec
 
@@ -13,36 +14,49 @@ def _checked_steps(meta, steps, name):
     return checked_int(steps, "steps", 0, label=f"`steps` of {name}()")
 
 
-def _label_message(classes):
+def _label_message(classes, name="support_y"):
     return (
-        f"support_y must hold class labels in [0, {classes}) for a model with {classes} "
+        f"{name} must hold class labels in [0, {classes}) for a model with {classes} "
         "outputs (indices within the task, 0 .. ways - 1)"
     )
 
 
 def _check_task(meta, support_x, support_y):
-    features = meta.example_shape
-    if support_x.shape.rank != len(features) + 1 or not support_x.shape[1:].is_compatible_with(
-        features
-    ):
+    """Checks one task's support set against the meta-learner's examples and labels."""
+    example_spec = meta.example_spec
+    try:
+        tf.nest.assert_same_structure(support_x, example_spec, check_types=False)
+    except (ValueError, TypeError):
         raise ValueError(
-            f"adapt() takes the support set of one task, shape [examples, *{list(features)}] "
-            f"(no task axis); received support_x of shape {support_x.shape}."
-        )
-    if support_y.shape.rank < 1 or support_y.shape[0] != support_x.shape[0]:
-        raise ValueError(
-            f"support_y must hold one label per support example ({support_x.shape[0]}); "
-            f"received shape {support_y.shape}."
-        )
-    if support_x.shape[0] == 0:
-        raise ValueError("adapt() needs at least one support example; received none.")
-    classes = meta.inner_loop.label_classes(features, support_x.dtype)
-    if classes and support_y.dtype.is_integer and support_y.shape.rank == 1:
-        labels = support_y.numpy()
-        if labels.min() < 0 or labels.max() >= classes:
+            f"adapt() takes support_x structured as the model's inputs, "
+            f"{episodes.describe(example_spec)} per example; received "
+            f"{episodes.describe(support_x)}."
+        ) from None
+    leaves = episodes.named_leaves(support_x, "support_x")
+    for (name, x), spec in zip(leaves, tf.nest.flatten(example_spec)):
+        if x.shape.rank != spec.shape.rank + 1 or not x.shape[1:].is_compatible_with(spec.shape):
             raise ValueError(
-                f"{_label_message(classes)}; received labels from {labels.min()} to "
-                f"{labels.max()}."
+                f"adapt() takes the support set of one task, shape [examples, "
+                f"*{list(spec.shape)}] (no task axis); received {name} of shape {x.shape}."
+            )
+    examples = leaves[0][1].shape[0]
+    label_leaves = episodes.named_leaves(support_y, "support_y")
+    for name, tensor in leaves[1:] + label_leaves:
+        if tensor.shape.rank < 1 or tensor.shape[0] != examples:
+            raise ValueError(
+                f"{name} must hold one entry per support example ({examples}); received "
+                f"shape {tensor.shape}."
+            )
+    if examples == 0:
+        raise ValueError("adapt() needs at least one support example; received none.")
+    pairs = meta._labelled_outputs(example_spec, episodes.per_example(support_y, axes=1),
+                                   "support_y")
+    for (name, values), classes in zip(label_leaves, labels.classes(pairs)):
+        values = values.numpy()
+        if classes and (values.min() < 0 or values.max() >= classes):
+            raise ValueError(
+                f"{_label_message(classes, name)}; received labels from {values.min()} to "
+                f"{values.max()}."
             )
 
 
@@ -77,22 +91,31 @@ class TracedAdaptation:
         return function(support_x, support_y)
 
 
+def _as_tensors(structure):
+    return tf.nest.map_structure(tf.convert_to_tensor, structure)
+
+
+def _ready(meta, support_x, support_y):
+    """Builds what adaptation needs (model, compiled loss) for this support set."""
+    if not meta.built:
+        meta._build_for(episodes.per_example(support_x, axes=1))
+    preparation.build_loss_and_metrics(
+        meta, meta.example_spec, episodes.per_example(support_y, axes=1)
+    )
+
+
 def standalone_model(meta, support_x, support_y, steps=None):
     """The model adapted to one support set, as a new `keras.Model`."""
     steps = _checked_steps(meta, steps, "adapt")
-    support_x = tf.convert_to_tensor(support_x)
-    support_y = tf.convert_to_tensor(support_y)
-    if not meta.built:
-        meta.build((None,) + tuple(support_x.shape[1:]))
+    support_x, support_y = _as_tensors(support_x), _as_tensors(support_y)
+    _ready(meta, support_x, support_y)
     _check_task(meta, support_x, support_y)
     params, state = meta._traced_adaptation.served_values(meta, support_x, support_y, steps)
 
     adapted = keras.models.clone_model(meta.model)
     adapted.name = f"{meta.model.name}_adapted"
     if not adapted.built:
-        compute_output_spec(
-            adapted, keras.KerasTensor((None,) + meta.example_shape), training=False
-        )
+        compute_output_spec(adapted, episodes.batched(meta.example_spec), training=False)
     for variable, value in zip(adapted.trainable_variables, params):
         variable.assign(value)
     for variable, value in zip(adapted.non_trainable_variables, state):
@@ -100,30 +123,43 @@ def standalone_model(meta, support_x, support_y, steps=None):
     return adapted
 
 
+def _signature(spec, prefix):
+    """`[None, ...]` specs of a set's tensors, named `prefix` or `prefix_<input or output name>`."""
+    leaves = keras.tree.flatten_with_path(spec)
+    names = [prefix if not path else "_".join([prefix, *map(str, path)]) for path, _ in leaves]
+    return tf.nest.pack_sequence_as(spec, [
+        tf.TensorSpec((None,) + tuple(s.shape), s.dtype, name) for name, (_, s) in zip(names, leaves)
+    ])
+
+
 def export_adaptive(meta, filepath, steps=None):
     """Writes a SavedModel with an `adapt_and_predict` signature (see MAML)."""
     steps = _checked_steps(meta, steps, "export_adaptive")
-    label_shape, label_dtype = meta.label_spec
-    x_spec = tf.TensorSpec((None,) + meta.example_shape, meta.input_dtype, "support_x")
-    y_spec = tf.TensorSpec((None,) + label_shape, label_dtype, "support_y")
-    query_spec = tf.TensorSpec((None,) + meta.example_shape, meta.input_dtype, "query_x")
-
-    classes = meta.inner_loop.label_classes(meta.example_shape, meta.input_dtype)
-    sparse = classes and label_dtype.is_integer and not label_shape
+    example_spec, label_spec = meta.example_spec, meta.label_spec
+    preparation.build_loss_and_metrics(meta, example_spec, label_spec)
+    pairs = meta._labelled_outputs(example_spec, label_spec, "support_y")
+    checked = [(i, classes) for i, classes in enumerate(labels.classes(pairs)) if classes]
 
     def adapt_and_predict(support_x, support_y, query_x):
+        # Plain dicts and lists: the archive hands over its own tracked containers.
+        support_x, query_x = (tf.nest.pack_sequence_as(example_spec, tf.nest.flatten(x))
+                              for x in (support_x, query_x))
+        support_y = tf.nest.pack_sequence_as(label_spec, tf.nest.flatten(support_y))
         # Served requests are checked in the graph: no Python runs there.
         checks = [tf.debugging.assert_positive(
-            tf.shape(support_x)[0], message="support_x must hold at least one example")]
-        if sparse:
+            tf.shape(tf.nest.flatten(support_x)[0])[0],
+            message="support_x must hold at least one example")]
+        flat_labels = tf.nest.flatten(support_y)
+        for i, classes in checked:
+            message = _label_message(classes, pairs[i].label_name)
             checks += [
-                tf.debugging.assert_non_negative(support_y, message=_label_message(classes)),
+                tf.debugging.assert_non_negative(flat_labels[i], message=message),
                 tf.debugging.assert_less(
-                    support_y, tf.cast(classes, support_y.dtype), message=_label_message(classes)
+                    flat_labels[i], tf.cast(classes, flat_labels[i].dtype), message=message
                 ),
             ]
         with tf.control_dependencies(checks):
-            support_x = tf.identity(support_x)
+            support_x = tf.nest.map_structure(tf.identity, support_x)
         params, state = _served_values(meta, support_x, support_y, steps)
         predictions, _, _ = meta.inner_loop.forward(params, state, query_x, training=False)
         return predictions
@@ -131,7 +167,9 @@ def export_adaptive(meta, filepath, steps=None):
     archive = keras.export.ExportArchive()
     archive.track(meta)  # the model's weights and the rule's
     archive.add_endpoint(
-        "adapt_and_predict", adapt_and_predict, input_signature=[x_spec, y_spec, query_spec]
+        "adapt_and_predict", adapt_and_predict,
+        input_signature=[_signature(example_spec, "support_x"),
+                         _signature(label_spec, "support_y"),
+                         _signature(example_spec, "query_x")],
     )
     archive.write_out(filepath, verbose=False)
-

@@ -8,6 +8,11 @@ leading task axis:
   `[tasks, support_examples, *targets]` for regression and dense targets
 - `query_x`, `query_y`: the same with `query_examples`.
 
+For a model with several inputs, `support_x` and `query_x` are a dict keyed
+by the model's input names (or a list in the model's input order) of such
+tensors; for several outputs, `support_y` and `query_y` are a dict keyed by
+the output names (or a list in output order), as Keras' `fit` takes them.
+
 In Keras terms the support pair is `x` and the query pair is `y`, so a
 `tf.data.Dataset` of episodes, or `fit(x=(support_x, support_y),
 y=(query_x, query_y))` with arrays, both reach `train_step` in this form.
@@ -21,13 +26,13 @@ import numpy as np
 import keras
 import tensorflow as tf
 
-EpisodeSpec = collections.namedtuple(
-    "EpisodeSpec", ["num_tasks", "features", "x_dtype", "label_shape", "label_dtype"]
-)
+EpisodeSpec = collections.namedtuple("EpisodeSpec", ["num_tasks", "x", "y"])
 EpisodeSpec.__doc__ = """What one episode batch holds, read from its tensor specs.
 
-`features` is the shape of one example, `label_shape` the shape of one label
-(`()` for integer class labels); `num_tasks` may be `None` (unknown).
+`x` and `y` are the specs of one example and of its labels: a `tf.TensorSpec`
+without the task and example axes (`()` shaped for an integer class label),
+or a dict or list of them for a model with several inputs or outputs.
+`num_tasks` may be `None` (unknown).
 """
 
 STRUCTURE_HELP = "((support_x, support_y), (query_x, query_y)), each with a leading task axis"
@@ -48,9 +53,71 @@ def unpack(data):
     return x, y
 
 
-def merge_task_axis(tensor):
-    """[tasks, examples, ...] -> [tasks * examples, ...]."""
-    return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], axis=0))
+def merge_task_axis(structure):
+    """Each tensor [tasks, examples, ...] -> [tasks * examples, ...]."""
+    return tf.nest.map_structure(
+        lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], axis=0)), structure
+    )
+
+
+def per_example(structure, axes=2):
+    """The spec of one example: each tensor's spec without its `axes` leading axes."""
+    return tf.nest.map_structure(
+        lambda t: tf.TensorSpec(tf.TensorShape(t.shape)[axes:], tf.as_dtype(t.dtype)), structure
+    )
+
+
+def batched(spec):
+    """Symbolic `[batch, ...]` inputs (`keras.KerasTensor`s) for per-example `spec`."""
+    return tf.nest.map_structure(
+        lambda s: keras.KerasTensor((None,) + tuple(s.shape), s.dtype.name), spec
+    )
+
+
+def describe(structure):
+    """A structure written out with each tensor's dtype and shape, for messages."""
+    return tf.nest.map_structure(
+        lambda t: f"{tf.as_dtype(t.dtype).name}{list(tf.TensorShape(t.shape))}", structure
+    )
+
+
+def named_leaves(structure, root):
+    """`(name, tensor)` for each tensor: `support_x`, `support_x['tokens']`, `support_y[1]`."""
+    return [
+        (root + "".join(f"[{key!r}]" for key in path), leaf)
+        for path, leaf in keras.tree.flatten_with_path(structure)
+    ]
+
+
+def plain(structure):
+    """`structure` in plain dicts and lists (Keras' attribute tracking wraps them in its own)."""
+    if isinstance(structure, dict):
+        return {key: plain(value) for key, value in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return [plain(value) for value in structure]
+    return structure
+
+
+def spec_to_config(spec):
+    """A nested per-example spec as JSON-friendly values (for `get_build_config`)."""
+    return tf.nest.map_structure(
+        lambda s: {"class_name": "TensorSpec", "shape": list(s.shape), "dtype": s.dtype.name},
+        spec,
+    )
+
+
+def spec_from_config(config):
+    def is_spec(value):
+        return isinstance(value, dict) and value.get("class_name") == "TensorSpec"
+
+    def rebuild(value):
+        if is_spec(value):
+            return tf.TensorSpec(value["shape"], value["dtype"])
+        if isinstance(value, dict):
+            return {key: rebuild(item) for key, item in value.items()}
+        return [rebuild(item) for item in value]
+
+    return rebuild(config)
 
 
 def spec_of(x, y=None):
@@ -80,16 +147,12 @@ def spec_of(x, y=None):
 
 
 def _structure_of(spec):
-    return tf.nest.map_structure(lambda s: "tensor", spec)
+    return tf.nest.map_structure(
+        lambda s: "tensor" if isinstance(s, tf.TensorSpec) else type(s).__name__, spec
+    )
 
 
-def check_spec(spec, name="episodes"):
-    """Checks structure, ranks, dtypes and sizes; returns an `EpisodeSpec`.
-
-    Raises:
-        ValueError: wrong structure, rank or inconsistent sizes.
-        TypeError: non-numeric inputs or labels, or mixed dtypes.
-    """
+def _check_structure(spec, name):
     if not (
         isinstance(spec, (tuple, list))
         and len(spec) == 2
@@ -101,142 +164,102 @@ def check_spec(spec, name="episodes"):
             f"{_structure_of(spec)}."
         )
     (support_x, support_y), (query_x, query_y) = spec
-    named = {
-        "support_x": support_x,
-        "support_y": support_y,
-        "query_x": query_x,
-        "query_y": query_y,
+    for what, support, query in (("x", support_x, query_x), ("y", support_y, query_y)):
+        try:
+            tf.nest.assert_same_structure(support, query, check_types=False)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{name}: support_{what} and query_{what} must have the same structure; "
+                f"received {describe(support)} and {describe(query)}."
+            ) from None
+
+
+def _check_leaf(name, leaf_name, s, examples):
+    """One tensor's rank and dtype; `examples` for inputs, else labels."""
+    min_rank, layout = (3, "[tasks, examples, *features]") if examples else (2, "[tasks, examples, ...]")
+    if s.shape.rank is None or s.shape.rank < min_rank:
+        raise ValueError(
+            f"{name}: {leaf_name} must have shape {layout} (rank >= {min_rank}). Received "
+            f"shape {s.shape}." + (" A single task needs a leading task axis of size 1."
+                                   if examples else "")
+        )
+    if not (s.dtype.is_floating or s.dtype.is_integer):
+        raise TypeError(f"{name}: {leaf_name} must be numeric. Received dtype {s.dtype.name}.")
+
+
+def check_spec(spec, name="episodes"):
+    """Checks structure, ranks, dtypes and sizes; returns an `EpisodeSpec`.
+
+    Raises:
+        ValueError: wrong structure, rank or inconsistent sizes.
+        TypeError: non-numeric inputs or labels, or mixed dtypes.
+    """
+    _check_structure(spec, name)
+    (support_x, support_y), (query_x, query_y) = spec
+    sets = {
+        "support": named_leaves(support_x, "support_x") + named_leaves(support_y, "support_y"),
+        "query": named_leaves(query_x, "query_x") + named_leaves(query_y, "query_y"),
     }
-    for key in ("support_x", "query_x"):
-        if named[key].shape.rank is None or named[key].shape.rank < 3:
-            raise ValueError(
-                f"{name}: {key} must have shape [tasks, examples, *features] (rank >= 3). "
-                f"Received shape {named[key].shape}. A single task needs a leading task "
-                "axis of size 1."
+    for set_name, leaves in sets.items():
+        for leaf_name, s in leaves:
+            _check_leaf(name, leaf_name, s, examples=leaf_name.startswith(f"{set_name}_x"))
+    for (a, sa), (b, sb) in zip(sets["support"], sets["query"]):
+        kind = "examples" if a.startswith("support_x") else "labels"
+        if sa.dtype != sb.dtype:
+            raise TypeError(
+                f"{name}: {a} and {b} must share a dtype. Received {sa.dtype.name} and "
+                f"{sb.dtype.name}."
             )
-    for key in ("support_y", "query_y"):
-        if named[key].shape.rank is None or named[key].shape.rank < 2:
+        if sa.shape.rank != sb.shape.rank:
             raise ValueError(
-                f"{name}: {key} must have shape [tasks, examples, ...] (rank >= 2). "
-                f"Received shape {named[key].shape}."
+                f"{name}: {a} has rank {sa.shape.rank} and {b} rank {sb.shape.rank}; both "
+                f"need [tasks, examples, ...]. Is a task axis missing? Shapes: {sa.shape} and "
+                f"{sb.shape}."
             )
-    for key, s in named.items():
-        if not (s.dtype.is_floating or s.dtype.is_integer):
-            raise TypeError(f"{name}: {key} must be numeric. Received dtype {s.dtype.name}.")
-    if support_x.dtype != query_x.dtype:
-        raise TypeError(
-            f"{name}: support_x and query_x must share a dtype. Received "
-            f"{support_x.dtype.name} and {query_x.dtype.name}."
-        )
-    if support_y.dtype != query_y.dtype:
-        raise TypeError(
-            f"{name}: support_y and query_y must share a dtype. Received "
-            f"{support_y.dtype.name} and {query_y.dtype.name}."
-        )
-    for a, b in (("support_x", "query_x"), ("support_y", "query_y")):
-        if named[a].shape.rank != named[b].shape.rank:
+        if not sa.shape[2:].is_compatible_with(sb.shape[2:]):
             raise ValueError(
-                f"{name}: {a} has rank {named[a].shape.rank} and {b} rank "
-                f"{named[b].shape.rank}; both need [tasks, examples, ...]. Is a task axis "
-                f"missing? Shapes: {named[a].shape} and {named[b].shape}."
-            )
-    if not support_x.shape[2:].is_compatible_with(query_x.shape[2:]):
-        raise ValueError(
-            f"{name}: support_x and query_x examples differ in shape: "
-            f"{support_x.shape[2:]} and {query_x.shape[2:]}."
-        )
-    if not support_y.shape[2:].is_compatible_with(query_y.shape[2:]):
-        raise ValueError(
-            f"{name}: support_y and query_y labels differ in shape: "
-            f"{support_y.shape[2:]} and {query_y.shape[2:]}."
-        )
-    for set_name, xs, ys in (("support", support_x, support_y), ("query", query_x, query_y)):
-        if not xs.shape[:2].is_compatible_with(ys.shape[:2]):
-            raise ValueError(
-                f"{name}: {set_name}_x and {set_name}_y disagree on [tasks, examples]: "
-                f"{xs.shape[:2]} and {ys.shape[:2]}."
+                f"{name}: {a} and {b} {kind} differ in shape: {sa.shape[2:]} and {sb.shape[2:]}."
             )
     task_dims = tf.TensorShape([None])
-    for key, s in named.items():
-        if not task_dims.is_compatible_with(s.shape[:1]):
-            raise ValueError(
-                f"{name}: every tensor needs the same number of tasks; {key} has "
-                f"{s.shape[0]}, others {task_dims[0]}."
-            )
-        task_dims = task_dims.merge_with(s.shape[:1])
-    for key in ("support_x", "query_x"):
-        if named[key].shape[1] == 0:
-            raise ValueError(
-                f"{name}: {key} holds 0 examples per task; support and query sets need at "
-                "least one example (check shots and queries)."
-            )
+    for set_name, leaves in sets.items():
+        first_name, first = leaves[0]
+        for leaf_name, s in leaves[1:]:
+            if not first.shape[:2].is_compatible_with(s.shape[:2]):
+                raise ValueError(
+                    f"{name}: {first_name} and {leaf_name} disagree on [tasks, examples]: "
+                    f"{first.shape[:2]} and {s.shape[:2]}."
+                )
+        for leaf_name, s in leaves:
+            if not task_dims.is_compatible_with(s.shape[:1]):
+                raise ValueError(
+                    f"{name}: every tensor needs the same number of tasks; {leaf_name} has "
+                    f"{s.shape[0]}, others {task_dims[0]}."
+                )
+            task_dims = task_dims.merge_with(s.shape[:1])
+            if s.shape[1] == 0:
+                raise ValueError(
+                    f"{name}: {leaf_name} holds 0 examples per task; support and query sets "
+                    "need at least one example (check shots and queries)."
+                )
     if task_dims[0] == 0:
         raise ValueError(f"{name}: the episode batches hold 0 tasks; meta_batch_size must be >= 1.")
-    features = support_x.shape[2:].merge_with(query_x.shape[2:])
+
+    def merged(support, query):
+        return tf.nest.map_structure(
+            lambda s, q: tf.TensorSpec(s.shape[2:].merge_with(q.shape[2:]), s.dtype),
+            support, query, check_types=False,
+        )
+
     return EpisodeSpec(
-        num_tasks=task_dims[0],
-        features=tuple(features),
-        x_dtype=support_x.dtype,
-        label_shape=tuple(support_y.shape[2:].merge_with(query_y.shape[2:])),
-        label_dtype=support_y.dtype,
+        num_tasks=task_dims[0], x=merged(support_x, query_x), y=merged(support_y, query_y)
     )
 
 
-def check_labels_fit_outputs(spec, output_shape, name="episodes"):
-    """Checks that labels of `spec` match model outputs of `output_shape`.
-
-    Integer labels of shape `[tasks, examples]` are class indices for an
-    output of shape `[batch, classes]`; other labels must have the output's
-    shape per example.
-    """
-    output_shape = tuple(output_shape)[1:]
-    sparse = spec.label_dtype.is_integer and len(spec.label_shape) == len(output_shape) - 1
-    if sparse:
-        return
-    if not tf.TensorShape(spec.label_shape).is_compatible_with(output_shape):
-        raise ValueError(
-            f"{name}: labels of shape {spec.label_shape} per example do not match the "
-            f"model's output of shape {output_shape} per example. Use integer class "
-            f"labels of shape [tasks, examples], or targets shaped like the output."
-        )
-
-
-def _is_sparse_loss(loss):
-    sparse = (keras.losses.SparseCategoricalCrossentropy, keras.losses.sparse_categorical_crossentropy)
-    return loss == "sparse_categorical_crossentropy" or isinstance(loss, sparse[0]) or loss is sparse[1]
-
-
-def check_labels_fit_loss(spec, output_shape, loss, name="episodes"):
-    """Checks that a sparse categorical loss gets integer class labels, not one-hot ones."""
-    if not _is_sparse_loss(loss):
-        return
-    if not spec.label_dtype.is_integer or len(spec.label_shape) != len(tuple(output_shape)) - 2:
-        raise ValueError(
-            f"{name}: a sparse categorical loss needs integer class labels of shape [tasks, "
-            f"examples]; received {spec.label_dtype.name} labels of shape {spec.label_shape} "
-            "per example. One-hot labels go with keras.losses.CategoricalCrossentropy; or "
-            "pass the class indices (argmax) instead."
-        )
-
-
-def check_label_range(labels, num_classes, name="episodes"):
-    """Checks that integer class labels lie in `[0, num_classes)`."""
-    labels = np.asarray(labels)
-    if labels.size == 0:
-        return
-    low, high = labels.min(), labels.max()
-    if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"{name}: class labels must lie in [0, {num_classes}) for a model with "
-            f"{num_classes} outputs; received labels from {low} to {high}. Labels are "
-            "indices within each task (0 .. ways - 1)."
-        )
-
-
 def first_labels(x, y=None):
-    """Support and query labels of the first batch, as numpy arrays."""
+    """Support and query labels of the first batch: `(support_y, query_y)`, numpy arrays."""
     if isinstance(x, tf.data.Dataset):
         element = next(iter(x.take(1)))
         (_, support_y), (_, query_y) = element[:2]
-        return np.asarray(support_y), np.asarray(query_y)
-    return np.asarray(x[1]), np.asarray(y[1])
+    else:
+        support_y, query_y = x[1], y[1]
+    return tf.nest.map_structure(np.asarray, (support_y, query_y))

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_maml import episodes as episodes_lib
+from tf_maml import labels
 from tf_maml.inner_loop import last_step
 
 
@@ -17,8 +18,8 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     the meta-learner's inner loop, one step at a time with the rule's state
     kept from step to step (so step k gives what `evaluate` gives with
     `eval_inner_steps=k`), and records, on the query set, the compiled loss
-    and, for integer class labels, the accuracy, before the first step and
-    after each.
+    and, for integer class labels of a single output, the accuracy, before
+    the first step and after each.
 
     Args:
         meta_learner: a compiled `tf_maml.MAML`.
@@ -40,9 +41,11 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
         `"served_accuracy"` for classification episodes.
     """
     spec = episodes_lib.check_spec(episodes.element_spec)
-    classification = spec.label_dtype.is_integer and not spec.label_shape
     loop = meta_learner.inner_loop
-    classes = loop.label_classes(spec.features, spec.x_dtype) if classification else None
+    all_classes = labels.classes(meta_learner._labelled_outputs(spec.x, spec.y))
+    # Accuracy for one output of class labels; with several outputs, the loss.
+    classes = all_classes[0] if len(all_classes) == 1 else None
+    classification = bool(classes)
     # (prefix, transductive) of each figure computed; the served one is the
     # meta-learner's own when it does not transduce.
     figures = [("", True), ("served_", False)] if meta_learner.transductive else [("", False)]
@@ -84,8 +87,8 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     progress = keras.utils.Progbar(num_tasks, unit_name="task", verbose=verbose)
     for index, (support, query) in enumerate(episodes):
         if classes:  # a TensorFlow op error otherwise, naming no batch
-            labels = np.concatenate([np.ravel(support[1]), np.ravel(query[1])])
-            episodes_lib.check_label_range(labels, classes, name=f"evaluation batch {index + 1}")
+            values = np.concatenate([np.ravel(support[1]), np.ravel(query[1])])
+            labels.check_label_range(values, classes, name=f"evaluation batch {index + 1}")
         results.append({k: v.numpy() for k, v in batch_results(support, query).items()})
         count += len(results[-1]["loss"])
         progress.update(min(count, num_tasks))

@@ -51,19 +51,32 @@ def checked_episode(support, query, classes):
     """`(support, query, empty, bad_labels, detail)`: a step's episodes and their faults.
 
     Checked on every batch inside the step: an empty task, support or query
-    set, and (if `classes`) integer class labels outside `[0, classes)`. Bad
-    labels are replaced by zeros so that no loss op fails before the guard
-    reports them.
+    set, and integer class labels outside `[0, classes)`. `classes` holds,
+    for each label tensor (in `tf.nest.flatten` order), its number of
+    classes or None. Bad labels are replaced by zeros so that no loss op
+    fails before the guard reports them.
     """
     (support_x, support_y), (query_x, query_y) = support, query
-    sizes = tf.stack([tf.shape(support_x)[0], tf.shape(support_x)[1], tf.shape(query_x)[1]])
+    support_first, query_first = tf.nest.flatten(support_x)[0], tf.nest.flatten(query_x)[0]
+    sizes = tf.stack(
+        [tf.shape(support_first)[0], tf.shape(support_first)[1], tf.shape(query_first)[1]]
+    )
     empty = tf.reduce_any(tf.equal(sizes, 0))
-    if not classes:
+    checked = [i for i, count in enumerate(classes) if count]
+    if not checked:
         return support, query, empty, tf.constant(False), sizes
-    bad, low, high = label_range_fault([support_y, query_y], classes)
-    support_y = tf.where(bad, tf.zeros_like(support_y), support_y)
-    query_y = tf.where(bad, tf.zeros_like(query_y), query_y)
-    detail = tf.where(empty, sizes, tf.stack([low, high, classes]))
+    flat_support, flat_query = tf.nest.flatten(support_y), tf.nest.flatten(query_y)
+    bad, detail = tf.constant(False), sizes
+    for i in reversed(checked):  # the first label tensor out of range is the one reported
+        bad_i, low, high = label_range_fault([flat_support[i], flat_query[i]], classes[i])
+        bad = bad | bad_i
+        detail = tf.where(bad_i, tf.stack([low, high, classes[i]]), detail)
+    for flat in (flat_support, flat_query):
+        for i in checked:
+            flat[i] = tf.where(bad, tf.zeros_like(flat[i]), flat[i])
+    support_y = tf.nest.pack_sequence_as(support_y, flat_support)
+    query_y = tf.nest.pack_sequence_as(query_y, flat_query)
+    detail = tf.where(empty, sizes, detail)
     return (support_x, support_y), (query_x, query_y), empty, bad, detail
 
 

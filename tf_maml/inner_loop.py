@@ -12,7 +12,7 @@ import functools
 import keras
 import tensorflow as tf
 
-from tf_maml import support_statistics
+from tf_maml import episodes, support_statistics
 from tf_maml.keras_patches import call_has_training_arg, compute_output_spec
 from tf_maml.rules import model_weights
 
@@ -57,17 +57,10 @@ class InnerLoop:
         kwargs = {"training": training} if call_has_training_arg(self.model) else {}
         return self.model.stateless_call(params, state, x, return_losses=True, **kwargs)
 
-    def output_spec(self, example_shape, x_dtype):
-        """The model's output spec for a batch of examples (a symbolic call)."""
-        return compute_output_spec(
-            self.model, keras.KerasTensor((None,) + tuple(example_shape), tf.as_dtype(x_dtype).name)
-        )
-
-    def label_classes(self, example_shape, x_dtype):
-        """Classes that integer labels index: the model's `[batch, classes]` output, or None."""
-        spec = self.output_spec(example_shape, x_dtype)
-        classes = spec.shape[-1] if len(spec.shape) == 2 else None
-        return classes if classes and classes > 1 else None
+    def output_spec(self, example_spec):
+        """The model's output spec (nested for several outputs) for a batch of
+        examples of per-example `example_spec` (a symbolic call)."""
+        return compute_output_spec(self.model, episodes.batched(example_spec))
 
     def current_values(self):
         """The model's trainable and non-trainable variables as tensors: `(params, state)`."""

@@ -11,7 +11,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from tf_maml import adaptation, guards, preparation, rules, support_statistics
+from tf_maml import adaptation, compiled_loss, guards, preparation, rules, support_statistics
+from tf_maml import labels as labels_lib
 from tf_maml.arguments import checked_int, checked_rule
 from tf_maml import task_loop as task_loop_lib
 from tf_maml import episodes as episodes_lib
@@ -24,8 +25,8 @@ from tf_maml.keras_patches import (
 )
 
 @keras.saving.register_keras_serializable(package="tf_maml")
-class MAML(preparation.CheckedEntryPoints, ServedFigures, SavesSeedState, MetaObjective,
-           keras.Model):
+class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedFigures,
+           SavesSeedState, MetaObjective, keras.Model):
     """Model-Agnostic Meta-Learning (Finn et al., 2017) for any Keras model.
 
     Wraps a Keras model (Sequential, functional or subclassed) and meta-trains
@@ -47,7 +48,12 @@ class MAML(preparation.CheckedEntryPoints, ServedFigures, SavesSeedState, MetaOb
     predicted on its own as `adapt` serves it (`tf_maml.served_metrics`).
 
     Episodes are `((support_x, support_y), (query_x, query_y))` with a leading
-    task axis (see `tf_maml.episodes`).
+    task axis (see `tf_maml.episodes`); for a model with several inputs or
+    outputs, `support_x` and `support_y` are dicts keyed by the model's input
+    and output names (or lists), and `compile` takes Keras' nested losses,
+    `loss_weights` and metrics, which apply per output in the inner and outer
+    loop alike. With several outputs, each output's query loss after
+    adaptation is logged as Keras names it (`<output>_loss`).
 
     Normalization: with `transductive=True` (the papers' protocol) every
     forward pass, queries included, runs in training mode: BatchNormalization
@@ -188,10 +194,18 @@ class MAML(preparation.CheckedEntryPoints, ServedFigures, SavesSeedState, MetaOb
     # Keras plumbing: build, call, config.
 
     def build(self, input_shape):
-        """Builds the wrapped model for examples of `input_shape` ([batch, ...])."""
+        """Builds the wrapped model for examples of `input_shape` ([batch, ...], nested
+        for several inputs)."""
+        self._build_for(keras.tree.map_shape_structure(
+            lambda shape: tf.TensorSpec(tuple(shape)[1:], self.model.compute_dtype), input_shape
+        ))
+
+    def _build_for(self, example_spec):
+        """Builds the wrapped model for examples of per-example `example_spec`."""
         if not self.model.built:
-            compute_output_spec(self.model, keras.KerasTensor(tuple(input_shape)), training=False)
+            compute_output_spec(self.model, episodes_lib.batched(example_spec), training=False)
         self._build_inner_loop()
+        self.built = True
 
     def _build_inner_loop(self):
         if self.inner_loop is not None:
@@ -209,59 +223,10 @@ class MAML(preparation.CheckedEntryPoints, ServedFigures, SavesSeedState, MetaOb
         """The wrapped model's predictions with the meta-learned weights."""
         return self.model(inputs, training=training)
 
-    def get_build_config(self):
-        if self._episode_spec is None:
-            return super().get_build_config()
-        spec = self._episode_spec
-        return {
-            "episodes": {
-                "features": list(spec.features),
-                "x_dtype": spec.x_dtype.name,
-                "label_shape": list(spec.label_shape),
-                "label_dtype": spec.label_dtype.name,
-            }
-        }
-
-    def build_from_config(self, config):
-        if "episodes" not in config:
-            return super().build_from_config(config)
-        spec = config["episodes"]
-        self._episode_spec = episodes_lib.EpisodeSpec(
-            num_tasks=None,
-            features=tuple(spec["features"]),
-            x_dtype=tf.as_dtype(spec["x_dtype"]),
-            label_shape=tuple(spec["label_shape"]),
-            label_dtype=tf.as_dtype(spec["label_dtype"]),
-        )
-        self.build((None,) + self._episode_spec.features)
-
     @property
-    def example_shape(self):
-        """Shape of one example, from the episodes seen or the model's input."""
-        if self._episode_spec is not None:
-            return self._episode_spec.features
-        inputs = getattr(self.model, "inputs", None)
-        if inputs and len(inputs) == 1:
-            return tuple(inputs[0].shape[1:])
-        raise ValueError(
-            f"The example shape of {self.model.name!r} is unknown: hand episodes to "
-            "fit/evaluate first, or give the wrapped model an Input."
-        )
-
-    @property
-    def input_dtype(self):
-        if self._episode_spec is not None:
-            return self._episode_spec.x_dtype
-        return tf.as_dtype(self.model.compute_dtype)
-
-    @property
-    def label_spec(self):
-        """`(shape, dtype)` of one label, from the episodes seen."""
-        if self._episode_spec is None:
-            raise ValueError(
-                "The label format is unknown: call fit() or evaluate() on episodes first."
-            )
-        return self._episode_spec.label_shape, self._episode_spec.label_dtype
+    def output_names(self):
+        """The wrapped model's output names (Keras reads them to key nested losses and metrics)."""
+        return getattr(self.model, "output_names", None)
 
     def get_config(self):
         return {
@@ -352,6 +317,8 @@ class MAML(preparation.CheckedEntryPoints, ServedFigures, SavesSeedState, MetaOb
         self.pre_adaptation_loss_tracker.update_state(
             result["pre_adaptation_loss"], sample_weight=result["num_tasks"]
         )
+        for tracker in compiled_loss.trackers(self._compile_loss):  # each output's loss
+            tracker.update_state(result[tracker.name], sample_weight=result["num_tasks"])
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(
                 episodes_lib.merge_task_axis(query_y),
@@ -375,11 +342,11 @@ class MAML(preparation.CheckedEntryPoints, ServedFigures, SavesSeedState, MetaOb
     def _checked_episode(self, data):
         """`(support, query, empty, bad_labels, detail)`: see `guards.checked_episode`."""
         support, query = episodes_lib.unpack(data)
-        (query_x, query_y) = query
-        sparse = query_y.dtype.is_integer and query_y.shape.rank == 2
-        classes = (self.inner_loop.label_classes(query_x.shape[2:], query_x.dtype)
-                   if sparse else None)
-        return guards.checked_episode(support, query, classes)
+        query_x, query_y = query
+        pairs = self._labelled_outputs(
+            episodes_lib.per_example(query_x), episodes_lib.per_example(query_y), "query_y"
+        )
+        return guards.checked_episode(support, query, labels_lib.classes(pairs))
 
     def _apply_update(self, variables, gradients, state):
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -436,5 +403,5 @@ class MAML(preparation.CheckedEntryPoints, ServedFigures, SavesSeedState, MetaOb
         return tf.map_fn(
             one_task,
             (support_x, support_y, query_x),
-            fn_output_signature=self._prediction_dtype(query_x),
+            fn_output_signature=self._prediction_dtypes(query_x),
         )

@@ -12,6 +12,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from tf_maml import compiled_loss, episodes
 from tf_maml import task_loop as task_loop_lib
 from tf_maml.inner_loop import last_step
 from tf_maml.keras_patches import scale_loss_for_distribution, unscale_loss_for_distribution
@@ -84,7 +85,8 @@ class MetaObjective:
         """The compiled loss of one task, plus regularization losses."""
         # Keras scales losses by 1 / replicas under tf.distribute; a task's
         # loss must not depend on how many replicas share the meta-batch.
-        loss = unscale_loss_for_distribution(self._compile_loss(y, y_pred))
+        total, _ = compiled_loss.losses(self._compile_loss, y, y_pred)
+        loss = unscale_loss_for_distribution(total)
         if extra_losses:
             loss += tf.add_n([tf.cast(tf.reduce_sum(e), loss.dtype) for e in extra_losses])
         return loss
@@ -103,8 +105,9 @@ class MetaObjective:
               served=False):
         """One task: `(state, meta_gradients, losses, predictions)`.
 
-        `losses`: the query loss after adaptation and before it; `predictions`:
-        the query predictions after adaptation. With `served`, also the loss
+        `losses`: the query loss after adaptation and before it, and each
+        output's after adaptation (Keras' `<output>_loss`, for several
+        outputs); `predictions`: the query predictions after adaptation. With `served`, also the loss
         and predictions of each query predicted on its own with the support
         set's statistics (`served_loss`, `served_predictions`).
         """
@@ -120,7 +123,8 @@ class MetaObjective:
                 fast, state, y_pred, loss, objective = self._meta_objective(
                     task, params, state, steps, first_order, with_gradients
                 )
-            losses = {"loss": loss, "pre_adaptation_loss": pre_loss}
+            losses = {"loss": loss, "pre_adaptation_loss": pre_loss,
+                      **compiled_loss.losses(self._compile_loss, query_y, y_pred)[1]}
             predictions = {"predictions": y_pred}
             if served:
                 served_pred, served_extra = self.inner_loop.predict(
@@ -142,6 +146,9 @@ class MetaObjective:
         (support_x, support_y), (query_x, query_y) = support, query
         params, state, meta_values = self._read_values()
         served_names = ["served_loss"] if served else []
+        sums = (["loss", "pre_adaptation_loss"]
+                + [m.name for m in compiled_loss.trackers(self._compile_loss)] + served_names)
+        dtypes = self._prediction_dtypes(query_x)
         result = task_loop_lib.run_tasks(
             lambda task, state: self._task(
                 task, params, state, meta_values, steps, first_order, with_gradients, served
@@ -149,10 +156,9 @@ class MetaObjective:
             (support_x, support_y, query_x, query_y),
             state,
             [tf.zeros_like(v) for v in params + meta_values] if with_gradients else [],
-            ["loss", "pre_adaptation_loss"] + served_names,
-            ["predictions"] + (["served_predictions"] if served else []),
+            sums,
+            {"predictions": dtypes, **({"served_predictions": dtypes} if served else {})},
             self._loss_dtype,
-            self._prediction_dtype(query_x),
             self.task_loop,
             self.parallel_tasks,
         )
@@ -160,12 +166,14 @@ class MetaObjective:
         # Mean over tasks; Keras sums replicas' gradients under tf.distribute.
         scale = scale_loss_for_distribution(1.0 / count)
         result["grads"] = [g * tf.cast(scale, g.dtype) for g in result["grads"]]
-        for name in ["loss", "pre_adaptation_loss"] + served_names:
+        for name in sums:
             result[name] /= count
         return result
 
-    def _prediction_dtype(self, query_x):
-        return tf.as_dtype(self.inner_loop.output_spec(query_x.shape[2:], query_x.dtype).dtype)
+    def _prediction_dtypes(self, query_x):
+        """The dtype of each output for `query_x` ([tasks, examples, ...], nested)."""
+        outputs = self.inner_loop.output_spec(episodes.per_example(query_x))
+        return tf.nest.map_structure(lambda output: tf.as_dtype(output.dtype), outputs)
 
     @property
     def _loss_dtype(self):

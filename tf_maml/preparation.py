@@ -1,15 +1,15 @@
-"""Checks run once when episodes are handed to the meta-learner, before any compute.
+"""Checks run once when episodes are handed to the meta-learner, before any compute,
+and the record of the episodes' format that the meta-learner keeps.
 
 Keras' own automatic build would read `(support_x, support_y)` as the model
 input, so the model, the compiled loss and the metrics are built here from
 per-example specs instead, after the episodes are checked against them.
 """
 
-import keras
 import tensorflow as tf
 
 from tf_maml import episodes as episodes_lib
-from tf_maml import guards
+from tf_maml import guards, labels
 from tf_maml.keras_patches import all_layers, compute_output_spec
 
 
@@ -42,38 +42,82 @@ def prepare(meta, x, y=None, name="episodes", check_labels=True):
     if spec is None:
         return
     episode = episodes_lib.check_spec(spec, name=name)
-    example_shape = (None,) + episode.features
+    check_inputs_fit_model(meta.model, episode.x, name)
     if not meta.built:
-        meta.build(example_shape)
+        meta._build_for(episode.x)
     try:
-        output = compute_output_spec(
-            meta.model, keras.KerasTensor(example_shape, episode.x_dtype.name), training=False
-        )
+        output = compute_output_spec(meta.model, episodes_lib.batched(episode.x), training=False)
     except Exception as error:
+        examples = (f"{episodes_lib.describe(episode.x)}" if tf.nest.is_nested(episode.x) else
+                    f"shape {tuple(episode.x.shape)} ({episode.x.dtype.name})")
         raise ValueError(
-            f"{name}: examples of shape {episode.features} ({episode.x_dtype.name}) do "
-            f"not fit the wrapped model {meta.model.name!r}: {error}"
+            f"{name}: examples of {examples} do not fit the wrapped model "
+            f"{meta.model.name!r}: {error}"
         ) from error
-    if tf.nest.is_nested(output):
-        raise ValueError(
-            f"The wrapped model must have a single output; {meta.model.name!r} returns "
-            f"{tf.nest.map_structure(lambda t: t.shape, output)}."
-        )
-    episodes_lib.check_labels_fit_outputs(episode, output.shape, name=name)
+    pairs = labels.labelled_outputs(episode.y, output, meta.output_names, root="support_y")
+    labels.check_labels_fit_outputs(pairs, name=name)
     if meta.compiled:
-        episodes_lib.check_labels_fit_loss(episode, output.shape, meta.loss, name=name)
-    num_classes = output.shape[-1]
-    if check_labels and episode.label_dtype.is_integer and num_classes and num_classes > 1:
-        for labels in episodes_lib.first_labels(x, y):
-            episodes_lib.check_label_range(labels, num_classes, name=name)
+        labels.check_labels_fit_loss(pairs, meta.loss, name=name)
+    classes = labels.classes(pairs)
+    if check_labels and any(classes):
+        for structure in episodes_lib.first_labels(x, y):
+            for count, values in zip(classes, tf.nest.flatten(structure)):
+                if count:
+                    labels.check_label_range(values, count, name=name)
     if meta._episode_spec is None:  # the first episodes that pass every check
         meta._episode_spec = episode
-    if meta.compiled:
-        labels = keras.KerasTensor((None,) + episode.label_shape, episode.label_dtype.name)
-        if meta._compile_loss is not None and not meta._compile_loss.built:
-            compute_output_spec(meta._compute_loss, None, labels, output)
-        if meta._compile_metrics is not None and not meta._compile_metrics.built:
-            compute_output_spec(meta.compute_metrics, None, labels, output)
+    build_loss_and_metrics(meta, episode.x, episode.y)
+
+
+def build_loss_and_metrics(meta, example_spec, label_spec):
+    """Builds the compiled loss and metrics, eagerly, for examples and labels of these specs."""
+    if not meta.compiled:
+        return
+    output = compute_output_spec(meta.model, episodes_lib.batched(example_spec), training=False)
+    targets = episodes_lib.batched(label_spec)
+    if meta._compile_loss is not None and not meta._compile_loss.built:
+        compute_output_spec(meta._compute_loss, None, targets, output)
+    if meta._compile_metrics is not None and not meta._compile_metrics.built:
+        compute_output_spec(meta.compute_metrics, None, targets, output)
+
+
+def model_inputs(model):
+    """The model's symbolic inputs, nested as it takes them, or None if it has none."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):  # never called as a functional model
+        inputs = getattr(model, "inputs", None)
+        return inputs[0] if inputs and len(inputs) == 1 else inputs or None
+
+
+def _input_names(model):
+    """The model's input structure with names at the leaves, or None (subclassed models)."""
+    inputs = model_inputs(model)
+    return None if inputs is None else tf.nest.map_structure(lambda t: t.name, inputs)
+
+
+def check_inputs_fit_model(model, example_spec, name="episodes"):
+    """Examples structured as the model's inputs: one tensor, or a dict keyed by the input names."""
+    names = _input_names(model)
+    if names is None:
+        return  # a subclassed model: its call says
+    flat_names = tf.nest.flatten(names)
+    if isinstance(example_spec, dict):
+        fits = sorted(map(str, example_spec)) == sorted(flat_names) and all(
+            not tf.nest.is_nested(s) for s in example_spec.values()
+        )
+    elif tf.nest.is_nested(example_spec):
+        fits = not isinstance(names, dict) and len(tf.nest.flatten(example_spec)) == len(flat_names)
+    else:
+        fits = len(flat_names) == 1
+    if not fits:
+        raise ValueError(
+            f"{name}: support_x and query_x hold examples of {episodes_lib.describe(example_spec)}, "
+            f"which do not match the inputs of {model.name!r}, {names}. Give one tensor per "
+            "input: a dict "
+            "keyed by the input names"
+            + (", or a list in input order." if not isinstance(names, dict) else ".")
+        )
 
 
 def prepare_validation(meta, validation_data):
@@ -155,3 +199,72 @@ class CheckedEntryPoints:
         if isinstance(x, tf.data.Dataset):
             prepare(self, x, check_labels=False)
         return super().predict(x, *args, **kwargs)
+
+
+class RecordedEpisodes:
+    """Mixed into `MAML`: the format of the first episodes that passed `prepare`.
+
+    Kept in the build config, so a loaded meta-learner knows it: `adapt`,
+    `export_adaptive` and the served metrics read it.
+    """
+
+    def get_build_config(self):
+        if self._episode_spec is None:
+            return super().get_build_config()
+        return {
+            "episodes": {
+                "x": episodes_lib.spec_to_config(self.example_spec),
+                "y": episodes_lib.spec_to_config(self.label_spec),
+            }
+        }
+
+    def build_from_config(self, config):
+        if "episodes" not in config:
+            return super().build_from_config(config)
+        spec = config["episodes"]
+        if "features" in spec:  # saved before nested episodes (one input, one output)
+            x = tf.TensorSpec(spec["features"], spec["x_dtype"])
+            y = tf.TensorSpec(spec["label_shape"], spec["label_dtype"])
+        else:
+            x, y = (episodes_lib.spec_from_config(spec[key]) for key in ("x", "y"))
+        self._episode_spec = episodes_lib.EpisodeSpec(num_tasks=None, x=x, y=y)
+        self._build_for(x)
+
+    @property
+    def example_spec(self):
+        """The spec of one example (nested for several inputs): from the episodes
+        seen, or the model's inputs."""
+        if self._episode_spec is not None:
+            return episodes_lib.plain(self._episode_spec.x)
+        inputs = model_inputs(self.model)
+        if inputs is None:
+            raise ValueError(
+                f"The example shape of {self.model.name!r} is unknown: hand episodes to "
+                "fit/evaluate first, or give the wrapped model an Input."
+            )
+        return episodes_lib.per_example(inputs, axes=1)
+
+    @property
+    def example_shape(self):
+        """Shape of one example, for a model with one input (else see `example_spec`)."""
+        spec = self.example_spec
+        if tf.nest.is_nested(spec):
+            raise ValueError(
+                f"{self.model.name!r} takes several inputs, {episodes_lib.describe(spec)} per "
+                "example: read example_spec instead of example_shape."
+            )
+        return tuple(spec.shape)
+
+    @property
+    def label_spec(self):
+        """The spec of one example's labels (nested for several outputs), from the episodes seen."""
+        if self._episode_spec is None:
+            raise ValueError(
+                "The label format is unknown: call fit() or evaluate() on episodes first."
+            )
+        return episodes_lib.plain(self._episode_spec.y)
+
+    def _labelled_outputs(self, example_spec, label_spec, root="y"):
+        """Each label tensor with its model output (`tf_maml.labels.labelled_outputs`)."""
+        outputs = self.inner_loop.output_spec(example_spec)
+        return labels.labelled_outputs(label_spec, outputs, self.output_names, root)

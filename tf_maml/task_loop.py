@@ -16,8 +16,11 @@ TASK_LOOPS = ("auto", "while", "unrolled")
 _SMALL_TASK_VALUES = 16_384
 
 
-def auto_parallel_tasks(support_shape, query_shape):
+def auto_parallel_tasks(support_x, query_x):
     """How many tasks of a meta-batch the while loop runs at once, by default.
+
+    `support_x`, `query_x`: the meta-batch's examples (tensors or specs,
+    nested for several inputs), `[tasks, examples, *features]` each.
 
     On a 2-core CPU (docs/benchmarks.md), 10 tasks at once (TensorFlow's
     default) were fastest for tasks of 10 Omniglot images, and 4 for tasks
@@ -26,13 +29,15 @@ def auto_parallel_tasks(support_shape, query_shape):
     """
     if tf.config.list_logical_devices("GPU"):
         return 10
-    examples = (support_shape[1] or 0) + (query_shape[1] or 0)
-    values = examples * int(np.prod([d or 1 for d in support_shape[2:]]))
+    values = sum(
+        (shape[1] or 0) * int(np.prod([d or 1 for d in shape[2:]]))
+        for shape in (tuple(t.shape) for t in tf.nest.flatten([support_x, query_x]))
+    )
     return 10 if values <= _SMALL_TASK_VALUES else 4
 
 
-def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, stack_dtype,
-              task_loop="auto", parallel_tasks="auto"):
+def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, task_loop="auto",
+              parallel_tasks="auto"):
     """Runs `task_fn` on every task of a meta-batch.
 
     Args:
@@ -42,12 +47,13 @@ def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, stack_dtype
             (query predictions) to stack; `state` (the model's non-trainable
             values) is carried from task to task.
         tasks: the meta-batch `(support_x, support_y, query_x, query_y)`, each
-            with a leading task axis.
+            with a leading task axis (each may be nested).
         state: the model's non-trainable values before the first task.
         grads: zeros shaped as the meta-gradient (an empty list for none).
-        sums, stacks: the names of the values `task_fn` returns.
+        sums: the names of the sums `task_fn` returns.
+        stacks: a dict from the name of each stacked value `task_fn` returns
+            to its dtype (nested like the value).
         sum_dtype: the dtype the sums are added up in.
-        stack_dtype: the dtype of the stacked values.
         task_loop, parallel_tasks: as `MAML`.
 
     Returns:
@@ -55,32 +61,38 @@ def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, stack_dtype
         of `sums` summed, each of `stacks` stacked, and `num_tasks`.
     """
     support_x, query_x = tasks[0], tasks[2]
-    num_tasks = tf.shape(support_x)[0]
+    first = tf.nest.flatten(support_x)[0]
+    num_tasks = tf.shape(first)[0]
 
     def body(t, state, grads, totals, stacked):
-        state, task_grads, task_sums, task_stacks = task_fn([part[t] for part in tasks], state)
+        task = [tf.nest.map_structure(lambda part: part[t], part) for part in tasks]
+        state, task_grads, task_sums, task_stacks = task_fn(task, state)
         return (
             t + 1,
             state,
             [g + tg for g, tg in zip(grads, task_grads)],
             {k: totals[k] + tf.cast(task_sums[k], sum_dtype) for k in sums},
-            {k: stacked[k].write(t, task_stacks[k]) for k in stacks},
+            {k: tf.nest.map_structure(lambda array, value: array.write(t, value),
+                                      stacked[k], task_stacks[k]) for k in stacks},
         )
 
     totals = {k: tf.zeros((), sum_dtype) for k in sums}
-    stacked = {k: tf.TensorArray(stack_dtype, size=num_tasks) for k in stacks}
+    stacked = {
+        k: tf.nest.map_structure(lambda dtype: tf.TensorArray(dtype, size=num_tasks), dtypes)
+        for k, dtypes in stacks.items()
+    }
     loop_vars = (tf.constant(0), state, grads, totals, stacked)
     if task_loop == "unrolled":
-        if support_x.shape[0] is None:
+        if first.shape[0] is None:
             raise ValueError(
                 "task_loop='unrolled' needs a fixed number of tasks per meta-batch "
                 "(batch the episodes with drop_remainder=True), or use task_loop='while'."
             )
-        for _ in range(support_x.shape[0]):
+        for _ in range(first.shape[0]):
             loop_vars = body(*loop_vars)
     else:
         if parallel_tasks == "auto":
-            parallel_tasks = auto_parallel_tasks(support_x.shape, query_x.shape)
+            parallel_tasks = auto_parallel_tasks(support_x, query_x)
         loop_vars = tf.while_loop(
             lambda t, *_: t < num_tasks, body, loop_vars, parallel_iterations=parallel_tasks
         )
@@ -89,6 +101,7 @@ def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, stack_dtype
         "state": state,
         "grads": grads,
         **totals,
-        **{k: array.stack() for k, array in stacked.items()},
+        **{k: tf.nest.map_structure(lambda array: array.stack(), arrays)
+           for k, arrays in stacked.items()},
         "num_tasks": num_tasks,
     }

@@ -27,12 +27,14 @@ if ".".join(keras.__version__.split(".")[:2]) != WRITTEN_FOR:
 from tf_maml.keras_patches.exact_gradients import exact_second_order, max_pool_by_slices  # noqa: E402
 from tf_maml.keras_patches.fused_batch_norm import fused_kernels, stock_kernels  # noqa: E402
 from tf_maml.keras_patches.internals import (  # noqa: E402
-    all_layers, call_has_training_arg, compute_output_spec, is_multi_worker, leaf_layers,
+    all_layers, call_has_training_arg, compute_output_spec, copy_compile_metrics, is_multi_worker,
+    leaf_layers,
     scale_loss_for_distribution, unscale_loss_for_distribution,
 )
 
 __all__ = [
     "WRITTEN_FOR", "all_layers", "call_has_training_arg", "compute_output_spec",
+    "copy_compile_metrics",
     "exact_second_order", "fused_kernels", "is_multi_worker", "leaf_layers",
     "max_pool_by_slices", "scale_loss_for_distribution", "stock_kernels",
     "unscale_loss_for_distribution",

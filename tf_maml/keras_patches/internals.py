@@ -4,6 +4,7 @@ Written for Keras 3.15 (`tf_maml.keras_patches.WRITTEN_FOR`); where Keras has
 a public API for the job, tf_maml uses that instead.
 """
 
+import keras
 from keras.src import backend as keras_backend
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 from keras.src.losses import loss as loss_module
@@ -37,3 +38,33 @@ def leaf_layers(model):
 def call_has_training_arg(model):
     """Whether `model.call` takes `training` (Keras passes it only then)."""
     return model._call_has_training_arg
+
+
+def copy_compile_metrics(compile_metrics, copy_metric):
+    """A new, unbuilt set of compiled metrics with the user's metrics of `compile_metrics`.
+
+    Each metric object is replaced by `copy_metric(metric)` (dropped where
+    that returns None); names and functions are kept, Keras makes their
+    metrics anew. Built as Keras builds its own, so nested outputs and
+    their names work as in `compile`.
+    """
+    def copied(metrics):
+        if metrics is None:
+            return None
+        copies = keras.tree.map_structure(
+            lambda m: copy_metric(m) if isinstance(m, keras.metrics.Metric) else m, metrics
+        )
+        if isinstance(copies, dict):
+            return {k: _without_none(v) for k, v in copies.items()}
+        return _without_none(copies)
+
+    return type(compile_metrics)(
+        copied(compile_metrics._user_metrics), copied(compile_metrics._user_weighted_metrics),
+        output_names=compile_metrics.output_names,
+    )
+
+
+def _without_none(metrics):
+    if isinstance(metrics, (list, tuple)):
+        return [_without_none(m) for m in metrics if m is not None]
+    return metrics

@@ -1,0 +1,29 @@
+"""The compiled loss of one task, each output's too, without touching Keras' loss trackers.
+
+With several outputs, Keras' compiled loss records each output's loss in a
+`Mean` tracker (`cls_loss`, ...) whenever it is called. The inner loop calls
+it at every step of every task; those calls must not reach the trackers,
+and the per-output losses logged must be the query losses after adaptation,
+as `loss` is. So the loss runs in a `keras.StatelessScope` that starts the
+trackers at zero and keeps their updates to itself: each tracker's result
+in the scope is that output's loss.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def trackers(compile_loss):
+    """Keras' per-output loss trackers (none for a single output)."""
+    return list(compile_loss.metrics) if compile_loss is not None else []
+
+
+def losses(compile_loss, y, y_pred):
+    """`(total, {tracker name: value})`: the compiled loss of `y_pred`, and each output's."""
+    own = trackers(compile_loss)
+    if not own:
+        return compile_loss(y, y_pred), {}
+    zeros = [(v, tf.zeros(v.shape, v.dtype)) for m in own for v in m.variables]
+    with keras.StatelessScope(state_mapping=zeros, initialize_variables=False):
+        total = compile_loss(y, y_pred)
+        return total, {m.name: m.result() for m in own}
