@@ -198,10 +198,11 @@ def test_adapt_predict_save_and_export_adaptive(trained, tmp_path):
 
 
 def list_model():
+    """Outputs in an order other than their names' (dict labels are keyed, lists ordered)."""
     a, b = keras.Input((FEATURES,), name="a"), keras.Input((2,), name="b")
     x = keras.layers.Dense(6, activation="tanh")(keras.layers.Concatenate()([a, b]))
-    return keras.Model([a, b], [keras.layers.Dense(CLASSES, name="cls")(x),
-                                keras.layers.Dense(1, name="reg")(x)])
+    return keras.Model([a, b], [keras.layers.Dense(1, name="reg")(x),
+                                keras.layers.Dense(CLASSES, name="cls")(x)])
 
 
 def test_list_inputs_and_outputs_take_labels_as_a_list_or_keyed_by_output_name():
@@ -211,7 +212,7 @@ def test_list_inputs_and_outputs_take_labels_as_a_list_or_keyed_by_output_name()
                          .astype(np.float32)]
     support_x, query_x = as_list(support_x), as_list(query_x)
     results = []
-    for labels in (lambda y: [y["cls"], y["reg"]], lambda y: y):
+    for labels in (lambda y: [y["reg"], y["cls"]], lambda y: y):
         maml = tf_maml.MAML(list_model(), inner_lr=0.3)
         maml.model.set_weights(results[0][1] if results else maml.model.get_weights())
         maml.compile(optimizer="sgd", loss=losses(), metrics={"cls": ["accuracy"]})
@@ -238,6 +239,44 @@ def test_family_members_meta_train_a_two_headed_model(member):
     assert any(np.abs(a - b).max() > 0 for a, b in zip(before, maml.get_weights()))
     adapted = maml.adapt(*(task(part, 0) for part in episode[0]))
     assert adapted.predict(task(episode[1][0], 0), verbose=0)["cls"].shape == (6, CLASSES)
+
+
+def test_fit_from_a_python_generator():
+    """Episodes Keras reads batch by batch reach the step unchecked: it builds the loss."""
+    rng = np.random.default_rng(9)
+
+    def episodes():
+        while True:
+            yield nested_episode(rng)
+
+    maml = tf_maml.MAML(two_headed_model(), inner_lr=0.3)
+    maml.compile(optimizer="adam", loss=losses(), loss_weights=WEIGHTS,
+                 metrics={"cls": ["accuracy"]})
+    history = maml.fit(episodes(), steps_per_epoch=2, epochs=1, verbose=0)
+    for name in ("loss", "cls_loss", "reg_loss", "cls_accuracy"):
+        assert np.isfinite(history.history[name][0]), name
+
+
+def test_adapt_takes_python_lists_for_one_input_and_one_output():
+    (support_x, support_y), _ = tf_maml.data.sinusoid_episodes(
+        shots=5, meta_batch_size=1, num_batches=1).get_single_element()
+    maml = tf_maml.MAML(tf_maml.nets.mlp(hidden=(8,)), inner_lr=0.1)
+    maml.compile(optimizer="adam", loss="mse")
+    as_lists = maml.adapt(support_x[0].numpy().tolist(), support_y[0].numpy().tolist())
+    as_arrays = maml.adapt(support_x[0], support_y[0])
+    for a, b in zip(as_lists.get_weights(), as_arrays.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_an_output_named_like_a_log_of_tf_maml_is_refused():
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, {"served": keras.layers.Dense(1)(inputs),
+                                 "other": keras.layers.Dense(1)(inputs)})
+    maml = tf_maml.MAML(model, inner_lr=0.1)
+    maml.compile(optimizer="sgd", loss="mse")
+    x, y = np.zeros((1, 3, 2), "float32"), np.zeros((1, 3, 1), "float32")
+    with pytest.raises(ValueError, match="output named 'served' would log served_loss"):
+        maml.fit((x, {"served": y, "other": y}), (x, {"served": y, "other": y}), verbose=0)
 
 
 def compiled():

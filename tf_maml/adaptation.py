@@ -91,25 +91,39 @@ class TracedAdaptation:
         return function(support_x, support_y)
 
 
-def _as_tensors(structure):
-    return tf.nest.map_structure(tf.convert_to_tensor, structure)
+def _as_tensors(structure, several):
+    """Tensors from arrays or lists: one tensor, or one per input or output if `several`."""
+    if not several:
+        return tf.convert_to_tensor(structure)
+    if isinstance(structure, dict):
+        return {key: tf.convert_to_tensor(value) for key, value in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return [tf.convert_to_tensor(value) for value in structure]
+    return tf.convert_to_tensor(structure)  # refused by the checks, with the structures named
 
 
-def _ready(meta, support_x, support_y):
-    """Builds what adaptation needs (model, compiled loss) for this support set."""
+def _checked_support_set(meta, support_x, support_y):
+    """One task's support set as tensors, checked; the model and the loss built for it."""
+    try:
+        several_inputs = tf.nest.is_nested(meta.example_spec)
+    except ValueError:  # a model without inputs yet: built from this support set
+        several_inputs = isinstance(support_x, dict)
+    support_x = _as_tensors(support_x, several_inputs)
     if not meta.built:
         meta._build_for(episodes.per_example(support_x, axes=1))
+    outputs = meta.inner_loop.output_spec(meta.example_spec)
+    support_y = _as_tensors(support_y, tf.nest.is_nested(outputs))
+    _check_task(meta, support_x, support_y)
     preparation.build_loss_and_metrics(
-        meta, meta.example_spec, episodes.per_example(support_y, axes=1)
+        meta, meta.example_spec, episodes.per_example(support_y, axes=1), metrics=False
     )
+    return support_x, support_y
 
 
 def standalone_model(meta, support_x, support_y, steps=None):
     """The model adapted to one support set, as a new `keras.Model`."""
     steps = _checked_steps(meta, steps, "adapt")
-    support_x, support_y = _as_tensors(support_x), _as_tensors(support_y)
-    _ready(meta, support_x, support_y)
-    _check_task(meta, support_x, support_y)
+    support_x, support_y = _checked_support_set(meta, support_x, support_y)
     params, state = meta._traced_adaptation.served_values(meta, support_x, support_y, steps)
 
     adapted = keras.models.clone_model(meta.model)
@@ -149,7 +163,7 @@ def export_adaptive(meta, filepath, steps=None):
         checks = [tf.debugging.assert_positive(
             tf.shape(tf.nest.flatten(support_x)[0])[0],
             message="support_x must hold at least one example")]
-        flat_labels = tf.nest.flatten(support_y)
+        flat_labels = keras.tree.flatten(support_y)
         for i, classes in checked:
             message = _label_message(classes, pairs[i].label_name)
             checks += [

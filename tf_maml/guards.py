@@ -52,7 +52,7 @@ def checked_episode(support, query, classes):
 
     Checked on every batch inside the step: an empty task, support or query
     set, and integer class labels outside `[0, classes)`. `classes` holds,
-    for each label tensor (in `tf.nest.flatten` order), its number of
+    for each label tensor (in `keras.tree.flatten` order), its number of
     classes or None. Bad labels are replaced by zeros so that no loss op
     fails before the guard reports them.
     """
@@ -65,7 +65,7 @@ def checked_episode(support, query, classes):
     checked = [i for i, count in enumerate(classes) if count]
     if not checked:
         return support, query, empty, tf.constant(False), sizes
-    flat_support, flat_query = tf.nest.flatten(support_y), tf.nest.flatten(query_y)
+    flat_support, flat_query = keras.tree.flatten(support_y), keras.tree.flatten(query_y)
     bad, detail = tf.constant(False), sizes
     for i in reversed(checked):  # the first label tensor out of range is the one reported
         bad_i, low, high = label_range_fault([flat_support[i], flat_query[i]], classes[i])
@@ -74,8 +74,8 @@ def checked_episode(support, query, classes):
     for flat in (flat_support, flat_query):
         for i in checked:
             flat[i] = tf.where(bad, tf.zeros_like(flat[i]), flat[i])
-    support_y = tf.nest.pack_sequence_as(support_y, flat_support)
-    query_y = tf.nest.pack_sequence_as(query_y, flat_query)
+    support_y = keras.tree.pack_sequence_as(support_y, flat_support)
+    query_y = keras.tree.pack_sequence_as(query_y, flat_query)
     detail = tf.where(empty, sizes, detail)
     return (support_x, support_y), (query_x, query_y), empty, bad, detail
 

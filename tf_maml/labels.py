@@ -30,7 +30,7 @@ def _output_names(outputs, model_names):
     """Names of the flat outputs: dict keys, else the model's output names, else indices."""
     if isinstance(outputs, dict):
         return [path[0] for path, _ in keras.tree.flatten_with_path(outputs)]
-    count = len(tf.nest.flatten(outputs))
+    count = len(keras.tree.flatten(outputs))
     if model_names and len(model_names) == count:
         return list(model_names)
     return [str(i) for i in range(count)]
@@ -47,16 +47,16 @@ def labelled_outputs(label_spec, outputs, model_names=None, root="y"):
 
     Returns:
         A `LabelledOutput` per label tensor, in the order of
-        `tf.nest.flatten(label_spec)`.
+        `keras.tree.flatten(label_spec)` (Keras' order, as its compiled losses).
     """
-    flat_outputs = tf.nest.flatten(outputs)
+    flat_outputs = keras.tree.flatten(outputs)
     labels = named_leaves(label_spec, root)
     if not tf.nest.is_nested(outputs):
         if tf.nest.is_nested(label_spec) and len(labels) != 1:
             raise _mismatch(label_spec, outputs, None, root)
         return [LabelledOutput(labels[0][0], labels[0][1], None, outputs, 0)]
     names = _output_names(outputs, model_names)
-    if isinstance(label_spec, dict):
+    if isinstance(label_spec, dict) and (isinstance(outputs, dict) or model_names):
         keys = [path[0] for path, _ in keras.tree.flatten_with_path(label_spec)]
         if sorted(map(str, keys)) != sorted(names) or len(keys) != len(names):
             raise _mismatch(label_spec, outputs, names, root)
@@ -74,12 +74,29 @@ def labelled_outputs(label_spec, outputs, model_names=None, root="y"):
 
 
 def _mismatch(label_spec, outputs, names, root):
-    keyed = (f" Give a dict keyed by the output names {names}, or a list in that order."
-             if names else " The model has one output: give one label tensor.")
+    if not names:
+        keyed = " The model has one output: give one label tensor."
+    elif isinstance(outputs, dict):
+        keyed = f" Give a dict keyed by the output names {names}."
+    else:
+        keyed = f" Give a dict keyed by the output names {names}, or a list in that order."
     return ValueError(
         f"{root} does not match the model's outputs: labels {describe(label_spec)}, outputs "
         f"{describe(outputs)}.{keyed}"
     )
+
+
+# tf_maml's own logs: an output's loss tracker (`<output>_loss`) must not take their names.
+RESERVED_OUTPUT_NAMES = ("pre_adaptation", "served")
+
+
+def check_output_names(pairs):
+    for pair in pairs:
+        if pair.output_name in RESERVED_OUTPUT_NAMES:
+            raise ValueError(
+                f"An output named {pair.output_name!r} would log {pair.output_name}_loss, a name "
+                f"tf_maml logs itself; rename the output (reserved: {RESERVED_OUTPUT_NAMES})."
+            )
 
 
 def is_class_index(pair):

@@ -343,6 +343,10 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         """`(support, query, empty, bad_labels, detail)`: see `guards.checked_episode`."""
         support, query = episodes_lib.unpack(data)
         query_x, query_y = query
+        # Episodes read from a generator reach the step unchecked: build here, eagerly.
+        preparation.build_loss_and_metrics(
+            self, episodes_lib.per_example(query_x), episodes_lib.per_example(query_y)
+        )
         pairs = self._labelled_outputs(
             episodes_lib.per_example(query_x), episodes_lib.per_example(query_y), "query_y"
         )

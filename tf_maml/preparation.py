@@ -6,6 +6,7 @@ input, so the model, the compiled loss and the metrics are built here from
 per-example specs instead, after the episodes are checked against them.
 """
 
+import keras
 import tensorflow as tf
 
 from tf_maml import episodes as episodes_lib
@@ -55,13 +56,14 @@ def prepare(meta, x, y=None, name="episodes", check_labels=True):
             f"{meta.model.name!r}: {error}"
         ) from error
     pairs = labels.labelled_outputs(episode.y, output, meta.output_names, root="support_y")
+    labels.check_output_names(pairs)
     labels.check_labels_fit_outputs(pairs, name=name)
     if meta.compiled:
         labels.check_labels_fit_loss(pairs, meta.loss, name=name)
     classes = labels.classes(pairs)
     if check_labels and any(classes):
         for structure in episodes_lib.first_labels(x, y):
-            for count, values in zip(classes, tf.nest.flatten(structure)):
+            for count, values in zip(classes, keras.tree.flatten(structure)):
                 if count:
                     labels.check_label_range(values, count, name=name)
     if meta._episode_spec is None:  # the first episodes that pass every check
@@ -69,25 +71,32 @@ def prepare(meta, x, y=None, name="episodes", check_labels=True):
     build_loss_and_metrics(meta, episode.x, episode.y)
 
 
-def build_loss_and_metrics(meta, example_spec, label_spec):
-    """Builds the compiled loss and metrics, eagerly, for examples and labels of these specs."""
+def build_loss_and_metrics(meta, example_spec, label_spec, metrics=True):
+    """Builds the compiled loss (and metrics), eagerly, for examples and labels of these specs.
+
+    Keras would build them in the first traced step, where the per-output
+    loss trackers of several outputs cannot be made.
+    """
     if not meta.compiled:
         return
-    output = compute_output_spec(meta.model, episodes_lib.batched(example_spec), training=False)
-    targets = episodes_lib.batched(label_spec)
-    if meta._compile_loss is not None and not meta._compile_loss.built:
-        compute_output_spec(meta._compute_loss, None, targets, output)
-    if meta._compile_metrics is not None and not meta._compile_metrics.built:
-        compute_output_spec(meta.compute_metrics, None, targets, output)
+    with tf.init_scope():
+        output = compute_output_spec(meta.model, episodes_lib.batched(example_spec), training=False)
+        targets = episodes_lib.batched(label_spec)
+        if meta._compile_loss is not None and not meta._compile_loss.built:
+            compute_output_spec(meta._compute_loss, None, targets, output)
+        if metrics and meta._compile_metrics is not None and not meta._compile_metrics.built:
+            compute_output_spec(meta.compute_metrics, None, targets, output)
 
 
 def model_inputs(model):
     """The model's symbolic inputs, nested as it takes them, or None if it has none."""
     try:
-        return model.input
+        inputs = model.input
     except (AttributeError, ValueError):  # never called as a functional model
-        inputs = getattr(model, "inputs", None)
-        return inputs[0] if inputs and len(inputs) == 1 else inputs or None
+        inputs = getattr(model, "inputs", None) or None
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
+        return inputs[0]  # keras.Model([x], ...) takes one tensor too
+    return inputs
 
 
 def _input_names(model):
@@ -97,11 +106,13 @@ def _input_names(model):
 
 
 def check_inputs_fit_model(model, example_spec, name="episodes"):
-    """Examples structured as the model's inputs: one tensor, or a dict keyed by the input names."""
+    """Examples structured as the model's inputs: one tensor, or a dict keyed by the input
+    names, or a list in input order."""
     names = _input_names(model)
     if names is None:
         return  # a subclassed model: its call says
-    flat_names = tf.nest.flatten(names)
+    # A dict of inputs is keyed by its keys; a list, by its tensors' names.
+    flat_names = list(names) if isinstance(names, dict) else tf.nest.flatten(names)
     if isinstance(example_spec, dict):
         fits = sorted(map(str, example_spec)) == sorted(flat_names) and all(
             not tf.nest.is_nested(s) for s in example_spec.values()
@@ -114,8 +125,7 @@ def check_inputs_fit_model(model, example_spec, name="episodes"):
         raise ValueError(
             f"{name}: support_x and query_x hold examples of {episodes_lib.describe(example_spec)}, "
             f"which do not match the inputs of {model.name!r}, {names}. Give one tensor per "
-            "input: a dict "
-            "keyed by the input names"
+            "input: a dict keyed by the input names"
             + (", or a list in input order." if not isinstance(names, dict) else ".")
         )
 

@@ -56,6 +56,8 @@ def copy_compile_metrics(compile_metrics, copy_metric):
         )
         if isinstance(copies, dict):
             return {k: _without_none(v) for k, v in copies.items()}
+        if any(isinstance(m, (list, tuple)) for m in metrics):  # one list per output
+            return [[] if m is None else _without_none(m) for m in copies]
         return _without_none(copies)
 
     return type(compile_metrics)(
