@@ -34,8 +34,10 @@ def test_small_resnet12_meta_trains_and_adapts():
     assert maml.adapt(support_x[0], support_y[0]).predict(query_x[0], verbose=0).shape == (6, 3)
 
 
-@pytest.mark.parametrize("member", [m for m in MEMBERS if m != "maml"])
-def test_every_family_member_meta_trains_a_small_resnet12(member):
+# The members whose adapted weights or meta-gradient differ from MAML's in form (a
+# masked head, a weight difference); the suite's time allows no more on this net.
+@pytest.mark.parametrize("member", ["anil", "reptile_adam"])
+def test_family_members_meta_train_a_small_resnet12(member):
     episode = as_float32(classification_episode(np.random.default_rng(0), tasks=2, image=(16, 16, 3)))
     maml = MEMBERS[member](tf_maml.nets.resnet12(3, input_shape=(16, 16, 3), filters=(4, 4, 8, 8)))
     maml.compile(optimizer="adam", loss=sparse_ce())
