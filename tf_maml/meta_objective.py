@@ -107,9 +107,10 @@ class MetaObjective:
 
         `losses`: the query loss after adaptation and before it, and each
         output's after adaptation (Keras' `<output>_loss`, for several
-        outputs); `predictions`: the query predictions after adaptation. With `served`, also the loss
-        and predictions of each query predicted on its own with the support
-        set's statistics (`served_loss`, `served_predictions`).
+        outputs); `predictions`: the query predictions after adaptation.
+        With `served`, also the loss and predictions of each query predicted
+        on its own with the support set's statistics (`served_loss`,
+        `served_predictions`).
         """
         support_x, _, query_x, query_y = task
         with self._reading(meta_values):
@@ -123,8 +124,9 @@ class MetaObjective:
                 fast, state, y_pred, loss, objective = self._meta_objective(
                     task, params, state, steps, first_order, with_gradients
                 )
-            losses = {"loss": loss, "pre_adaptation_loss": pre_loss,
-                      **compiled_loss.losses(self._compile_loss, query_y, y_pred)[1]}
+            losses = {"loss": loss, "pre_adaptation_loss": pre_loss}
+            if compiled_loss.trackers(self._compile_loss):  # several outputs: each one's loss
+                losses.update(compiled_loss.losses(self._compile_loss, query_y, y_pred)[1])
             predictions = {"predictions": y_pred}
             if served:
                 served_pred, served_extra = self.inner_loop.predict(
