@@ -23,5 +23,5 @@ setup(
         "matplotlib>=3.8",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
 )

@@ -3,7 +3,9 @@
 Pick a setting after a colon (default 5w1s):
   python scripts/train.py --config=configs/omniglot.py:5w1s \
       --config.data_dir=../shared/data/omniglot --workdir=runs/omniglot_5w1s
-Settings: 5w1s, 5w5s, 20w1s, 20w5s. Override any field, e.g. --config.first_order=True.
+Settings: 5w1s, 5w5s, 20w1s, 20w5s, and variable: Meta-Dataset's sampler, 5 to 20
+ways, up to 100 support examples and 5 queries per class (padded episodes). Override
+any field, e.g. --config.first_order=True.
 TaskNorm-I instead of BatchNorm (queries normalized with the support set's
 moments blended with their own): --config.model.normalization=task.
 """
@@ -20,8 +22,11 @@ SETTINGS = {
 
 
 def get_config(setting="5w1s"):
+    if setting == "variable":
+        return variable_config()
     if setting not in SETTINGS:
-        raise ValueError(f"Unknown Omniglot setting {setting!r}; choose from {sorted(SETTINGS)}.")
+        raise ValueError(f"Unknown Omniglot setting {setting!r}; choose from "
+                         f"{sorted(SETTINGS) + ['variable']}.")
     ways, shots, inner_lr, inner_steps, meta_batch_size = SETTINGS[setting]
     config = ml_collections.ConfigDict()
     config.task = "omniglot"
@@ -37,6 +42,13 @@ def get_config(setting="5w1s"):
     config.shots = shots
     config.queries = shots
     config.meta_batch_size = meta_batch_size
+    # "fixed": N-way K-shot tasks as above; "variable": Meta-Dataset's sampler
+    # (tf_maml.data.variable_episodes: ways in [min_ways, max_ways], shots per
+    # class drawn, `queries` per class, padded to max_support and
+    # max_ways * queries examples; ways and shots above unused, no rotation).
+    config.sampler = "fixed"
+    config.variable = ml_collections.ConfigDict(
+        {"min_ways": 5, "max_ways": 20, "max_support": 100})
     # conv4: 4 x [3x3 conv 64, normalization, ReLU, 2x2 max-pool], dense logits;
     # normalization "batch" (BatchNorm) or "task" (TaskNorm-I).
     config.model = ml_collections.ConfigDict(
@@ -70,4 +82,21 @@ def get_config(setting="5w1s"):
     config.eval_max_steps = 10
     config.eval_queries = shots
     config.verbose = 1  # Keras: 0 silent, 1 progress bar, 2 one line per epoch
+    return config
+
+
+def variable_config():
+    """Meta-Dataset's variable ways and shots on Omniglot, at a budget for a CPU.
+
+    Tasks of 5 to 20 classes, shots drawn per class (up to 100 support
+    examples), 5 queries per class; 20 logits. Inner loop as 20-way: 5 steps
+    of 0.1 in training, 10 at test; 4 tasks per meta-batch (a task holds up
+    to 200 images, twenty times a 5-way 1-shot task).
+    """
+    config = get_config("20w1s")
+    config.sampler = "variable"
+    config.rotation = ""
+    config.variable.min_ways, config.variable.max_ways, config.variable.max_support = 5, 20, 100
+    config.queries = config.eval_queries = 5
+    config.meta_batch_size = 4
     return config

@@ -8,7 +8,9 @@ with the process's peak RSS (the peers in ../shared/bench/peers time alike).
 
 Workloads (as ../shared/bench/peers): Omniglot-shaped conv4 5-way 1-shot,
 meta-batch 32, 1 or 15 queries per class, 1 inner step of 0.4; 20-way 1-shot,
-meta-batch 16, 5 inner steps of 0.1; sinusoid MLP 40-40, meta-batch 25.
+meta-batch 16, 5 inner steps of 0.1; sinusoid MLP 40-40, meta-batch 25. And
+ResNet-12 (`tf_maml.nets.resnet12`, 12.4M weights) at mini-ImageNet's 84x84x3,
+5-way 1-shot, 1 query per class, meta-batch 2, 5 inner steps of 0.01.
 
   python scripts/benchmark.py --workloads=5w1s_q1,5w1s_q15 --orders=2,1 --xla=false,true
   python scripts/benchmark.py --workloads=5w1s_q1 --parallel_tasks=1,2,4,10 --task_loops=while,unrolled
@@ -16,6 +18,8 @@ meta-batch 16, 5 inner steps of 0.1; sinusoid MLP 40-40, meta-batch 25.
       --plot=docs/images/benchmark_meta_batch.png
   python scripts/benchmark.py --workloads=5w1s_q1 --inner_steps=1,5,10,20 --recompute=false,true \
       --plot=docs/images/benchmark_inner_steps.png
+  python scripts/benchmark.py --workloads=resnet12_5w1s --recompute=false,true --windows=2 \
+      --algorithms=maml,meta_sgd,maml_plus_plus
 """
 
 import contextlib
@@ -30,13 +34,17 @@ import time
 
 from absl import app, flags
 
-# name: (ways, shots, queries per class, meta-batch, inner lr, inner steps, image or None)
+# name: (ways, shots, queries per class, meta-batch, inner lr, inner steps, image or None,
+# network: "conv4" or "resnet12" for images, the 40-40 MLP otherwise)
 WORKLOADS = {
-    "5w1s_q1": (5, 1, 1, 32, 0.4, 1, (28, 28, 1)),
-    "5w1s_q15": (5, 1, 15, 32, 0.4, 1, (28, 28, 1)),
-    "20w1s": (20, 1, 1, 16, 0.1, 5, (28, 28, 1)),
-    "sinusoid": (1, 10, 10, 25, 0.01, 1, None),
+    "5w1s_q1": (5, 1, 1, 32, 0.4, 1, (28, 28, 1), "conv4"),
+    "5w1s_q15": (5, 1, 15, 32, 0.4, 1, (28, 28, 1), "conv4"),
+    "20w1s": (20, 1, 1, 16, 0.1, 5, (28, 28, 1), "conv4"),
+    "sinusoid": (1, 10, 10, 25, 0.01, 1, None, "mlp"),
+    "resnet12_5w1s": (5, 1, 1, 2, 0.01, 5, (84, 84, 3), "resnet12"),
 }
+# Family members (first order: --orders=1, as FOMAML is MAML(first_order=True)).
+ALGORITHMS = ("maml", "meta_sgd", "maml_plus_plus", "anil", "reptile")
 
 _WORKLOADS = flags.DEFINE_list("workloads", ["5w1s_q1", "5w1s_q15", "20w1s", "sinusoid"], "Workloads.")
 _ORDERS = flags.DEFINE_list(
@@ -48,6 +56,7 @@ _TASK_LOOPS = flags.DEFINE_list("task_loops", ["auto"], "MAML(task_loop=...) val
 _PARALLEL_TASKS = flags.DEFINE_list("parallel_tasks", ["auto"], "MAML(parallel_tasks=...) values.")
 _RECOMPUTE = flags.DEFINE_list("recompute", ["false"], "MAML(recompute_inner_steps=...) values.")
 _FUSED = flags.DEFINE_list("fused_batch_norm", ["true"], "MAML(fused_batch_norm=...) values.")
+_ALGORITHMS = flags.DEFINE_list("algorithms", ["maml"], f"Family members: {list(ALGORITHMS)}.")
 _POLICIES = flags.DEFINE_list("policies", ["float32"], "Keras dtype policies, e.g. mixed_bfloat16.")
 # conv4 normalization, as scripts/normalization_benchmark.py names them.
 NORMALIZATIONS = {"batch_transductive": ("batch", True), "batch_support": ("batch", False),
@@ -117,7 +126,7 @@ def run_single(setting):
     import tf_maml  # noqa: PLC0415
 
     keras.mixed_precision.set_global_policy(setting["policy"])
-    ways, shots, queries, _, lr, _, image = WORKLOADS[setting["workload"]]
+    ways, shots, queries, _, lr, _, image, network = WORKLOADS[setting["workload"]]
     tasks, steps = setting["meta_batch_size"], setting["inner_steps"]
     rng = np.random.default_rng(0)
     if image is None:
@@ -127,7 +136,7 @@ def run_single(setting):
         labels = lambda shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
     else:
         normalization, transductive = NORMALIZATIONS[setting["normalization"]]
-        net = tf_maml.nets.conv4(ways, input_shape=image, normalization=normalization)
+        net = getattr(tf_maml.nets, network)(ways, input_shape=image, normalization=normalization)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         shape_s, shape_q = (tasks, ways * shots) + image, (tasks, ways * queries) + image
         labels = lambda shape: np.tile(np.arange(ways), (tasks, shape[1] // ways)).astype(np.int32)  # noqa: E731
@@ -144,8 +153,14 @@ def run_single(setting):
     else:
         episodes = tf.data.Dataset.from_tensors(episode).repeat()
         parallel = setting["parallel_tasks"]
-        trainer, batches = tf_maml.MAML(
-            net, inner_lr=lr, inner_steps=steps, first_order=setting["order"] == 1,
+        algorithm = setting["algorithm"]
+        member = {"maml": tf_maml.MAML, "meta_sgd": tf_maml.MetaSGD, "anil": tf_maml.ANIL,
+                  "maml_plus_plus": tf_maml.MAMLPlusPlus, "reptile": tf_maml.Reptile}[algorithm]
+        # Reptile is first-order by construction, MAML++ second-order (after its warm-up).
+        order = {} if algorithm in ("reptile", "maml_plus_plus") else {
+            "first_order": setting["order"] == 1}
+        trainer, batches = member(
+            net, inner_lr=lr, inner_steps=steps, **order,
             task_loop=setting["task_loop"],
             parallel_tasks=parallel if parallel == "auto" else int(parallel),
             recompute_inner_steps=setting["recompute"],
@@ -219,19 +234,27 @@ def run_single(setting):
 
 def settings():
     options = itertools.product(
-        _WORKLOADS.value, _ORDERS.value, _XLA.value, _TASK_LOOPS.value, _PARALLEL_TASKS.value,
-        _RECOMPUTE.value, _FUSED.value, _POLICIES.value, _NORMALIZATIONS.value,
+        _WORKLOADS.value, _ALGORITHMS.value, _ORDERS.value, _XLA.value, _TASK_LOOPS.value,
+        _PARALLEL_TASKS.value, _RECOMPUTE.value, _FUSED.value, _POLICIES.value,
+        _NORMALIZATIONS.value,
     )
-    for name, order, xla, loop, parallel, recompute, fused, policy, normalization in options:
-        if normalization not in NORMALIZATIONS:
-            raise app.UsageError(f"--normalizations: {normalization!r} is not one of "
-                                 f"{list(NORMALIZATIONS)}.")
-        _, _, _, tasks, _, steps, _ = WORKLOADS[name]
+    for name, algorithm, order, xla, loop, parallel, recompute, fused, policy, normalization in options:
+        for value, known, flag in ((name, WORKLOADS, "workloads"),
+                                   (algorithm, ALGORITHMS, "algorithms"),
+                                   (normalization, NORMALIZATIONS, "normalizations")):
+            if value not in known:
+                raise app.UsageError(f"--{flag}: {value!r} is not one of {list(known)}.")
+        if order != "2" and algorithm in ("reptile", "maml_plus_plus"):
+            continue  # their order is their own: one row each, under --orders' 2
+        if order == "plain" and algorithm != "maml":
+            continue  # plain Keras training: one row whatever the members
+        _, _, _, tasks, _, steps, _, _ = WORKLOADS[name]
         for tasks_, steps_ in itertools.product(
             [int(t) for t in _META_BATCH_SIZES.value] or [tasks],
             [int(s) for s in _INNER_STEPS.value] or [steps],
         ):
-            yield {"workload": name, "order": order if order == "plain" else int(order),
+            yield {"workload": name, "algorithm": algorithm,
+                   "order": order if order == "plain" else int(order),
                    "xla": xla.lower() == "true",
                    "task_loop": loop, "parallel_tasks": parallel,
                    "recompute": recompute.lower() == "true",
@@ -241,7 +264,7 @@ def settings():
                    "steps_per_execution": _STEPS_PER_EXECUTION.value}
 
 
-COLUMNS = ("workload", "order", "xla", "task_loop", "parallel_tasks", "recompute",
+COLUMNS = ("workload", "algorithm", "order", "xla", "task_loop", "parallel_tasks", "recompute",
            "fused_batch_norm", "policy", "normalization",
            "meta_batch_size", "inner_steps", "steps_per_execution")
 

@@ -11,6 +11,14 @@ Example:
 A run still in progress has no meta.keras yet; evaluate its last backup with
   --weights=runs/omniglot_5w1s/backup/latest.weights.h5
 (the meta-learner is rebuilt from the config, then its weights are loaded).
+
+Several runs of the config that differ only in their training seed, on the same
+test tasks: each run's mean ± interval (the test tasks' spread), then the mean
+and standard deviation over the runs (the training seeds' spread), as papers
+report them:
+  python scripts/evaluate.py --config=configs/omniglot.py:5w1s \
+      --config.data_dir=../shared/data/omniglot \
+      --meta=runs/seeds/seed_0/meta.keras,runs/seeds/seed_1/meta.keras,runs/seeds/seed_2/meta.keras
 """
 
 import os
@@ -21,12 +29,14 @@ from ml_collections import config_flags
 
 import tf_maml.experiment
 from tf_maml import checkpoints
+from tf_maml.reporting import over_runs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the meta-learner was trained with.")
-_META = flags.DEFINE_string("meta", None, "A meta.keras file, as scripts/train.py writes it.")
-_WEIGHTS = flags.DEFINE_string(
-    "weights", None, "Or: a weights file of the config's meta-learner (e.g. a run's backup)."
-)
+_META = flags.DEFINE_list(
+    "meta", None, "meta.keras files, as scripts/train.py writes them: one, or one per "
+    "training seed (comma-separated) for the mean and spread over seeds.")
+_WEIGHTS = flags.DEFINE_list(
+    "weights", None, "Or: weights files of the config's meta-learner (e.g. a run's backup).")
 _OUT = flags.DEFINE_string("out", None, "Also write the report as JSON here.")
 flags.mark_flags_as_required(["config"])
 flags.mark_flags_as_mutual_exclusive(["meta", "weights"], required=True)
@@ -34,26 +44,41 @@ flags.mark_flags_as_mutual_exclusive(["meta", "weights"], required=True)
 
 def main(argv):
     del argv
+    paths = _META.value or _WEIGHTS.value
     try:
-        report = _evaluate()
+        for path in paths:  # every file exists before minutes of evaluation
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"No such file: {path}")
+        reports = [_evaluate(path) for path in paths]
     except (checkpoints.DamagedFileError, tf_maml.experiment.ConfigMismatchError,
             FileNotFoundError) as error:
         sys.exit(f"evaluate.py: {type(error).__name__}: {error}")
     steps = _CONFIG.value.eval_max_steps
-    name = "accuracy" if "accuracy_by_step" in report else "loss"
-    mean, confidence = report[f"{name}_by_step"][steps], report[f"{name}_confidence_95"][steps]
-    served = report[f"served_{name}_by_step"][steps], report[f"served_{name}_confidence_95"][steps]
-    print(f"{report['algorithm']} at {report['meta_steps']} meta-steps, {name} after {steps} "
-          f"steps on {report['tasks']} tasks: {mean:.4f} ± {confidence:.4f} (served, each query "
-          f"on its own: {served[0]:.4f} ± {served[1]:.4f})")
+    name = "accuracy" if "accuracy_by_step" in reports[0] else "loss"
+    for path, report in zip(paths, reports):
+        mean, confidence = report[f"{name}_by_step"][steps], report[f"{name}_confidence_95"][steps]
+        served = (report[f"served_{name}_by_step"][steps],
+                  report[f"served_{name}_confidence_95"][steps])
+        print(f"{path}: {report['algorithm']} at {report['meta_steps']} meta-steps, {name} "
+              f"after {steps} steps on {report['tasks']} tasks: {mean:.4f} ± {confidence:.4f} "
+              f"(served, each query on its own: {served[0]:.4f} ± {served[1]:.4f})")
+    result = reports[0]
+    if len(reports) > 1:
+        result = {"runs": reports}
+        for figure in (name, f"served_{name}"):
+            spread = over_runs(reports, figure)
+            result.update(spread)
+            print(f"{figure} after {steps} steps over {len(reports)} runs: "
+                  f"{spread[f'{figure}_by_step_over_runs'][steps]:.4f} (standard deviation "
+                  f"{spread[f'{figure}_std_over_runs'][steps]:.4f} over runs)")
     if _OUT.value:
-        checkpoints.write_json(_OUT.value, report)
+        checkpoints.write_json(_OUT.value, result)
 
 
-def _evaluate():
+def _evaluate(path):
     if _META.value:
-        meta_learner = checkpoints.load_model(_META.value)
-        recorded = os.path.join(os.path.dirname(_META.value), "config.json")
+        meta_learner = checkpoints.load_model(path)
+        recorded = os.path.join(os.path.dirname(path), "config.json")
         tf_maml.experiment.check_meta_learner_matches(
             meta_learner, _CONFIG.value,
             checkpoints.read_json(recorded) if os.path.exists(recorded) else None,
@@ -62,7 +87,7 @@ def _evaluate():
         meta_learner = tf_maml.experiment.build_meta_learner(_CONFIG.value)
         meta_learner.build((None,) + meta_learner.example_shape)
         meta_learner.optimizer.build(meta_learner.trainable_variables)
-        meta_learner.load_weights(_WEIGHTS.value)
+        meta_learner.load_weights(path)
     return tf_maml.experiment.evaluate(meta_learner, _CONFIG.value)
 
 

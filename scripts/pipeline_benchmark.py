@@ -21,12 +21,26 @@ _BATCHES = flags.DEFINE_integer("batches", 300, "Pipeline batches to time.")
 _META_STEPS = flags.DEFINE_integer("meta_steps", 6, "Meta-steps to time (0: skip).")
 _OUT = flags.DEFINE_string("out", None, "Write the Markdown table here too.")
 
-# name: (ways, shots, queries per class, meta-batch size, inner lr, inner steps)
+# name: (ways, shots, queries per class, meta-batch size, inner lr, inner steps);
+# ways None: Meta-Dataset's variable sampler as configs/omniglot.py:variable has it
+# (5 to 20 ways, up to 100 support examples, 5 queries per class, padded).
 WORKLOADS = {
     "5-way 1-shot, 1 query/class": (5, 1, 1, 32, 0.4, 1),
     "5-way 1-shot, 15 queries/class": (5, 1, 15, 32, 0.4, 1),
     "20-way 1-shot, 1 query/class": (20, 1, 1, 16, 0.1, 5),
+    "variable 5-20 ways, up to 100 shots, 5 queries/class": (None, None, 5, 4, 0.1, 5),
 }
+VARIABLE = dict(min_ways=5, max_ways=20, max_support=100)
+
+
+def train_episodes(ways, shots, queries, tasks):
+    if ways is not None:
+        return tf_maml.data.omniglot_episodes(
+            "train", ways, shots, queries, tasks, data_dir=_DATA_DIR.value)
+    pool, characters = tf_maml.data.load_omniglot(_DATA_DIR.value)
+    return tf_maml.data.variable_episodes(
+        tf_maml.data.omniglot_split(pool, characters, "train"), queries=queries,
+        meta_batch_size=tasks, **VARIABLE)
 
 
 def batches_per_second(episodes, count):
@@ -53,12 +67,11 @@ def main(argv):
     del argv
     rows = ["| workload | episode batches/s | tasks/s | meta-steps/s | ratio |", "|---|---|---|---|---|"]
     for name, (ways, shots, queries, tasks, lr, steps) in WORKLOADS.items():
-        episodes = tf_maml.data.omniglot_episodes(
-            "train", ways, shots, queries, tasks, data_dir=_DATA_DIR.value
-        )
+        episodes = train_episodes(ways, shots, queries, tasks)
         rate = batches_per_second(episodes, _BATCHES.value)
         if _META_STEPS.value:
-            meta = meta_steps_per_second(episodes, ways, lr, steps, _META_STEPS.value)
+            meta = meta_steps_per_second(episodes, ways or VARIABLE["max_ways"], lr, steps,
+                                         _META_STEPS.value)
             meta_cells = f"{meta:.2f} | {rate / meta:.0f}x"
         else:
             meta_cells = "- | -"

@@ -1,5 +1,7 @@
 """Fused BatchNormalization computes what the stock layer computes, to any order MAML needs."""
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -155,12 +157,27 @@ def test_layers_the_kernel_cannot_serve_keep_the_stock_path(fused_calls, layer, 
     np.testing.assert_array_equal(actual[0], expected[0])
 
 
-def test_the_stock_call_is_back_after_the_context_and_stays_under_xla():
-    stock = keras.layers.BatchNormalization.call
+def test_only_the_context_fuses_and_only_in_its_thread(fused_calls):
+    layer = keras.layers.BatchNormalization()
+    x = tf.constant(np.random.default_rng(1).standard_normal((4, 3, 3, 2)), tf.float32)
+    layer.build(x.shape)
+    values = ([tf.convert_to_tensor(v) for v in layer.trainable_variables],
+              [tf.convert_to_tensor(v) for v in layer.non_trainable_variables])
+
+    def traced_fuses():
+        before = len(fused_calls)
+        tf.function(lambda: layer.stateless_call(*values, x, training=True))()
+        return len(fused_calls) > before
+
     with fused_kernels(xla=True):  # XLA fuses on its own
-        assert keras.layers.BatchNormalization.call is stock
+        assert not traced_fuses()
     with pytest.raises(RuntimeError):
         with fused_kernels():
-            assert keras.layers.BatchNormalization.call is not stock
+            assert traced_fuses()
+            other = []
+            thread = threading.Thread(target=lambda: other.append(traced_fuses()))
+            thread.start()
+            thread.join()
+            assert other == [False]  # another thread keeps the stock path
             raise RuntimeError
-    assert keras.layers.BatchNormalization.call is stock
+    assert not traced_fuses()

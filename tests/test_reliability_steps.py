@@ -238,7 +238,7 @@ def test_python_generator_and_py_dataset_as_training_and_validation_data():
         ("single_array", "received a single array of shape"),
         ("one_hot_sparse", "sparse categorical loss needs integer class labels"),
         ("no_loss", "compiled without a loss"),
-        ("sample_weights", "Per-example weights .* are not supported"),
+        ("sample_weights", "Per-example weights go inside each set, not beside the pairs"),
     ],
 )
 def test_confusing_inputs_get_a_message_that_names_the_problem(case, message):

@@ -102,10 +102,16 @@ def test_omniglot_run_then_evaluate_script_from_a_weights_file(tmp_path):
     evaluate = run_script(
         "evaluate.py", f"--config={os.path.join(ROOT, 'configs', 'omniglot.py')}:20w1s",
         *(f"--config.{key}={value}" for key, value in tiny.items()),
-        f"--weights={tmp_path / 'w.weights.h5'}", f"--out={tmp_path / 'eval.json'}",
+        f"--weights={tmp_path / 'w.weights.h5'},{tmp_path / 'w.weights.h5'}",
+        f"--out={tmp_path / 'eval.json'}",
     )
-    assert "accuracy after 2 steps on 4 tasks:" in evaluate.stdout
-    assert json.loads((tmp_path / "eval.json").read_text()) == expected
+    # Two "seeds" (the same weights twice): each run's report, then their mean and spread.
+    assert evaluate.stdout.count("accuracy after 2 steps on 4 tasks:") == 2
+    assert "accuracy after 2 steps over 2 runs:" in evaluate.stdout
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["runs"] == [expected, expected]
+    assert evaluated["accuracy_by_step_over_runs"] == expected["accuracy_by_step"]
+    assert evaluated["served_accuracy_std_over_runs"] == [0.0] * 3
 
 
 def test_unknown_omniglot_setting_is_rejected():
@@ -127,6 +133,7 @@ def test_pipeline_benchmark_script_runs(tmp_path):
     assert [row.split(" | ")[0] for row in workloads] == [
         "| 5-way 1-shot, 1 query/class, meta-batch 32", "| 5-way 1-shot, 15 queries/class, meta-batch 32",
         "| 20-way 1-shot, 1 query/class, meta-batch 16",
+        "| variable 5-20 ways, up to 100 shots, 5 queries/class, meta-batch 4",
     ]
     for row in workloads:  # measured pipeline rates; no meta-step timed (meta_steps=0)
         cells = [cell.strip() for cell in row.strip("|").split("|")]
@@ -155,6 +162,20 @@ def test_family_benchmark_script(tmp_path):
     )
     rows = (tmp_path / "table.md").read_text().splitlines()
     assert rows[2].startswith("| fomaml | 20 |") and rows[3].startswith("| reptile | 20 |")
+
+
+def test_seeds_benchmark_script(tmp_path):
+    run_script(
+        "seeds_benchmark.py", SINUSOID_CONFIG, "--seeds=0,1",
+        f"--workdir={tmp_path}", f"--out={tmp_path / 'table.md'}", *TINY,
+    )
+    rows = (tmp_path / "table.md").read_text().splitlines()
+    assert rows[2].startswith("| 0 | 20 |") and rows[3].startswith("| 1 | 20 |")
+    losses = [json.loads((tmp_path / f"seed_{s}" / "report.json").read_text())["loss_by_step"][3]
+              for s in (0, 1)]
+    assert losses[0] != losses[1]  # two runs, two seeds
+    assert rows[4].startswith(f"| mean over 2 seeds | | | {np.mean(losses):.3f} (standard "
+                              f"deviation {np.std(losses, ddof=1):.3f})")
 
 
 def test_sinusoid_benchmark_script(tmp_path):

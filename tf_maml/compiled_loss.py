@@ -12,18 +12,30 @@ in the scope is that output's loss.
 import keras
 import tensorflow as tf
 
+from tf_maml.keras_patches import with_example_mask
+
 
 def trackers(compile_loss):
     """Keras' per-output loss trackers (none for a single output)."""
     return list(compile_loss.metrics) if compile_loss is not None else []
 
 
-def losses(compile_loss, y, y_pred):
-    """`(total, {tracker name: value})`: the compiled loss of `y_pred`, and each output's."""
+def losses(compile_loss, y, y_pred, weights=None):
+    """`(total, {tracker name: value})`: the compiled loss of `y_pred`, and each output's.
+
+    `weights`: `[examples]` per-example weights, 0 marking padding: each loss
+    is then that of the examples of non-zero weight, weighted as Keras
+    weights samples (through Keras' masks, whatever the loss's reduction).
+    """
+    if weights is not None:
+        weights = tf.convert_to_tensor(weights)
+        y_pred = with_example_mask(y_pred, weights)
+        if not weights.dtype.is_floating:  # Keras casts it to each loss's dtype
+            weights = tf.cast(weights, tf.float32)
     own = trackers(compile_loss)
     if not own:
-        return compile_loss(y, y_pred), {}
+        return compile_loss(y, y_pred, sample_weight=weights), {}
     zeros = [(v, tf.zeros(v.shape, v.dtype)) for m in own for v in m.variables]
     with keras.StatelessScope(state_mapping=zeros, initialize_variables=False):
-        total = compile_loss(y, y_pred)
+        total = compile_loss(y, y_pred, sample_weight=weights)
         return total, {m.name: m.result() for m in own}

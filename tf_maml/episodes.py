@@ -13,6 +13,12 @@ by the model's input names (or a list in the model's input order) of such
 tensors; for several outputs, `support_y` and `query_y` are a dict keyed by
 the output names (or a list in output order), as Keras' `fit` takes them.
 
+Padded episodes carry per-example weights as a third element of each set:
+`((support_x, support_y, support_weight), (query_x, query_y, query_weight))`,
+each weight `[tasks, examples]`, 0 marking a padding example. Losses,
+metrics and BatchNorm statistics then ignore padding, so tasks of different
+sizes share one padded shape (one trace).
+
 In Keras terms the support pair is `x` and the query pair is `y`, so a
 `tf.data.Dataset` of episodes, or `fit(x=(support_x, support_y),
 y=(query_x, query_y))` with arrays, both reach `train_step` in this form.
@@ -35,22 +41,52 @@ or a dict or list of them for a model with several inputs or outputs.
 `num_tasks` may be `None` (unknown).
 """
 
-STRUCTURE_HELP = "((support_x, support_y), (query_x, query_y)), each with a leading task axis"
+STRUCTURE_HELP = (
+    "((support_x, support_y), (query_x, query_y)), each with a leading task axis (padded "
+    "episodes: ((support_x, support_y, support_weight), (query_x, query_y, query_weight)))"
+)
 
-
-WEIGHTS_UNSUPPORTED = (
-    "Per-example weights (a third element beside the support and query pairs) are not "
-    "supported: every support and query example counts. Drop the weights, or drop "
-    "padded examples from the episodes."
+WEIGHTS_PLACE = (
+    "Per-example weights go inside each set, not beside the pairs: "
+    "((support_x, support_y, support_weight), (query_x, query_y, query_weight)), each "
+    "weight [tasks, examples]."
 )
 
 
 def unpack(data):
-    """Splits what `train_step` receives into `(support, query)` pairs."""
+    """Splits what `train_step` receives: `((support_x, support_y), (query_x, query_y),
+    weights)`, `weights` being `(support_weight, query_weight)` or None."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     if sample_weight is not None:
-        raise ValueError(WEIGHTS_UNSUPPORTED)
-    return x, y
+        raise ValueError(WEIGHTS_PLACE)
+    if len(x) == 3:
+        return tuple(x[:2]), tuple(y[:2]), (x[2], y[2])
+    return tuple(x), tuple(y), None
+
+
+def task_parts(task):
+    """`(support_x, support_y, query_x, query_y, support_weight, query_weight)` of one
+    task (or meta-batch) `(sx, sy, qx, qy)` or `(sx, sy, qx, qy, sw, qw)`; weights None
+    when the episodes carry none."""
+    return tuple(task) + (None, None) if len(task) == 4 else tuple(task)
+
+
+def task_tuple(support, query, weights):
+    """The meta-batch as the task loop maps it: `(sx, sy, qx, qy)`, weights appended."""
+    return tuple(support) + tuple(query) + (tuple(weights) if weights is not None else ())
+
+
+def valid_examples(labels, weight):
+    """`labels` ([tasks, examples, ...], nested) with padded examples' entries set to 0."""
+    if weight is None:
+        return labels
+
+    def zeroed(y):
+        keep = tf.reshape(weight > 0, tf.concat([tf.shape(weight), tf.ones([tf.rank(y) - 2],
+                                                                          tf.int32)], 0))
+        return tf.where(keep, y, tf.zeros_like(y))
+
+    return tf.nest.map_structure(zeroed, labels)
 
 
 def merge_task_axis(structure):
@@ -129,7 +165,7 @@ def spec_of(x, y=None):
     if isinstance(x, tf.data.Dataset):
         spec = x.element_spec
         if isinstance(spec, tuple) and len(spec) == 3:
-            raise ValueError(WEIGHTS_UNSUPPORTED)
+            raise ValueError(WEIGHTS_PLACE)
         return spec
     if isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__"):
         raise ValueError(
@@ -156,14 +192,22 @@ def _check_structure(spec, name):
     if not (
         isinstance(spec, (tuple, list))
         and len(spec) == 2
-        and all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in spec)
+        and all(isinstance(pair, (tuple, list)) and len(pair) in (2, 3) for pair in spec)
         and all(isinstance(s, tf.TensorSpec) for s in tf.nest.flatten(spec))
     ):
         raise ValueError(
             f"Expected {name} as {STRUCTURE_HELP}. Received a structure of "
             f"{_structure_of(spec)}."
         )
-    (support_x, support_y), (query_x, query_y) = spec
+    if len(spec[0]) != len(spec[1]):
+        raise ValueError(
+            f"{name}: the support set has {len(spec[0])} elements and the query set "
+            f"{len(spec[1])}; per-example weights go in both sets or in neither: "
+            "((support_x, support_y, support_weight), (query_x, query_y, query_weight))."
+        )
+    if len(spec[0]) == 3:
+        _check_weights(spec, name)
+    (support_x, support_y), (query_x, query_y) = spec[0][:2], spec[1][:2]
     for what, support, query in (("x", support_x, query_x), ("y", support_y, query_y)):
         try:
             tf.nest.assert_same_structure(support, query, check_types=False)
@@ -172,6 +216,24 @@ def _check_structure(spec, name):
                 f"{name}: support_{what} and query_{what} must have the same structure; "
                 f"received {describe(support)} and {describe(query)}."
             ) from None
+
+
+def _check_weights(spec, name):
+    """Each set's weight: `[tasks, examples]` of that set, real or integer."""
+    for set_name, (x, _, weight) in zip(("support", "query"), spec):
+        if not isinstance(weight, tf.TensorSpec):
+            raise ValueError(f"{name}: {set_name}_weight must be one tensor [tasks, examples] "
+                             f"for every output; received {_structure_of(weight)}.")
+        first = tf.nest.flatten(x)[0]
+        if weight.shape.rank != 2 or not weight.shape.is_compatible_with(first.shape[:2]):
+            raise ValueError(
+                f"{name}: {set_name}_weight must have shape [tasks, examples] = "
+                f"{first.shape[:2]} (one weight per {set_name} example); received "
+                f"{weight.shape}."
+            )
+        if not (weight.dtype.is_floating or weight.dtype.is_integer or weight.dtype == tf.bool):
+            raise TypeError(f"{name}: {set_name}_weight must be numeric (0 marks padding); "
+                            f"received dtype {weight.dtype.name}.")
 
 
 def _check_leaf(name, leaf_name, s, examples):
@@ -195,7 +257,7 @@ def check_spec(spec, name="episodes"):
         TypeError: non-numeric inputs or labels, or mixed dtypes.
     """
     _check_structure(spec, name)
-    (support_x, support_y), (query_x, query_y) = spec
+    (support_x, support_y), (query_x, query_y) = spec[0][:2], spec[1][:2]
     sets = {
         "support": named_leaves(support_x, "support_x") + named_leaves(support_y, "support_y"),
         "query": named_leaves(query_x, "query_x") + named_leaves(query_y, "query_y"),
@@ -256,10 +318,11 @@ def check_spec(spec, name="episodes"):
 
 
 def first_labels(x, y=None):
-    """Support and query labels of the first batch: `(support_y, query_y)`, numpy arrays."""
+    """Support and query labels of the first batch: `(support_y, query_y)`, numpy arrays
+    (padded examples' labels as 0)."""
     if isinstance(x, tf.data.Dataset):
-        element = next(iter(x.take(1)))
-        (_, support_y), (_, query_y) = element[:2]
+        support, query = next(iter(x.take(1)))[:2]
     else:
-        support_y, query_y = x[1], y[1]
-    return tf.nest.map_structure(np.asarray, (support_y, query_y))
+        support, query = x, y
+    labels = [valid_examples(s[1], s[2] if len(s) == 3 else None) for s in (support, query)]
+    return tf.nest.map_structure(np.asarray, tuple(labels))

@@ -53,43 +53,52 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
              for name in ("loss", "accuracy")[:2 if classification else 1]]
 
     @tf.function
-    def batch_results(support, query):
-        (support_x, support_y), (query_x, query_y) = support, query
+    def batch_results(tasks):
         params, state = loop.current_values()
 
         def one_task(task):
-            sx, sy, qx, qy = task
+            sx, sy, qx, qy, sw, qw = episodes_lib.task_parts(task)
             fast, task_state, rule_state = params, state, None
             by_step = {name: [] for name in names}
             for step in range(max_steps + 1):
                 if step:
                     fast, task_state, rule_state = loop.adapt(
-                        fast, task_state, sx, sy, 1, True, rule_state, first_step=step - 1
+                        fast, task_state, sx, sy, 1, True, rule_state, first_step=step - 1,
+                        weights=sw,
                     )
                 for prefix, transductive in figures:
                     y_pred, extra = loop.predict(
-                        fast, task_state, sx, qx, transductive, last_step(step)
+                        fast, task_state, sx, qx, transductive, last_step(step), sw, qw
                     )
-                    loss = loop.loss(qy, y_pred, extra)
+                    loss = loop.loss(qy, y_pred, extra, qw)
                     by_step[prefix + "loss"].append(tf.cast(loss, tf.float64))
                     if classification:
                         hits = tf.equal(tf.argmax(y_pred, axis=-1, output_type=qy.dtype), qy)
-                        hits = tf.reduce_mean(tf.cast(hits, tf.float64))
-                        by_step[prefix + "accuracy"].append(hits)
+                        hits = tf.cast(hits, tf.float64)
+                        if qw is None:
+                            accuracy = tf.reduce_mean(hits)
+                        else:  # over the real queries, weighted as Keras' metrics weight them
+                            qw = tf.cast(qw, tf.float64)
+                            accuracy = tf.reduce_sum(hits * qw) / tf.reduce_sum(qw)
+                        by_step[prefix + "accuracy"].append(accuracy)
             return {name: tf.stack(values) for name, values in by_step.items()}
 
         signature = {name: tf.TensorSpec([max_steps + 1], tf.float64) for name in names}
-        return tf.map_fn(
-            one_task, (support_x, support_y, query_x, query_y), fn_output_signature=signature
-        )
+        return tf.map_fn(one_task, tasks, fn_output_signature=signature)
 
     results, count = [], 0
     progress = keras.utils.Progbar(num_tasks, unit_name="task", verbose=verbose)
     for index, (support, query) in enumerate(episodes):
+        support, query, weights = episodes_lib.unpack((support, query))
         if classes:  # a TensorFlow op error otherwise, naming no batch
-            values = np.concatenate([np.ravel(support[1]), np.ravel(query[1])])
+            support_weight, query_weight = weights if weights is not None else (None, None)
+            values = np.concatenate([
+                np.ravel(episodes_lib.valid_examples(support[1], support_weight)),
+                np.ravel(episodes_lib.valid_examples(query[1], query_weight)),
+            ])
             labels.check_label_range(values, classes, name=f"evaluation batch {index + 1}")
-        results.append({k: v.numpy() for k, v in batch_results(support, query).items()})
+        tasks = episodes_lib.task_tuple(support, query, weights)
+        results.append({k: v.numpy() for k, v in batch_results(tasks).items()})
         count += len(results[-1]["loss"])
         progress.update(min(count, num_tasks))
         if count >= num_tasks:

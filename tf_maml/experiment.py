@@ -22,9 +22,25 @@ _SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2, "plots": 3}
 TASKS = ("sinusoid", "omniglot")
 
 
+SAMPLERS = ("fixed", "variable")
+
+
 def _check_task(config):
     if config.task not in TASKS:
         raise ValueError(f"Unknown task {config.task!r}; known: {', '.join(TASKS)}.")
+    sampler = config.get("sampler", "fixed")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}.")
+    if sampler == "variable" and config.rotation:
+        raise ValueError("The variable sampler draws classes as Meta-Dataset does, without "
+                         f"rotations; set --config.rotation='' (it is {config.rotation!r}).")
+
+
+def num_outputs(config):
+    """Logits of the classifier: the most classes an episode of `config` has."""
+    if config.get("sampler", "fixed") == "variable":
+        return config.variable.max_ways
+    return config.ways
 
 
 def episodes(config, split, num_batches=None, start_batch=0, queries=None):
@@ -39,6 +55,16 @@ def episodes(config, split, num_batches=None, start_batch=0, queries=None):
     )
     if config.task == "sinusoid":
         return data.sinusoid_episodes(shots=config.shots, **common)
+    if config.get("sampler", "fixed") == "variable":
+        # Meta-Dataset's episodes of variable ways and shots, padded (weighted).
+        pool, characters = data.load_omniglot(config.data_dir or None)
+        variable = config.variable
+        return data.variable_episodes(
+            data.omniglot_split(pool, characters, "test" if split == "plots" else split,
+                                config.protocol),
+            min_ways=variable.min_ways, max_ways=variable.max_ways,
+            max_support=variable.max_support, **common,
+        )
     return data.omniglot_episodes(
         "test" if split == "plots" else split,
         ways=config.ways,
@@ -56,7 +82,7 @@ def build_backbone(config):
     if config.task == "sinusoid":
         return nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
     return nets.conv4(
-        config.ways, filters=config.model.filters, downsample=config.model.downsample,
+        num_outputs(config), filters=config.model.filters, downsample=config.model.downsample,
         normalization=config.model.get("normalization", "batch"),
     )
 
@@ -152,7 +178,8 @@ HARMLESS_FIELDS = frozenset({
 
 # Fields added to the configs after runs were recorded without them, with the
 # value that trains as those runs did: such a run resumes under the new config.
-ADDED_FIELDS = {"model.normalization": "batch"}
+ADDED_FIELDS = {"model.normalization": "batch", "sampler": "fixed", "variable.min_ways": 5,
+                "variable.max_ways": 20, "variable.max_support": 100}
 
 
 class ConfigMismatchError(ValueError):

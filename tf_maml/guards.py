@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_maml import episodes
+
 # Fault codes, by priority: an empty set explains bad labels or a NaN, and
 # bad labels explain a NaN.
 OK, EMPTY, LABELS, NONFINITE = 0, 1, 2, 3
@@ -47,24 +49,33 @@ def all_finite(tensors):
     return tf.math.is_finite(total)
 
 
-def checked_episode(support, query, classes):
-    """`(support, query, empty, bad_labels, detail)`: a step's episodes and their faults.
+def checked_episode(support, query, classes, weights=None):
+    """`(support, query, weights, empty, bad_labels, detail)`: a step's episodes and faults.
 
     Checked on every batch inside the step: an empty task, support or query
-    set, and integer class labels outside `[0, classes)`. `classes` holds,
-    for each label tensor (in `keras.tree.flatten` order), its number of
-    classes or None. Bad labels are replaced by zeros so that no loss op
-    fails before the guard reports them.
+    set (for padded episodes, a task whose weights in a set are all 0), and
+    integer class labels outside `[0, classes)` (padding's labels are not
+    read). `classes` holds, for each label tensor (in `keras.tree.flatten`
+    order), its number of classes or None. Bad labels are replaced by zeros
+    so that no loss op fails before the guard reports them.
     """
     (support_x, support_y), (query_x, query_y) = support, query
     support_first, query_first = tf.nest.flatten(support_x)[0], tf.nest.flatten(query_x)[0]
-    sizes = tf.stack(
-        [tf.shape(support_first)[0], tf.shape(support_first)[1], tf.shape(query_first)[1]]
-    )
+    if weights is None:
+        support_sizes, query_sizes = tf.shape(support_first)[1], tf.shape(query_first)[1]
+    else:  # the smallest real set of any task
+        support_sizes, query_sizes = (
+            tf.cast(tf.reduce_min(tf.concat([tf.math.count_nonzero(w, axis=1), [2**30]], 0)),
+                    tf.int32)
+            for w in weights)
+    sizes = tf.stack([tf.shape(support_first)[0], support_sizes, query_sizes])
     empty = tf.reduce_any(tf.equal(sizes, 0))
     checked = [i for i, count in enumerate(classes) if count]
     if not checked:
-        return support, query, empty, tf.constant(False), sizes
+        return support, query, weights, empty, tf.constant(False), sizes
+    if weights is not None:  # padding's labels are never used: any value passes
+        support_y = episodes.valid_examples(support_y, weights[0])
+        query_y = episodes.valid_examples(query_y, weights[1])
     flat_support, flat_query = keras.tree.flatten(support_y), keras.tree.flatten(query_y)
     bad, detail = tf.constant(False), sizes
     for i in reversed(checked):  # the first label tensor out of range is the one reported
@@ -77,7 +88,7 @@ def checked_episode(support, query, classes):
     support_y = keras.tree.pack_sequence_as(support_y, flat_support)
     query_y = keras.tree.pack_sequence_as(query_y, flat_query)
     detail = tf.where(empty, sizes, detail)
-    return (support_x, support_y), (query_x, query_y), empty, bad, detail
+    return (support_x, support_y), (query_x, query_y), weights, empty, bad, detail
 
 
 def run_if(ok, update, *args):

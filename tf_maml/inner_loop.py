@@ -13,8 +13,21 @@ import keras
 import tensorflow as tf
 
 from tf_maml import episodes, support_statistics
-from tf_maml.keras_patches import call_has_training_arg, compute_output_spec
+from tf_maml.keras_patches import call_has_training_arg, compute_output_spec, example_weights
 from tf_maml.rules import model_weights
+
+
+def _zero_after(tensors):
+    """A zero computed from `tensors`' values.
+
+    Added to a recomputation's inputs, it makes the recomputation wait for
+    the backward pass to reach it: without that data dependency, TensorFlow's
+    graph optimizer merges the recomputed ops with the identical forward ones
+    (common subexpressions), and the activations are kept after all.
+    """
+    first = tf.reshape(tensors[0], [-1])[:1]
+    value = tf.reduce_max(tf.cast(first, tf.float32))  # -inf when empty
+    return tf.where(tf.equal(value, value), 0.0, float("nan"))  # NaN only from a NaN
 
 
 def last_step(steps):
@@ -25,9 +38,13 @@ def last_step(steps):
 class InnerLoop:
     """Adaptation of `model`'s weights to one task with `rule`.
 
+    Every method taking examples takes their `weights` too (`[examples]`, 0
+    marking padding; None: every example counts): losses and BatchNorm
+    statistics then ignore padding.
+
     Args:
         model: the wrapped `keras.Model`.
-        loss: `loss(y, y_pred, extra_losses)`, the task loss (a scalar).
+        loss: `loss(y, y_pred, extra_losses, weights)`, the task loss (a scalar).
         rule: a `tf_maml.rules.Rule`; built here with the weights it selects.
         forward_params: `(params, step) -> params`, the weights the forward
             pass of inner step `step` runs with (MAML++'s per-step BatchNorm
@@ -52,10 +69,11 @@ class InnerLoop:
         if not rule.built:
             rule.build([weights[i] for i in self.adapted])
 
-    def forward(self, params, state, x, training):
+    def forward(self, params, state, x, training, weights=None):
         """`(outputs, state, losses)` of the wrapped model under `params`."""
         kwargs = {"training": training} if call_has_training_arg(self.model) else {}
-        return self.model.stateless_call(params, state, x, return_losses=True, **kwargs)
+        with example_weights(weights):
+            return self.model.stateless_call(params, state, x, return_losses=True, **kwargs)
 
     def output_spec(self, example_spec):
         """The model's output spec (nested for several outputs) for a batch of
@@ -71,7 +89,8 @@ class InnerLoop:
         """The rule's state at the start of a task."""
         return self.rule.init([params[i] for i in self.adapted])
 
-    def adapt(self, params, state, x, y, steps, first_order, rule_state=None, first_step=0):
+    def adapt(self, params, state, x, y, steps, first_order, rule_state=None, first_step=0,
+              weights=None):
         """`steps` inner steps on the support set `(x, y)`.
 
         Args:
@@ -86,9 +105,9 @@ class InnerLoop:
         if rule_state is None:
             rule_state = self.init(params)
         recompute = self.recompute and not first_order
-        step_fn = functools.partial(self.step, first_order=first_order)
+        step_fn = functools.partial(self.step, first_order=first_order, weights=weights)
         if recompute:
-            step_fn = self._recomputed_step
+            step_fn = functools.partial(self._recomputed_step, weights=weights)
         elif tf.inside_function():
             # While tracing, one tf.function traced once and called at every
             # step: tracing time stays flat in the number of steps. Eagerly
@@ -100,14 +119,14 @@ class InnerLoop:
             )
         return params, state, rule_state
 
-    def step(self, params, state, rule_state, x, y, step, first_order=False):
+    def step(self, params, state, rule_state, x, y, step, first_order=False, weights=None):
         """One inner step; returns `(params, state, rule_state)`."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(params)
             y_pred, new_state, extra_losses = self.forward(
-                self.forward_params(params, step), state, x, training=True
+                self.forward_params(params, step), state, x, training=True, weights=weights
             )
-            loss = self.loss(y, y_pred, extra_losses)
+            loss = self.loss(y, y_pred, extra_losses, weights)
         adapted = [params[i] for i in self.adapted]
         grads = tape.gradient(loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (embeddings) made dense
@@ -117,7 +136,7 @@ class InnerLoop:
         # Moving statistics and RNG seeds move on, outside the differentiated path.
         return self._with_adapted(params, updated), [tf.stop_gradient(s) for s in new_state], rule_state
 
-    def _recomputed_step(self, params, state, rule_state, x, y, step):
+    def _recomputed_step(self, params, state, rule_state, x, y, step, weights=None):
         """`step` whose meta-gradient recomputes it (gradient checkpointing).
 
         Only the step's inputs are kept for the backward pass, not its
@@ -141,7 +160,8 @@ class InnerLoop:
                 reading = list(zip(meta_variables, values[num_params + num_rule:]))
                 with keras.StatelessScope(state_mapping=reading, initialize_variables=False):
                     out, out_state, out_rule = self.step(
-                        list(values[:num_params]), state, rule_values, x, y, step
+                        list(values[:num_params]), state, rule_values, x, y, step,
+                        weights=weights,
                     )
                 # Every weight is an input; only the adapted ones are outputs.
                 # (Identities: a rule state passed through unchanged is an output too.)
@@ -156,8 +176,10 @@ class InnerLoop:
                 # their gradients too, where they have any.
                 variables = list(variables or [])
                 floating = [v for v in variables if v.dtype.is_floating]
+                after = _zero_after(upstream)
                 with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    values_again = [tf.identity(v) for v in values]
+                    values_again = [v if v.dtype == tf.bool else v + tf.cast(after, v.dtype)
+                                    for v in values]
                     tape.watch(values_again + floating)
                     out_again, _ = run(values_again)
                 grads = tape.gradient(
@@ -174,7 +196,8 @@ class InnerLoop:
         rule_state = tf.nest.pack_sequence_as(rule_state, list(out[count:]))
         return self._with_adapted(params, out[:count]), new_state, rule_state
 
-    def predict(self, params, state, support_x, x, transductive, step=0):
+    def predict(self, params, state, support_x, x, transductive, step=0, support_weights=None,
+                weights=None):
         """Predictions for `x` and the regularization losses, under `params`.
 
         `transductive`: BatchNorm normalizes with the statistics of `x`
@@ -183,28 +206,31 @@ class InnerLoop:
         """
         params = self.forward_params(params, step)
         if transductive:
-            y_pred, _, extra_losses = self.forward(params, state, x, training=True)
+            y_pred, _, extra_losses = self.forward(params, state, x, training=True,
+                                                   weights=weights)
             return y_pred, extra_losses
-        state = self.with_support_statistics(params, state, support_x)
+        state = self.with_support_statistics(params, state, support_x, support_weights)
         y_pred, _, extra_losses = self.forward(params, state, x, training=False)
         return y_pred, extra_losses
 
-    def with_support_statistics(self, params, state, support_x):
+    def with_support_statistics(self, params, state, support_x, weights=None):
         """`state` with BatchNorm moving statistics set to the support set's under `params`."""
+        forward = functools.partial(self.forward, weights=weights)
         return support_statistics.with_support_statistics(
-            self.model, self.forward, params, state, support_x
+            self.model, forward, params, state, support_x
         )
 
-    def served_values(self, params, state, support_x, support_y, steps):
+    def served_values(self, params, state, support_x, support_y, steps, weights=None):
         """Adapted weights and the state that predicts with them, one example at a time.
 
         Returns `(params, state)` for `stateless_call(..., training=False)`:
         BatchNorm statistics in `state` are the support set's under the
         adapted weights.
         """
-        params, state, _ = self.adapt(params, state, support_x, support_y, steps, True)
+        params, state, _ = self.adapt(params, state, support_x, support_y, steps, True,
+                                      weights=weights)
         params = self.forward_params(params, last_step(steps))
-        return params, self.with_support_statistics(params, state, support_x)
+        return params, self.with_support_statistics(params, state, support_x, weights)
 
     def _with_adapted(self, params, values):
         """`params` with the adapted ones replaced by `values`."""

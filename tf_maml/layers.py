@@ -21,6 +21,8 @@ to give BatchNormalization the support set's statistics.
 import keras
 from keras import ops
 
+from tf_maml.keras_patches import current_example_weights
+
 MOMENTS = ("instance", "layer")
 _HALF_DTYPES = ("float16", "bfloat16")
 
@@ -147,7 +149,18 @@ class TaskNormalization(keras.layers.Layer):
 
         own_axes = not_channel[1:] if self.moments == "instance" else list(range(1, rank))
         own_mean, own_variance = _moments(x, own_axes)
-        if training:
+        weights = current_example_weights()  # padded episodes: padding examples left out
+        if training and weights is not None:
+            per_example = (own_mean, own_variance) if self.moments == "instance" else (
+                _moments(x, not_channel[1:]))
+            valid = ops.reshape(ops.cast(weights > 0, x.dtype), [-1] + [1] * (rank - 1))
+            context_size = ops.sum(valid)
+            context_mean = ops.sum(per_example[0] * valid, axis=0, keepdims=True) / context_size
+            context_variance = ops.sum(
+                (per_example[1] + ops.square(per_example[0] - context_mean)) * valid,
+                axis=0, keepdims=True) / context_size
+            self._store_context(context_mean, context_variance, context_size)
+        elif training:
             if self.moments == "instance":
                 # The batch moments from the instance ones (law of total
                 # variance): one pass over the activations fewer.
@@ -158,10 +171,7 @@ class TaskNormalization(keras.layers.Layer):
             else:
                 context_mean, context_variance = _moments(x, not_channel)
             context_size = ops.cast(ops.shape(x)[0], "float32")
-            for variable, value in ((self.context_mean, context_mean),
-                                    (self.context_variance, context_variance)):
-                variable.assign(ops.cast(ops.reshape(value, variable.shape), variable.dtype))
-            self.context_size.assign(context_size)
+            self._store_context(context_mean, context_variance, context_size)
         else:
             context_mean = ops.reshape(ops.cast(self.context_mean, x.dtype), broadcast)
             context_variance = ops.reshape(ops.cast(self.context_variance, x.dtype), broadcast)
@@ -184,6 +194,11 @@ class TaskNormalization(keras.layers.Layer):
             shift = shift + ops.reshape(ops.cast(self.beta, x.dtype), broadcast)
         outputs = x * scale + shift
         return ops.cast(outputs, dtype)
+
+    def _store_context(self, mean, variance, size):
+        for variable, value in ((self.context_mean, mean), (self.context_variance, variance),
+                                (self.context_size, size)):
+            variable.assign(ops.cast(ops.reshape(value, variable.shape), variable.dtype))
 
     def compute_output_shape(self, input_shape):
         return input_shape

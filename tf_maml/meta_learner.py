@@ -22,6 +22,7 @@ from tf_maml.meta_objective import MetaObjective
 from tf_maml.served_metrics import ServedFigures, ServedMetrics
 from tf_maml.keras_patches import (
     compute_output_spec, exact_second_order, fused_kernels, is_multi_worker,
+    update_compile_metrics,
 )
 
 @keras.saving.register_keras_serializable(package="tf_maml")
@@ -312,7 +313,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         """
         adaptation.export_adaptive(self, filepath, steps)
 
-    def _update_metrics(self, query_y, result):
+    def _update_metrics(self, query_y, result, query_weight=None):
         self._loss_tracker.update_state(result["loss"], sample_weight=result["num_tasks"])
         self.pre_adaptation_loss_tracker.update_state(
             result["pre_adaptation_loss"], sample_weight=result["num_tasks"]
@@ -320,11 +321,13 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         for tracker in compiled_loss.trackers(self._compile_loss):  # each output's loss
             tracker.update_state(result[tracker.name], sample_weight=result["num_tasks"])
         if self._compile_metrics is not None:
-            self._compile_metrics.update_state(
+            update_compile_metrics(
+                self._compile_metrics,
                 episodes_lib.merge_task_axis(query_y),
                 episodes_lib.merge_task_axis(result["predictions"]),
+                None if query_weight is None else episodes_lib.merge_task_axis(query_weight),
             )
-        logs = {**self.get_metrics_result(), **self._served_logs(query_y, result)}
+        logs = {**self.get_metrics_result(), **self._served_logs(query_y, result, query_weight)}
         if is_multi_worker(self.distribute_strategy):
             # Keras reduces logs across workers with a mean over axis 0, which
             # scalars lack (Keras 3.15): give them that axis.
@@ -340,8 +343,9 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
             yield
 
     def _checked_episode(self, data):
-        """`(support, query, empty, bad_labels, detail)`: see `guards.checked_episode`."""
-        support, query = episodes_lib.unpack(data)
+        """`(support, query, weights, empty, bad_labels, detail)`: see
+        `guards.checked_episode`; `weights` is `(support_weight, query_weight)` or None."""
+        support, query, weights = episodes_lib.unpack(data)
         query_x, query_y = query
         # Episodes read from a generator reach the step unchecked: build here, eagerly.
         preparation.build_loss_and_metrics(
@@ -350,7 +354,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         pairs = self._labelled_outputs(
             episodes_lib.per_example(query_x), episodes_lib.per_example(query_y), "query_y"
         )
-        return guards.checked_episode(support, query, labels_lib.classes(pairs))
+        return guards.checked_episode(support, query, labels_lib.classes(pairs), weights)
 
     def _apply_update(self, variables, gradients, state):
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -358,10 +362,11 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
             variable.assign(value)
 
     def train_step(self, data):
-        support, query, empty, bad_labels, detail = self._checked_episode(data)
+        support, query, weights, empty, bad_labels, detail = self._checked_episode(data)
         with self._meta_learning_ops():
             result = self._run_tasks(
-                support, query, self.inner_steps, self.first_order, with_gradients=True
+                support, query, self.inner_steps, self.first_order, with_gradients=True,
+                weights=weights,
             )
         variables = self.model.trainable_variables + self.meta_variables
         gradients = dict(zip(map(id, variables), result["grads"]))
@@ -374,38 +379,52 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
             empty, bad_labels, ~finite, self.optimizer.iterations + 1, detail
         )
         guards.run_if(ok, self._apply_update, variables, gradients, result["state"])
-        return self._update_metrics(query[1], result)
+        return self._update_metrics(query[1], result, None if weights is None else weights[1])
 
     def test_step(self, data):
         # Evaluation leaves the model as it was: moving statistics and RNG
         # seeds are not written back.
-        support, query, empty, bad_labels, detail = self._checked_episode(data)
+        support, query, weights, empty, bad_labels, detail = self._checked_episode(data)
         with self._meta_learning_ops():
             result = self._run_tasks(support, query, self.eval_inner_steps, True,
-                                     with_gradients=False, served=self.transductive)
+                                     with_gradients=False, served=self.transductive,
+                                     weights=weights)
         finite = tf.reduce_all(tf.math.is_finite(result["loss"]))
         self._guard.record(empty, bad_labels, ~finite, 0, detail)
-        return self._update_metrics(query[1], result)
+        return self._update_metrics(query[1], result, None if weights is None else weights[1])
 
     def predict_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if y is not None:  # full episodes: ((sx, sy), (qx, qy))
-            (support_x, support_y), query_x = x, y[0]
-        else:  # ((sx, sy), qx)
-            (support_x, support_y), query_x = x
+        if y is not None:  # full episodes: ((sx, sy[, sw]), (qx, qy[, qw]))
+            support, query_x = x, y[0]
+            query_weight = y[2] if len(y) == 3 else None
+        else:  # ((sx, sy[, sw]), qx)
+            support, query_x = x
+            query_weight = None
+        support_weight = support[2] if len(support) == 3 else None
         params, state = self.inner_loop.current_values()
         steps = self.eval_inner_steps
 
         def one_task(task):
-            sx, sy, qx = task
-            fast, new_state, _ = self.inner_loop.adapt(params, state, sx, sy, steps, True)
+            sx, sy, qx, sw, qw = task
+            fast, new_state, _ = self.inner_loop.adapt(params, state, sx, sy, steps, True,
+                                                       weights=sw)
             y_pred, _ = self.inner_loop.predict(
-                fast, new_state, sx, qx, self.transductive, last_step(steps)
+                fast, new_state, sx, qx, self.transductive, last_step(steps), sw, qw
             )
             return y_pred
 
+        tasks = (support[0], support[1], query_x, support_weight, query_weight)
+        present = [i for i, t in enumerate(tasks) if t is not None]
+
+        def from_present(values):  # map_fn takes no None: absent weights stay None
+            full = [None] * len(tasks)
+            for i, value in zip(present, values):
+                full[i] = value
+            return one_task(full)
+
         return tf.map_fn(
-            one_task,
-            (support_x, support_y, query_x),
+            from_present,
+            tuple(tasks[i] for i in present),
             fn_output_signature=self._prediction_dtypes(query_x),
         )

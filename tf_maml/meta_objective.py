@@ -42,14 +42,16 @@ class MetaObjective:
         after the last step (MAML++: a weighted sum over steps).
         """
         del training
-        support_x, support_y, query_x, query_y = task
+        support_x, support_y, query_x, query_y, support_weight, query_weight = (
+            episodes.task_parts(task))
         fast, state, _ = self.inner_loop.adapt(
-            params, state, support_x, support_y, steps, first_order
+            params, state, support_x, support_y, steps, first_order, weights=support_weight
         )
         y_pred, extra = self.inner_loop.predict(
-            fast, state, support_x, query_x, self.transductive, last_step(steps)
+            fast, state, support_x, query_x, self.transductive, last_step(steps),
+            support_weight, query_weight,
         )
-        loss = self._task_loss(query_y, y_pred, extra)
+        loss = self._task_loss(query_y, y_pred, extra, query_weight)
         return fast, state, y_pred, loss, loss
 
     # Whether the meta-gradient is differentiated through the adaptation
@@ -81,11 +83,12 @@ class MetaObjective:
                 "weights yet. Hand episodes to fit/evaluate first, or give it an Input."
             )
 
-    def _task_loss(self, y, y_pred, extra_losses):
-        """The compiled loss of one task, plus regularization losses."""
+    def _task_loss(self, y, y_pred, extra_losses, weights=None):
+        """The compiled loss of one task (of its examples of non-zero weight), plus
+        regularization losses."""
         # Keras scales losses by 1 / replicas under tf.distribute; a task's
         # loss must not depend on how many replicas share the meta-batch.
-        total, _ = compiled_loss.losses(self._compile_loss, y, y_pred)
+        total, _ = compiled_loss.losses(self._compile_loss, y, y_pred, weights)
         loss = unscale_loss_for_distribution(total)
         if extra_losses:
             loss += tf.add_n([tf.cast(tf.reduce_sum(e), loss.dtype) for e in extra_losses])
@@ -112,12 +115,13 @@ class MetaObjective:
         on its own with the support set's statistics (`served_loss`,
         `served_predictions`).
         """
-        support_x, _, query_x, query_y = task
+        support_x, _, query_x, query_y, support_weight, query_weight = episodes.task_parts(task)
         with self._reading(meta_values):
             pre_pred, pre_extra = self.inner_loop.predict(
-                params, state, support_x, query_x, self.transductive
+                params, state, support_x, query_x, self.transductive,
+                support_weights=support_weight, weights=query_weight,
             )
-            pre_loss = self._task_loss(query_y, pre_pred, pre_extra)
+            pre_loss = self._task_loss(query_y, pre_pred, pre_extra, query_weight)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 if with_gradients and self._meta_gradient_from_tape:
                     tape.watch(params + meta_values)  # otherwise the tape records nothing
@@ -126,13 +130,15 @@ class MetaObjective:
                 )
             losses = {"loss": loss, "pre_adaptation_loss": pre_loss}
             if compiled_loss.trackers(self._compile_loss):  # several outputs: each one's loss
-                losses.update(compiled_loss.losses(self._compile_loss, query_y, y_pred)[1])
+                losses.update(
+                    compiled_loss.losses(self._compile_loss, query_y, y_pred, query_weight)[1])
             predictions = {"predictions": y_pred}
             if served:
                 served_pred, served_extra = self.inner_loop.predict(
-                    fast, state, support_x, query_x, False, last_step(steps)
+                    fast, state, support_x, query_x, False, last_step(steps), support_weight
                 )
-                losses["served_loss"] = self._task_loss(query_y, served_pred, served_extra)
+                losses["served_loss"] = self._task_loss(query_y, served_pred, served_extra,
+                                                        query_weight)
                 predictions["served_predictions"] = served_pred
         grads = []
         if with_gradients:
@@ -144,8 +150,10 @@ class MetaObjective:
         params, state = self.inner_loop.current_values()
         return params, state, [tf.convert_to_tensor(v) for v in self.meta_variables]
 
-    def _run_tasks(self, support, query, steps, first_order, with_gradients, served=False):
-        (support_x, support_y), (query_x, query_y) = support, query
+    def _run_tasks(self, support, query, steps, first_order, with_gradients, served=False,
+                   weights=None):
+        """The meta-batch's tasks; `weights`: `(support_weight, query_weight)` or None."""
+        query_x = query[0]
         params, state, meta_values = self._read_values()
         served_names = ["served_loss"] if served else []
         sums = (["loss", "pre_adaptation_loss"]
@@ -155,7 +163,7 @@ class MetaObjective:
             lambda task, state: self._task(
                 task, params, state, meta_values, steps, first_order, with_gradients, served
             ),
-            (support_x, support_y, query_x, query_y),
+            episodes.task_tuple(support, query, weights),
             state,
             [tf.zeros_like(v) for v in params + meta_values] if with_gradients else [],
             sums,

@@ -46,3 +46,22 @@ def log_linear_fit(steps, values, fit_from):
             f"(last at {steps[-1]:.0f} meta-steps); a line needs two.")
     slope, intercept = np.polyfit(np.log10(steps[chosen]), values[chosen], 1)
     return intercept, slope
+
+
+def over_runs(reports, name):
+    """Mean and sample standard deviation over runs (training seeds) of each step's mean.
+
+    `reports` are evaluation reports of runs that differ only in their
+    training seed, evaluated on the same test tasks; their per-run 95%
+    intervals measure the test tasks' spread, this the runs'.
+
+    Returns:
+        `{"<name>_by_step_over_runs": [...], "<name>_std_over_runs": [...]}`.
+    """
+    if len(reports) < 2:
+        raise ValueError(f"A spread over runs needs at least 2 runs; received {len(reports)}.")
+    values = np.array([report[f"{name}_by_step"] for report in reports], np.float64)
+    return {
+        f"{name}_by_step_over_runs": [round(float(v), 4) for v in values.mean(axis=0)],
+        f"{name}_std_over_runs": [round(float(v), 4) for v in values.std(axis=0, ddof=1)],
+    }

@@ -13,7 +13,7 @@ import keras
 from absl import logging
 
 from tf_maml.episodes import batched, merge_task_axis
-from tf_maml.keras_patches import copy_compile_metrics
+from tf_maml.keras_patches import copy_compile_metrics, update_compile_metrics
 
 PREFIX = "served_"
 
@@ -47,10 +47,10 @@ class ServedMetrics:
                 self.metrics.build(targets, outputs)
             self.loss = keras.metrics.Mean(name=PREFIX + "loss")
 
-    def update(self, y_true, y_pred, loss, num_tasks):
+    def update(self, y_true, y_pred, loss, num_tasks, sample_weight=None):
         self.loss.update_state(loss, sample_weight=num_tasks)
         if self.metrics is not None:
-            self.metrics.update_state(y_true, y_pred)
+            update_compile_metrics(self.metrics, y_true, y_pred, sample_weight)
 
     def results(self):
         if not self.ready:
@@ -92,12 +92,13 @@ class ServedFigures:
         super().reset_metrics()
         self._served_metrics.reset()
 
-    def _served_logs(self, query_y, result):
+    def _served_logs(self, query_y, result, query_weight=None):
         """Adds a test step's served results to the served metrics; their values."""
         if "served_loss" not in result or not self._served_metrics.ready:
             return {}
         self._served_metrics.update(
             merge_task_axis(query_y), merge_task_axis(result["served_predictions"]),
             result["served_loss"], result["num_tasks"],
+            None if query_weight is None else merge_task_axis(query_weight),
         )
         return self._served_metrics.results()

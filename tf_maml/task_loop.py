@@ -46,8 +46,9 @@ def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, task_loop="
             scalars (losses) to add up over tasks, `stacks` a dict of tensors
             (query predictions) to stack; `state` (the model's non-trainable
             values) is carried from task to task.
-        tasks: the meta-batch `(support_x, support_y, query_x, query_y)`, each
-            with a leading task axis (each may be nested).
+        tasks: the meta-batch `(support_x, support_y, query_x, query_y)`, and
+            `support_weight, query_weight` for padded episodes, each with a
+            leading task axis (each may be nested).
         state: the model's non-trainable values before the first task.
         grads: zeros shaped as the meta-gradient (an empty list for none).
         sums: the names of the sums `task_fn` returns.

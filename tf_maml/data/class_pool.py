@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from tf_maml.data import directories
 from tf_maml.data.batch_stream import indexed_batches
 from tf_maml.data.sizes import check_counts, is_integer
 
@@ -53,6 +54,9 @@ class ClassPool:
                     f"All examples must share one shape; received shapes {sorted(shapes)}."
                 )
             counts = np.array([len(c) for c in images], np.int32)
+            if not counts.all():
+                raise ValueError(f"Class {int(np.argmin(counts))} holds no examples; every "
+                                 "class needs at least one.")
             padded = np.zeros((len(images), counts.max()) + shapes.pop(), np.asarray(images[0]).dtype)
             for i, c in enumerate(images):
                 padded[i, : len(c)] = c
@@ -68,6 +72,72 @@ class ClassPool:
         self.images = images
         self.counts = counts
         self.class_ids = np.arange(len(images)) if class_ids is None else np.asarray(class_ids)
+
+    @classmethod
+    def from_directory(cls, path, image_size=None, color_mode="rgb"):
+        """A pool of the images under `path`, one subfolder per class, decoded into memory.
+
+        Classes are the subfolders in sorted order, their names the
+        `class_ids`; images are uint8 (episodes scale them to 0..1). For trees
+        beyond memory, see `class_datasets_from_directory`.
+
+        Args:
+            path: a directory with one subfolder of image files (bmp, gif,
+                jpeg, png) per class.
+            image_size: `(height, width)` to resize to (area interpolation), or
+                None to keep sizes, which must then all agree.
+            color_mode: `"grayscale"`, `"rgb"` or `"rgba"`: 1, 3 or 4 channels.
+
+        Raises:
+            ValueError: no such directory, no subfolders, an empty class, an
+                unreadable file, or mixed sizes without `image_size` (each named).
+        """
+        by_class = directories.images_by_class(path, image_size, color_mode)
+        return cls(list(by_class.values()), class_ids=list(by_class))
+
+    @classmethod
+    def from_dataset(cls, dataset):
+        """A pool of the `(example, label)` pairs of a finite `tf.data.Dataset`, by label.
+
+        Reads the dataset once, in order; the classes are the distinct labels
+        in sorted order, which become the `class_ids`.
+
+        Raises:
+            ValueError: not a dataset of pairs, an infinite dataset, labels that
+                are not scalars, examples of different shapes, or no examples.
+        """
+        if not isinstance(dataset, tf.data.Dataset):
+            raise ValueError("`dataset` must be a tf.data.Dataset of (example, label) pairs; "
+                             f"received {type(dataset).__name__}.")
+        spec = dataset.element_spec
+        if not isinstance(spec, tuple) or len(spec) != 2:
+            raise ValueError("`dataset` must yield (example, label) pairs; its elements are "
+                             f"{spec}. Map it to pairs first, e.g. "
+                             "dataset.map(lambda e: (e['image'], e['label'])).")
+        if spec[1].shape.rank not in (0, None):
+            raise ValueError(f"Labels must be scalars (one class per example); the dataset's "
+                             f"labels have shape {spec[1].shape}. Unbatch the dataset first "
+                             "(dataset.unbatch()).")
+        if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise ValueError("`dataset` is infinite (a repeat()?); a pool needs each example once.")
+        by_label = {}
+        for example, label in dataset.as_numpy_iterator():
+            label = label.decode() if isinstance(label, bytes) else label.item()
+            by_label.setdefault(label, []).append(example)
+        if not by_label:
+            raise ValueError("`dataset` yielded no examples.")
+        shapes = {}
+        for label, examples in by_label.items():
+            for example in examples:
+                shapes.setdefault(np.shape(example), label)
+        if len(shapes) > 1:
+            raise ValueError(
+                "Examples differ in shape: "
+                + ", ".join(f"{shape} (label {label!r})" for shape, label in shapes.items())
+                + "; resize them to one shape in the dataset first."
+            )
+        labels = sorted(by_label)
+        return cls([np.stack(by_label[label]) for label in labels], class_ids=labels)
 
     @property
     def num_classes(self):
@@ -86,15 +156,42 @@ class ClassPool:
         pool.class_ids = self.class_ids[classes]
         return pool
 
-    def split(self, sizes, seed=0):
-        """Disjoint pools of `sizes` classes each, after a seeded shuffle.
+    def select(self, class_ids):
+        """A pool of the classes with the given identifiers (`class_ids`), in that order.
 
-        Every size must be an integer >= 1, and together they may not exceed
-        `num_classes` (classes left over belong to no pool).
+        Raises:
+            ValueError: an identifier not in the pool (the first few named) or
+                given twice.
+        """
+        class_ids = list(class_ids)
+        position = {_plain(c): i for i, c in enumerate(self.class_ids)}
+        unknown = [c for c in class_ids if _plain(c) not in position]
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} class id(s) not in the pool, e.g. {unknown[:5]}; the pool's "
+                f"ids are like {[_plain(c) for c in self.class_ids[:5]]}."
+            )
+        if len(set(map(_plain, class_ids))) != len(class_ids):
+            raise ValueError("A class id is listed twice; each class belongs to one pool once.")
+        return self.subset([position[_plain(c)] for c in class_ids])
+
+    def split(self, sizes, seed=0):
+        """Disjoint pools: of `sizes` classes each after a seeded shuffle, or of listed ids.
+
+        `sizes` is either integers >= 1, together at most `num_classes`
+        (classes left over belong to no pool), or lists of class ids, as the
+        official CIFAR-FS and mini-ImageNet split files give them: one pool
+        per list (`select`), the lists disjoint; `seed` is then unused.
         """
         sizes = list(sizes)
         if not sizes:
             raise ValueError("`sizes` must list at least one pool size; received [].")
+        if all(isinstance(s, (list, tuple, np.ndarray)) for s in sizes):
+            pools = [self.select(ids) for ids in sizes]
+            listed = [_plain(c) for ids in sizes for c in ids]
+            if len(set(listed)) != len(listed):
+                raise ValueError("The class lists overlap; splits must be disjoint.")
+            return pools
         for position, size in enumerate(sizes):
             if not is_integer(size) or size < 1:
                 raise ValueError(
@@ -126,6 +223,19 @@ class ClassPool:
             raise ValueError(
                 f"{what} need square images; examples have shape {self.example_shape}."
             )
+
+
+def pool_constants(pool, scale=None):
+    """`(images, counts, scale)`: the pool as graph constants, and the scale of its
+    images (`None`: 1/255 for integer images, 1.0 for floating ones)."""
+    if scale is None:
+        scale = 1.0 / 255.0 if np.issubdtype(pool.images.dtype, np.integer) else 1.0
+    return tf.constant(pool.images), tf.constant(pool.counts), scale
+
+
+def _plain(class_id):
+    """A class id as a plain Python value (NumPy strings and integers compare as such)."""
+    return class_id.item() if isinstance(class_id, np.generic) else class_id
 
 
 def _rotate_per_class(x, k):
@@ -194,18 +304,17 @@ def few_shot_episodes(
         raise ValueError(
             f"ways={ways} exceeds the {pool.num_classes} classes of the pool."
         )
-    if scale is None:
-        scale = 1.0 / 255.0 if np.issubdtype(pool.images.dtype, np.integer) else 1.0
     per_class = shots + queries
     if per_class > pool.counts.min():
-        small = int(np.sum(pool.counts < per_class))
+        small = pool.counts < per_class
         raise ValueError(
-            f"shots + queries = {per_class} exceeds the examples of {small} class(es) "
-            f"(the smallest has {pool.counts.min()})."
+            f"shots + queries = {per_class} exceeds the examples of {int(small.sum())} "
+            f"class(es), e.g. {[_plain(c) for c in pool.class_ids[small][:5]]} (the smallest "
+            f"has {pool.counts.min()}); lower shots or queries, or leave those classes out "
+            "(pool.select)."
         )
 
-    images = tf.constant(pool.images)
-    counts = tf.constant(pool.counts)
+    images, counts, scale = pool_constants(pool, scale)
     max_count = pool.images.shape[1]
     example_shape = pool.example_shape
 

@@ -7,7 +7,8 @@ from tf_maml.data.class_pool import check_episode_sizes
 
 
 def few_shot_episodes_from_class_datasets(
-    class_datasets, ways, shots, queries, meta_batch_size, seed=0, shuffle_buffer=1000
+    class_datasets, ways, shots, queries, meta_batch_size, seed=0, shuffle_buffer=1000,
+    scale=None,
 ):
     """Episode batches drawn from per-class `tf.data.Dataset`s (e.g. files on disk).
 
@@ -20,10 +21,15 @@ def few_shot_episodes_from_class_datasets(
 
     Args:
         class_datasets: a list of datasets, one per class, each yielding single
-            examples of one shape and dtype (cast to float32 in the episodes).
+            examples of one shape and dtype (cast to float32 in the episodes);
+            or a dict of them by class name (its values are taken, in order),
+            as `class_datasets_from_directory` returns.
         ways, shots, queries, meta_batch_size: as `few_shot_episodes`.
         seed: seed of the class draws and the shuffles.
         shuffle_buffer: per-class shuffle buffer.
+        scale: examples are cast to float32 and multiplied by `scale`; `None`
+            picks it from their dtype as `few_shot_episodes` does: 1/255 for
+            integers (uint8 pixels become 0..1), 1.0 for floats.
 
     Returns:
         A dataset of `((support_x, support_y), (query_x, query_y))`.
@@ -33,7 +39,12 @@ def few_shot_episodes_from_class_datasets(
             a dataset of known size holding fewer than `shots + queries`
             examples (the stream would silently end when its class is drawn).
     """
-    class_datasets = list(class_datasets)
+    if isinstance(class_datasets, dict):  # as class_datasets_from_directory returns them
+        names = [f"class_datasets[{name!r}]" for name in class_datasets]
+        class_datasets = list(class_datasets.values())
+    else:
+        class_datasets = list(class_datasets)
+        names = [f"class_datasets[{i}]" for i in range(len(class_datasets))]
     if not class_datasets:
         raise ValueError(
             "`class_datasets` must hold at least one dataset (one per class); received none."
@@ -41,7 +52,7 @@ def few_shot_episodes_from_class_datasets(
     for position, dataset in enumerate(class_datasets):
         if not isinstance(dataset, tf.data.Dataset):
             raise ValueError(
-                f"`class_datasets[{position}]` must be a tf.data.Dataset of one class's "
+                f"`{names[position]}` must be a tf.data.Dataset of one class's "
                 f"examples; received {type(dataset).__name__}."
             )
     check_episode_sizes(ways, shots, queries, meta_batch_size)
@@ -52,7 +63,7 @@ def few_shot_episodes_from_class_datasets(
         size = int(dataset.cardinality())  # < 0: infinite or unknown, not checked
         if 0 <= size < per_class:
             raise ValueError(
-                f"`class_datasets[{position}]` holds {size} examples, fewer than "
+                f"`{names[position]}` holds {size} examples, fewer than "
                 f"shots + queries = {per_class}, so it could never fill a task; lower "
                 "`shots` or `queries`, or drop that class."
             )
@@ -63,6 +74,8 @@ def few_shot_episodes_from_class_datasets(
         for i, dataset in enumerate(class_datasets)
     ]
     num_classes = len(class_datasets)
+    if scale is None:
+        scale = 1.0 / 255.0 if class_datasets[0].element_spec.dtype.is_integer else 1.0
 
     def task_classes(index):
         keys = tf.random.stateless_uniform([num_classes], tf.stack([tf.cast(seed, tf.int64), index]))
@@ -74,7 +87,7 @@ def few_shot_episodes_from_class_datasets(
     labels = np.arange(ways, dtype=np.int32)
 
     def split(task):  # task: [ways, shots + queries, *example_shape]
-        task = tf.cast(task, tf.float32)
+        task = tf.cast(task, tf.float32) * scale
         example_shape = list(task.shape[2:])
 
         def take(start, size):

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tf_maml import rules, support_statistics
 from tf_maml.arguments import checked_inner_lr, checked_int, refuse
+from tf_maml.episodes import task_parts
 from tf_maml.meta_learner import MAML
 from tf_maml.rules.base import step_index
 
@@ -153,17 +154,19 @@ class MAMLPlusPlus(MAML):
     def _meta_objective(self, task, params, state, steps, first_order, training):
         if not training or not self.multi_step_loss_steps or steps < 2:
             return super()._meta_objective(task, params, state, steps, first_order, training)
-        support_x, support_y, query_x, query_y = task
+        support_x, support_y, query_x, query_y, support_weight, query_weight = task_parts(task)
         weights = multi_step_loss_weights(self._progress(self.multi_step_loss_steps), steps)
         fast, rule_state, objective = params, None, 0.0
         for step in range(steps):
             fast, state, rule_state = self.inner_loop.adapt(
-                fast, state, support_x, support_y, 1, first_order, rule_state, first_step=step
+                fast, state, support_x, support_y, 1, first_order, rule_state, first_step=step,
+                weights=support_weight,
             )
             y_pred, extra = self.inner_loop.predict(
-                fast, state, support_x, query_x, self.transductive, step
+                fast, state, support_x, query_x, self.transductive, step, support_weight,
+                query_weight,
             )
-            loss = self._task_loss(query_y, y_pred, extra)
+            loss = self._task_loss(query_y, y_pred, extra, query_weight)
             objective += tf.cast(weights[step], loss.dtype) * loss
         return fast, state, y_pred, loss, objective
 

@@ -1,7 +1,8 @@
 """Everything of tf_maml that reaches into TensorFlow or Keras internals, fenced here.
 
 - `exact_gradients`: exact second derivatives of Keras' moments and max-pool;
-- `fused_batch_norm`: BatchNormalization on TensorFlow's fused kernels;
+- `fused_batch_norm`: BatchNormalization on TensorFlow's fused kernels, and
+  statistics that ignore padding examples;
 - `internals`: every other private Keras function or attribute tf_maml reads.
 
 They are plain TensorFlow/Keras and import nothing of the meta-learner. They
@@ -25,17 +26,20 @@ if ".".join(keras.__version__.split(".")[:2]) != WRITTEN_FOR:
     )
 
 from tf_maml.keras_patches.exact_gradients import exact_second_order, max_pool_by_slices  # noqa: E402
-from tf_maml.keras_patches.fused_batch_norm import fused_kernels, stock_kernels  # noqa: E402
+from tf_maml.keras_patches.fused_batch_norm import (  # noqa: E402
+    current_example_weights, example_weights, fused_kernels, stock_kernels,
+)
 from tf_maml.keras_patches.internals import (  # noqa: E402
     all_layers, call_has_training_arg, compute_output_spec, copy_compile_metrics, is_multi_worker,
     leaf_layers,
-    scale_loss_for_distribution, unscale_loss_for_distribution,
+    scale_loss_for_distribution, unscale_loss_for_distribution, update_compile_metrics,
+    with_example_mask,
 )
 
 __all__ = [
     "WRITTEN_FOR", "all_layers", "call_has_training_arg", "compute_output_spec",
-    "copy_compile_metrics",
+    "copy_compile_metrics", "current_example_weights", "example_weights",
     "exact_second_order", "fused_kernels", "is_multi_worker", "leaf_layers",
     "max_pool_by_slices", "scale_loss_for_distribution", "stock_kernels",
-    "unscale_loss_for_distribution",
+    "unscale_loss_for_distribution", "update_compile_metrics", "with_example_mask",
 ]

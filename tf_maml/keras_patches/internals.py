@@ -5,6 +5,7 @@ a public API for the job, tf_maml uses that instead.
 """
 
 import keras
+import tensorflow as tf
 from keras.src import backend as keras_backend
 from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 from keras.src.losses import loss as loss_module
@@ -15,6 +16,50 @@ compute_output_spec = keras_backend.compute_output_spec
 # Keras divides a loss by the number of replicas under tf.distribute.
 unscale_loss_for_distribution = loss_module.unscale_loss_for_distribution
 scale_loss_for_distribution = loss_module.scale_loss_for_distribution
+
+
+def with_example_mask(outputs, weights):
+    """Copies of `outputs` (nested) whose Keras mask leaves out examples of weight 0.
+
+    Keras' losses average over the unmasked entries of a masked prediction,
+    whatever their reduction, so a padded batch gives the loss of its real
+    examples alone. A mask an output already carries (a sequence's) is kept
+    for the real examples.
+    """
+    valid = weights > 0
+
+    def masked(output):
+        mask = valid
+        existing = keras_backend.get_keras_mask(output)
+        if existing is not None:
+            shape = tf.concat([tf.shape(valid), tf.ones([tf.rank(existing) - 1], tf.int32)], 0)
+            mask = tf.logical_and(tf.cast(existing, tf.bool), tf.reshape(valid, shape))
+        output = tf.identity(output)  # the caller's tensor keeps its own mask
+        keras_backend.set_keras_mask(output, mask)
+        return output
+
+    return keras.tree.map_structure(masked, outputs)
+
+
+def update_compile_metrics(compile_metrics, y_true, y_pred, weights=None):
+    """`compile_metrics.update_state`, examples of weight 0 (padding) left out.
+
+    Keras gives sample weights to `weighted_metrics` only; padding must leave
+    every metric, so the plain `metrics` get weight 1 for each real example
+    and the weighted ones `weights`.
+    """
+    if weights is None:
+        compile_metrics.update_state(y_true, y_pred)
+        return
+    if not compile_metrics.built:
+        compile_metrics.build(y_true, y_pred)
+    valid = tf.cast(weights > 0, tf.float32)
+    flat_true, flat_pred = compile_metrics._flatten_y(y_true), compile_metrics._flatten_y(y_pred)
+    for metrics, sample_weight in ((compile_metrics._flat_metrics, valid),
+                                   (compile_metrics._flat_weighted_metrics, weights)):
+        for metric, y_t, y_p in zip(metrics, flat_true, flat_pred):
+            if metric:
+                metric.update_state(y_t, y_p, sample_weight=sample_weight)
 
 
 def is_multi_worker(strategy):

@@ -1,0 +1,161 @@
+"""Image classes from a directory tree: one subfolder per class, image files inside."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+# The formats tf.io.decode_image reads (as keras.utils.image_dataset_from_directory).
+IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
+# Leading bytes of each format: a file without one is named before decoding.
+_SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM")
+
+
+def _check_image_size(image_size):
+    if image_size is None:
+        return None
+    if (not isinstance(image_size, (list, tuple)) or len(image_size) != 2
+            or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in image_size)):
+        raise ValueError(
+            f"`image_size` must be None or (height, width), two integers >= 1; received "
+            f"{image_size!r}."
+        )
+    return tuple(int(s) for s in image_size)
+
+
+def image_files_by_class(path):
+    """`{class name: sorted image file paths}` of the subfolders of `path`, by name.
+
+    Raises:
+        ValueError: `path` is not a directory, has no subfolder, or a subfolder
+            (named) holds no image file.
+    """
+    if not tf.io.gfile.isdir(path):
+        raise ValueError(f"{path!r} is not a directory; give the folder holding one "
+                         "subfolder of images per class.")
+    names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(path)
+                   if tf.io.gfile.isdir(os.path.join(path, n)))
+    if not names:
+        raise ValueError(f"{path!r} has no subfolders; each class must be a subfolder of "
+                         "image files.")
+    files = {}
+    for name in names:
+        folder = os.path.join(path, name)
+        images = sorted(
+            os.path.join(root, f)
+            for root, _, found in tf.io.gfile.walk(folder)
+            for f in found if f.lower().endswith(IMAGE_FORMATS)
+        )
+        if not images:
+            raise ValueError(f"Class {name!r} ({folder}) holds no image file "
+                             f"({', '.join(IMAGE_FORMATS)}); remove the folder or add images.")
+        files[name] = images
+    return files
+
+
+def image_loader(image_size=None, color_mode="rgb"):
+    """A TensorFlow function: file path -> uint8 image `[height, width, channels]`.
+
+    A file that is no image (by its leading bytes) fails naming its path; with
+    `image_size`, images are resized (area interpolation, rounded to uint8).
+    """
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"`color_mode` must be one of {sorted(COLOR_MODES)}; received "
+                         f"{color_mode!r}.")
+    image_size = _check_image_size(image_size)
+    channels = COLOR_MODES[color_mode]
+
+    def load(path):
+        contents = tf.io.read_file(path)
+        known = tf.reduce_any([tf.strings.substr(contents, 0, len(s)) == s for s in _SIGNATURES])
+        with tf.control_dependencies([tf.debugging.Assert(known, ["Not a readable image file:",
+                                                                  path])]):
+            image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+        if image_size is not None:
+            image = tf.image.resize(image, image_size, method="area")
+            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        return image
+
+    return load
+
+
+def _decode_all(paths, load):
+    """The images of `paths` (decoded in parallel), or a ValueError naming a bad file."""
+    images = tf.data.Dataset.from_tensor_slices(paths).map(
+        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    try:
+        return [image.numpy() for image in images]
+    except tf.errors.InvalidArgumentError:
+        for path in paths:  # find the file (rare: a damaged tree)
+            try:
+                load(tf.constant(path))
+            except tf.errors.InvalidArgumentError as error:
+                raise ValueError(f"Cannot read image {path!r}: "
+                                 f"{error.message.splitlines()[0]}") from None
+        raise
+
+
+def images_by_class(path, image_size=None, color_mode="rgb"):
+    """`{class name: uint8 array [examples, height, width, channels]}` of a directory tree.
+
+    Raises:
+        ValueError: as `image_files_by_class`, an unreadable file (named), or
+            images of different sizes when `image_size` is None (the first two
+            sizes and files named).
+    """
+    load = image_loader(image_size, color_mode)
+    files = image_files_by_class(path)
+    flat = [f for paths in files.values() for f in paths]
+    images = _decode_all(flat, load)
+    first = images[0].shape
+    for file, image in zip(flat, images):
+        if image.shape != first:
+            raise ValueError(
+                f"Images differ in size: {flat[0]!r} is {first[:2]}, {file!r} is "
+                f"{image.shape[:2]}; pass image_size=(height, width) to resize them all."
+            )
+    out, start = {}, 0
+    for name, paths in files.items():
+        out[name] = np.stack(images[start:start + len(paths)])
+        start += len(paths)
+    return out
+
+
+def class_datasets_from_directory(path, image_size=None, color_mode="rgb"):
+    """One `tf.data.Dataset` per class of a directory tree, decoding files as they stream.
+
+    For data beyond memory: pass the values (or a selection of them) to
+    `few_shot_episodes_from_class_datasets`. Folders are listed now; files are
+    read as episodes draw them. Without `image_size`, the first image fixes the
+    size and an image of another size fails naming its file.
+
+    Args:
+        path: a directory with one subfolder of image files per class
+            (subfolders nested inside a class belong to it).
+        image_size: `(height, width)` to resize to, or None to keep sizes.
+        color_mode: `"grayscale"`, `"rgb"` or `"rgba"`: 1, 3 or 4 channels.
+
+    Returns:
+        A dict `{class name: dataset of uint8 images}`, in sorted name order.
+    """
+    load = image_loader(image_size, color_mode)
+    files = image_files_by_class(path)
+    if image_size is None:
+        expected = tf.constant(load(tf.constant(next(iter(files.values()))[0])).shape[:2])
+
+        def load_checked(file):
+            image = load(file)
+            same = tf.reduce_all(tf.shape(image)[:2] == expected)
+            with tf.control_dependencies([tf.debugging.Assert(
+                    same, ["Image size differs from the first image's", expected,
+                           "(pass image_size to resize):", file])]):
+                image = tf.identity(image)
+            return tf.ensure_shape(image, [*expected.numpy(), COLOR_MODES[color_mode]])
+    else:
+        load_checked = load
+    return {
+        name: tf.data.Dataset.from_tensor_slices(paths).map(
+            load_checked, num_parallel_calls=tf.data.AUTOTUNE)
+        for name, paths in files.items()
+    }
