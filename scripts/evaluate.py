@@ -12,10 +12,10 @@ A run still in progress has no meta.keras yet; evaluate its last backup with
   --weights=runs/omniglot_5w1s/backup/latest.weights.h5
 (the meta-learner is rebuilt from the config, then its weights are loaded).
 
-Several runs of the config that differ only in their training seed, on the same
-test tasks: each run's mean ± interval (the test tasks' spread), then the mean
-and standard deviation over the runs (the training seeds' spread), as papers
-report them:
+Several runs of the config that differ only in their training seed, all on the
+test tasks of --config.seed: each run's mean ± interval (the test tasks' spread),
+then the mean and standard deviation over the runs (the training seeds' spread),
+as papers report them:
   python scripts/evaluate.py --config=configs/omniglot.py:5w1s \
       --config.data_dir=../shared/data/omniglot \
       --meta=runs/seeds/seed_0/meta.keras,runs/seeds/seed_1/meta.keras,runs/seeds/seed_2/meta.keras
@@ -79,10 +79,11 @@ def _evaluate(path):
     if _META.value:
         meta_learner = checkpoints.load_model(path)
         recorded = os.path.join(os.path.dirname(path), "config.json")
-        tf_maml.experiment.check_meta_learner_matches(
-            meta_learner, _CONFIG.value,
-            checkpoints.read_json(recorded) if os.path.exists(recorded) else None,
-        )
+        recorded = checkpoints.read_json(recorded) if os.path.exists(recorded) else None
+        if recorded is not None and len(_META.value) > 1:
+            # Runs of several training seeds: each is evaluated on --config.seed's test tasks.
+            recorded["seed"] = _CONFIG.value.seed
+        tf_maml.experiment.check_meta_learner_matches(meta_learner, _CONFIG.value, recorded)
     else:
         meta_learner = tf_maml.experiment.build_meta_learner(_CONFIG.value)
         meta_learner.build((None,) + meta_learner.example_shape)

@@ -48,6 +48,17 @@ def test_pool_from_directory_reads_every_class_and_image(tmp_path):
     gray = ClassPool.from_directory(str(tmp_path), color_mode="grayscale")
     assert gray.example_shape == (6, 5, 1)
     np.testing.assert_array_equal(gray.images[..., 0], pool.images[..., 0])
+    # GIF and BMP (decoders that refuse some channel counts), in every color mode.
+    from PIL import Image  # noqa: PLC0415  (pillow comes with matplotlib and tensorboard)
+
+    for suffix, mode in ((".gif", "L"), (".bmp", "RGB")):
+        Image.fromarray(image_of(2, 7)[..., 0]).convert(mode).save(tmp_path / "class_2" / f"z{suffix}")
+    for color_mode, channels in (("grayscale", 1), ("rgb", 3), ("rgba", 4)):
+        mixed = ClassPool.from_directory(str(tmp_path), color_mode=color_mode)
+        assert list(mixed.counts) == [3, 5, 5] and mixed.example_shape == (6, 5, channels)
+        assert (mixed.images[2, 3:5, ..., 0] == 40 * 2 + 7).all()  # z.bmp, z.gif: last in order
+    for suffix in (".gif", ".bmp"):
+        (tmp_path / "class_2" / f"z{suffix}").unlink()
     resized = ClassPool.from_directory(str(tmp_path), image_size=(4, 3), color_mode="rgba")
     assert resized.example_shape == (4, 3, 4) and resized.images.dtype == np.uint8
     # Constant images stay constant under area interpolation; alpha is opaque.

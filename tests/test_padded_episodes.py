@@ -17,7 +17,7 @@ from tf_maml.evaluation import query_results_by_step
 from tf_maml.guards import EpisodeError
 from tf_maml.layers import TaskNormalization
 
-from helpers import assert_gradients_close, classification_episode, conv_bn_pool_net
+from helpers import as_float32, assert_gradients_close, classification_episode, conv_bn_pool_net
 from helpers import meta_gradient, sparse_ce
 
 NORMALIZATIONS = {
@@ -99,7 +99,7 @@ def test_padded_episode_equals_the_unpadded_one(float64, normalization, transduc
 def test_adapted_weights_and_step_curves_ignore_padding(float64):
     rng = np.random.default_rng(1)
     episode = classification_episode(rng, tasks=2, ways=3, shots=2, queries=2, image=(4, 4, 1))
-    weighted = padded(episode, rng, junk_label=2)
+    weighted = padded(episode, rng)  # padding labels -7: never read
     maml = compiled(make_maml("batch", True, steps=3))
     loop = maml.inner_loop
     params, state = loop.current_values()
@@ -138,16 +138,35 @@ def test_tasks_of_different_sizes_share_one_padded_shape(float64):
     assert_gradients_close(both, [(a + b) / 2 for a, b in zip(*alone)], rtol=1e-8)
 
 
-def test_padding_in_fit_and_evaluate_from_a_dataset():
+def test_bool_weights_in_fit_and_evaluate_from_a_dataset():
     rng = np.random.default_rng(3)
-    episode = classification_episode(rng, tasks=2, ways=3, shots=2, queries=2, image=(4, 4, 1))
-    weighted = tuple(tuple(a.astype(np.float32) if a.dtype == np.float64 else a for a in s)
-                     for s in padded(episode, rng))
+    episode = as_float32(classification_episode(rng, tasks=2, ways=3, shots=2, queries=2,
+                                                image=(4, 4, 1)))
+    weighted = tuple((x.astype(np.float32), y, w > 0) for x, y, w in padded(episode, rng))
+    datasets = [tf.data.Dataset.from_tensors(e) for e in (episode, weighted)]
     maml = compiled(make_maml("batch", True))
-    history = maml.fit(tf.data.Dataset.from_tensors(weighted).repeat(3), verbose=0)
+    start = [v.numpy() for v in maml.model.variables]
+    history = maml.fit(datasets[1].repeat(3), verbose=0)
     assert np.isfinite(history.history["loss"]).all() and int(maml.optimizer.iterations) == 3
-    logs = maml.evaluate(tf.data.Dataset.from_tensors(weighted), return_dict=True, verbose=0)
-    assert 0.0 <= logs["served_sparse_categorical_accuracy"] <= 1.0
+    logs = [maml.evaluate(d, return_dict=True, verbose=0) for d in datasets]
+    for name in logs[0]:
+        assert logs[1][name] == pytest.approx(logs[0][name], rel=1e-5), name
+    for v, value in zip(maml.model.variables, start):  # the same 3 steps, unpadded
+        v.assign(value)
+    unpadded = maml.fit(datasets[0].repeat(3), verbose=0)
+    np.testing.assert_allclose(history.history["loss"], unpadded.history["loss"], rtol=1e-5)
+
+
+def test_maml_plus_plus_multi_step_loss_with_recomputation_ignores_padding(float64):
+    rng = np.random.default_rng(6)
+    episode = classification_episode(rng, tasks=2, ways=3, shots=2, queries=2, image=(4, 4, 1))
+    keras.utils.set_random_seed(1)
+    net = conv_bn_pool_net(image=(4, 4, 1))
+    maml = tf_maml.MAMLPlusPlus(net, inner_lr=0.3, inner_steps=2, recompute_inner_steps=True)
+    loss = sparse_ce()
+    expected = meta_gradient(maml, episode, loss=loss)
+    assert_gradients_close(meta_gradient(maml, padded(episode, rng), loss=loss), expected,
+                           rtol=1e-7)
 
 
 @pytest.mark.parametrize("change, error, message", [

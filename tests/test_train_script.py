@@ -176,6 +176,16 @@ def test_seeds_benchmark_script(tmp_path):
     assert losses[0] != losses[1]  # two runs, two seeds
     assert rows[4].startswith(f"| mean over 2 seeds | | | {np.mean(losses):.3f} (standard "
                               f"deviation {np.std(losses, ddof=1):.3f})")
+    # Both runs on one set of test tasks (--config.seed's), their seeds told apart.
+    metas = ",".join(str(tmp_path / f"seed_{s}" / "meta.keras") for s in (0, 1))
+    result = run_script("evaluate.py", SINUSOID_CONFIG, *TINY, f"--meta={metas}",
+                        f"--out={tmp_path / 'eval.json'}")
+    assert "loss after 3 steps over 2 runs:" in result.stdout
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["runs"][0] == {k: v for k, v in json.loads(
+        (tmp_path / "seed_0" / "report.json").read_text()).items() if k != "training_seconds"}
+    own = json.loads((tmp_path / "seed_1" / "report.json").read_text())["loss_by_step"]
+    assert evaluated["runs"][1]["loss_by_step"] != own  # seed 1's model on seed 0's tasks
 
 
 def test_sinusoid_benchmark_script(tmp_path):

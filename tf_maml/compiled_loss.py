@@ -29,9 +29,10 @@ def losses(compile_loss, y, y_pred, weights=None):
     """
     if weights is not None:
         weights = tf.convert_to_tensor(weights)
-        y_pred = with_example_mask(y_pred, weights)
         if not weights.dtype.is_floating:  # Keras casts it to each loss's dtype
             weights = tf.cast(weights, tf.float32)
+        y_pred = with_example_mask(y_pred, weights)
+        y = _zero_padding(y, weights)
     own = trackers(compile_loss)
     if not own:
         return compile_loss(y, y_pred, sample_weight=weights), {}
@@ -39,3 +40,14 @@ def losses(compile_loss, y, y_pred, weights=None):
     with keras.StatelessScope(state_mapping=zeros, initialize_variables=False):
         total = compile_loss(y, y_pred, sample_weight=weights)
         return total, {m.name: m.result() for m in own}
+
+
+def _zero_padding(y, weights):
+    """Labels with padding's set to 0: an out-of-range class or a NaN target of
+    padding would make the loss NaN (a NaN times a zero weight is still NaN)."""
+    def zeroed(labels):
+        labels = tf.convert_to_tensor(labels)
+        shape = tf.concat([tf.shape(weights), tf.ones([tf.rank(labels) - 1], tf.int32)], 0)
+        return tf.where(tf.reshape(weights > 0, shape), labels, tf.zeros_like(labels))
+
+    return keras.tree.map_structure(zeroed, y)

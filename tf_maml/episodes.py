@@ -60,8 +60,16 @@ def unpack(data):
     if sample_weight is not None:
         raise ValueError(WEIGHTS_PLACE)
     if len(x) == 3:
-        return tuple(x[:2]), tuple(y[:2]), (x[2], y[2])
+        return tuple(x[:2]), tuple(y[:2]), (as_weights(x[2]), as_weights(y[2]))
     return tuple(x), tuple(y), None
+
+
+def as_weights(weights):
+    """Per-example weights as a float tensor (bool and integer weights accepted), or None."""
+    if weights is None:
+        return None
+    weights = tf.convert_to_tensor(weights)
+    return weights if weights.dtype.is_floating else tf.cast(weights, tf.float32)
 
 
 def task_parts(task):
@@ -80,6 +88,7 @@ def valid_examples(labels, weight):
     """`labels` ([tasks, examples, ...], nested) with padded examples' entries set to 0."""
     if weight is None:
         return labels
+    weight = as_weights(weight)
 
     def zeroed(y):
         keep = tf.reshape(weight > 0, tf.concat([tf.shape(weight), tf.ones([tf.rank(y) - 2],

@@ -77,9 +77,9 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
                         hits = tf.cast(hits, tf.float64)
                         if qw is None:
                             accuracy = tf.reduce_mean(hits)
-                        else:  # over the real queries, weighted as Keras' metrics weight them
-                            qw = tf.cast(qw, tf.float64)
-                            accuracy = tf.reduce_sum(hits * qw) / tf.reduce_sum(qw)
+                        else:  # over the real queries, as compiled `metrics` count them
+                            real = tf.cast(qw > 0, tf.float64)
+                            accuracy = tf.reduce_sum(hits * real) / tf.reduce_sum(real)
                         by_step[prefix + "accuracy"].append(accuracy)
             return {name: tf.stack(values) for name, values in by_step.items()}
 

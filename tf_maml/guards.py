@@ -65,8 +65,8 @@ def checked_episode(support, query, classes, weights=None):
         support_sizes, query_sizes = tf.shape(support_first)[1], tf.shape(query_first)[1]
     else:  # the smallest real set of any task
         support_sizes, query_sizes = (
-            tf.cast(tf.reduce_min(tf.concat([tf.math.count_nonzero(w, axis=1), [2**30]], 0)),
-                    tf.int32)
+            tf.cast(tf.reduce_min(tf.concat([tf.math.count_nonzero(w > 0, axis=1), [2**30]],
+                                            0)), tf.int32)
             for w in weights)
     sizes = tf.stack([tf.shape(support_first)[0], support_sizes, query_sizes])
     empty = tf.reduce_any(tf.equal(sizes, 0))

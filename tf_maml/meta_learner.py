@@ -397,11 +397,11 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         if y is not None:  # full episodes: ((sx, sy[, sw]), (qx, qy[, qw]))
             support, query_x = x, y[0]
-            query_weight = y[2] if len(y) == 3 else None
-        else:  # ((sx, sy[, sw]), qx)
+            query_weight = episodes_lib.as_weights(y[2] if len(y) == 3 else None)
+        else:  # ((sx, sy[, sw]), qx): padded queries need full episodes (their weights)
             support, query_x = x
             query_weight = None
-        support_weight = support[2] if len(support) == 3 else None
+        support_weight = episodes_lib.as_weights(support[2] if len(support) == 3 else None)
         params, state = self.inner_loop.current_values()
         steps = self.eval_inner_steps
 

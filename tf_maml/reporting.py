@@ -52,8 +52,8 @@ def over_runs(reports, name):
     """Mean and sample standard deviation over runs (training seeds) of each step's mean.
 
     `reports` are evaluation reports of runs that differ only in their
-    training seed, evaluated on the same test tasks; their per-run 95%
-    intervals measure the test tasks' spread, this the runs'.
+    training seed; their per-run 95% intervals measure the spread of test
+    tasks, this the spread of runs.
 
     Returns:
         `{"<name>_by_step_over_runs": [...], "<name>_std_over_runs": [...]}`.

@@ -164,6 +164,8 @@ class ClassPool:
                 given twice.
         """
         class_ids = list(class_ids)
+        if not class_ids:
+            raise ValueError("`class_ids` lists no class; a pool needs at least one.")
         position = {_plain(c): i for i, c in enumerate(self.class_ids)}
         unknown = [c for c in class_ids if _plain(c) not in position]
         if unknown:
@@ -231,6 +233,11 @@ def pool_constants(pool, scale=None):
     if scale is None:
         scale = 1.0 / 255.0 if np.issubdtype(pool.images.dtype, np.integer) else 1.0
     return tf.constant(pool.images), tf.constant(pool.counts), scale
+
+
+def plain_ids(class_ids):
+    """Class ids as plain Python values, for messages."""
+    return [_plain(c) for c in class_ids]
 
 
 def _plain(class_id):

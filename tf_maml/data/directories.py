@@ -71,13 +71,32 @@ def image_loader(image_size=None, color_mode="rgb"):
         known = tf.reduce_any([tf.strings.substr(contents, 0, len(s)) == s for s in _SIGNATURES])
         with tf.control_dependencies([tf.debugging.Assert(known, ["Not a readable image file:",
                                                                   path])]):
-            image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+            # Decoded as stored (GIF and BMP decoders refuse 1 channel, JPEG 4), then converted.
+            image = tf.io.decode_image(contents, channels=0, expand_animations=False)
+        image = _with_channels(image, channels)
         if image_size is not None:
             image = tf.image.resize(image, image_size, method="area")
             image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         return image
 
     return load
+
+
+def _with_channels(image, channels):
+    """A uint8 image of 1 (gray), 2 (gray, alpha), 3 (RGB) or 4 (RGBA) channels as
+    `channels` channels: gray from RGB by luminance, alpha dropped or made opaque."""
+    stored = tf.shape(image)[-1]
+    if channels == 1:
+        gray = tf.cond(stored <= 2, lambda: image[..., :1],
+                       lambda: tf.image.rgb_to_grayscale(image[..., :3]))
+        return tf.ensure_shape(gray, [None, None, 1])
+    rgb = tf.cond(stored >= 3, lambda: image[..., :3],
+                  lambda: tf.image.grayscale_to_rgb(image[..., :1]))
+    if channels == 3:
+        return tf.ensure_shape(rgb, [None, None, 3])
+    opaque = tf.fill(tf.concat([tf.shape(image)[:-1], [1]], 0), tf.constant(255, tf.uint8))
+    alpha = tf.cond(tf.equal(stored % 2, 0), lambda: image[..., -1:], lambda: opaque)
+    return tf.ensure_shape(tf.concat([rgb, alpha], axis=-1), [None, None, 4])
 
 
 def _decode_all(paths, load):

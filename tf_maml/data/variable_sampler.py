@@ -4,7 +4,7 @@ import math
 
 import tensorflow as tf
 
-from tf_maml.data.class_pool import pool_constants
+from tf_maml.data.class_pool import plain_ids, pool_constants
 from tf_maml.data.sizes import check_counts
 
 # Meta-Dataset's constants (Triantafillou et al. 2020, appendix): each class adds at
@@ -47,8 +47,9 @@ def variable_episodes(pool, min_ways=5, max_ways=50, max_support=500, queries=10
     Args:
         pool: a `ClassPool`.
         min_ways, max_ways: the range of classes per task; the model needs
-            `max_ways` outputs (logits of classes a task lacks are ignored by
-            its labels).
+            `max_ways` outputs. A task of fewer classes has no labels for the
+            other logits, which still take part in its softmax (they are
+            trained down; their share of the probability can cost accuracy).
         max_support: the most support examples of a task; at least `max_ways`.
         queries: query examples per class.
         meta_batch_size: tasks per batch.
@@ -72,7 +73,7 @@ def variable_episodes(pool, min_ways=5, max_ways=50, max_support=500, queries=10
     if small.any():
         raise ValueError(
             f"{int(small.sum())} class(es) hold fewer than queries + 1 = {queries + 1} "
-            f"examples, e.g. {list(pool.class_ids[small][:5])} (the smallest has "
+            f"examples, e.g. {plain_ids(pool.class_ids[small][:5])} (the smallest has "
             f"{pool.counts.min()}); lower `queries`, or leave those classes out (pool.select)."
         )
     images, counts, scale = pool_constants(pool, scale)
