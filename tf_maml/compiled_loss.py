@@ -12,6 +12,7 @@ in the scope is that output's loss.
 import keras
 import tensorflow as tf
 
+from tf_maml.episodes import valid_examples
 from tf_maml.keras_patches import with_example_mask
 
 
@@ -32,7 +33,9 @@ def losses(compile_loss, y, y_pred, weights=None):
         if not weights.dtype.is_floating:  # Keras casts it to each loss's dtype
             weights = tf.cast(weights, tf.float32)
         y_pred = with_example_mask(y_pred, weights)
-        y = _zero_padding(y, weights)
+        # Padding's labels set to 0: an out-of-range class or a NaN target would make
+        # the loss NaN (a NaN times a zero weight is still NaN).
+        y = valid_examples(y, weights)
     own = trackers(compile_loss)
     if not own:
         return compile_loss(y, y_pred, sample_weight=weights), {}
@@ -41,13 +44,3 @@ def losses(compile_loss, y, y_pred, weights=None):
         total = compile_loss(y, y_pred, sample_weight=weights)
         return total, {m.name: m.result() for m in own}
 
-
-def _zero_padding(y, weights):
-    """Labels with padding's set to 0: an out-of-range class or a NaN target of
-    padding would make the loss NaN (a NaN times a zero weight is still NaN)."""
-    def zeroed(labels):
-        labels = tf.convert_to_tensor(labels)
-        shape = tf.concat([tf.shape(weights), tf.ones([tf.rank(labels) - 1], tf.int32)], 0)
-        return tf.where(tf.reshape(weights > 0, shape), labels, tf.zeros_like(labels))
-
-    return keras.tree.map_structure(zeroed, y)

@@ -85,14 +85,16 @@ def task_tuple(support, query, weights):
 
 
 def valid_examples(labels, weight):
-    """`labels` ([tasks, examples, ...], nested) with padded examples' entries set to 0."""
+    """`labels` (nested) with padded examples' entries set to 0; `weight` has the
+    labels' leading axes (`[tasks, examples]`, or `[examples]` for one task)."""
     if weight is None:
         return labels
     weight = as_weights(weight)
 
     def zeroed(y):
-        keep = tf.reshape(weight > 0, tf.concat([tf.shape(weight), tf.ones([tf.rank(y) - 2],
-                                                                          tf.int32)], 0))
+        y = tf.convert_to_tensor(y)
+        trailing = tf.ones([tf.rank(y) - tf.rank(weight)], tf.int32)
+        keep = tf.reshape(weight > 0, tf.concat([tf.shape(weight), trailing], 0))
         return tf.where(keep, y, tf.zeros_like(y))
 
     return tf.nest.map_structure(zeroed, labels)

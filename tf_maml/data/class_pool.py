@@ -171,7 +171,7 @@ class ClassPool:
         if unknown:
             raise ValueError(
                 f"{len(unknown)} class id(s) not in the pool, e.g. {unknown[:5]}; the pool's "
-                f"ids are like {[_plain(c) for c in self.class_ids[:5]]}."
+                f"ids are like {plain_ids(self.class_ids[:5])}."
             )
         if len(set(map(_plain, class_ids))) != len(class_ids):
             raise ValueError("A class id is listed twice; each class belongs to one pool once.")
@@ -316,7 +316,7 @@ def few_shot_episodes(
         small = pool.counts < per_class
         raise ValueError(
             f"shots + queries = {per_class} exceeds the examples of {int(small.sum())} "
-            f"class(es), e.g. {[_plain(c) for c in pool.class_ids[small][:5]]} (the smallest "
+            f"class(es), e.g. {plain_ids(pool.class_ids[small][:5])} (the smallest "
             f"has {pool.counts.min()}); lower shots or queries, or leave those classes out "
             "(pool.select)."
         )
