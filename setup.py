@@ -23,5 +23,10 @@ setup(
         "matplotlib>=3.8",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+    extras_require={
+        # The gymnasium bridge and MuJoCo's half-cheetah (tf_maml.rl.envs); the rest of
+        # tf_maml.rl needs neither.
+        "rl": ["gymnasium[mujoco]>=1.0"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "gymnasium[mujoco]>=1.0"],
+    },
 )

@@ -19,6 +19,7 @@ from tf_maml import episodes  # noqa: E402
 from tf_maml import family  # noqa: E402
 from tf_maml import layers  # noqa: E402
 from tf_maml import nets  # noqa: E402
+from tf_maml import rl  # noqa: E402
 from tf_maml import rules  # noqa: E402
 from tf_maml.family import ANIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile  # noqa: E402
 from tf_maml.keras_patches import exact_second_order  # noqa: E402
@@ -40,6 +41,7 @@ __all__ = [
     "family",
     "layers",
     "nets",
+    "rl",
     "rules",
     "tuning",
 ]

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_maml.configurable import Configurable
 from tf_maml.keras_patches import leaf_layers
 
 
@@ -45,7 +46,7 @@ def model_weights(model):
     return [ModelWeight(v, owner.get(id(v), model)) for v in model.trainable_variables]
 
 
-class Rule:
+class Rule(Configurable):
     """Base class of inner-loop update rules (see the module docstring).
 
     Example, a rule written by a user (sign SGD):
@@ -112,16 +113,6 @@ class Rule:
         self._variables.append(variable)
         return variable
 
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({arguments})"
 
 
 class GradientTransform(Rule):

@@ -1,0 +1,96 @@
+"""The meta-gradient estimators of tf_maml.rl against a closed form (a Gaussian bandit).
+
+One step, one action dimension: the policy's mean is a weight `theta`, its
+standard deviation `sigma` fixed; the reward is `-(a - g)^2`. With `K`
+trajectories per task and inner step size `alpha`, the adapted mean is
+`theta' = theta + alpha * g_hat`, `g_hat` the policy-gradient estimate
+`mean_k (a_k - theta) / sigma^2 * r_k`, and the expected return after
+adaptation, with `d = theta - g`, is
+
+    M(theta) = -(d^2 - 4 alpha d^2 + alpha^2 E[g_hat^2] + sigma^2),
+    E[g_hat^2] = 4 d^2 + (d^4 / sigma^2 + 14 d^2 + 15 sigma^2) / K,
+
+(moments of a normal), so
+
+    dM/dtheta = -(2d - 8 alpha d + alpha^2 (8d + (4 d^3 / sigma^2 + 28 d) / K)).
+
+The first-order meta-gradient (inner gradient constant, no sampling term)
+has the expectation `-2 d (1 - 2 alpha)`.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_maml
+from tf_maml.rl import envs
+
+THETA, GOAL, SIGMA, ALPHA, K = 0.0, -0.8, 1.0, 0.2, 8
+BATCHES, TASKS = 40, 100
+T_999 = 3.56  # Student's t, 39 degrees of freedom, two-sided 99.9 %
+
+
+class Bandit(envs.TaskEnv):
+    """One step; reward -(action - goal)^2; every task has the goal GOAL."""
+
+    observation_size, task_size, horizon = 1, 1, 1
+    action_space = envs.Box(1, -np.inf, np.inf)
+
+    def sample_tasks(self, count, seed):
+        return tf.fill([count, 1], GOAL)
+
+    def reset(self, tasks, seeds):
+        zeros = tf.zeros([tf.shape(tasks)[0], 1])
+        return zeros, zeros
+
+    def step(self, tasks, state, action):
+        reward = -tf.square(action[:, 0] - tasks[:, 0])
+        return state, state, reward, tf.zeros_like(reward, tf.bool)
+
+
+def closed_form(first_order):
+    d = THETA - GOAL
+    if first_order:
+        return -2 * d * (1 - 2 * ALPHA)
+    return -(2 * d - 8 * ALPHA * d
+             + ALPHA ** 2 * (8 * d + (4 * d ** 3 / SIGMA ** 2 + 28 * d) / K))
+
+
+def estimates(estimator, first_order):
+    """Batch means of the estimated gradient of the expected return with respect to theta."""
+    env = Bandit()
+    head = tf_maml.rl.policies.GaussianHead(1, init_log_std=np.log(SIGMA))
+    policy = keras.Sequential([keras.Input((1,)), head])
+    head.log_std.trainable = False
+    head.mean.bias.assign([THETA])
+    meta = tf_maml.rl.MetaPolicyGradient(
+        policy, env, inner_lr=ALPHA, trajectories=K, estimator=estimator,
+        first_order=first_order, baseline=None, normalize_advantages=False, discount=1.0,
+        parallel_tasks=10)
+    gradient = tf.function(meta.meta_gradients)
+    bias = [i for i, v in enumerate(policy.trainable_variables) if v is head.mean.bias][0]
+    batches = tf_maml.rl.task_batches(env, TASKS, seed=3, num_batches=BATCHES)
+    # meta_gradients differentiates the loss, the negated objective.
+    return np.array([-float(gradient(batch)[bias][0]) for batch in batches])
+
+
+def interval(values):
+    return values.mean(), T_999 * values.std(ddof=1) / np.sqrt(len(values))
+
+
+def test_unbiased_estimator_matches_the_closed_form_and_lvc_does_not():
+    mean, half_width = interval(estimates("unbiased", first_order=False))
+    exact = closed_form(first_order=False)
+    assert abs(mean - exact) < half_width, (mean, half_width, exact)
+    assert half_width < 0.25 * abs(exact)  # an interval tight enough to mean something
+    # ProMP's low-variance objective is biased here (its expectation is about -0.97).
+    lvc_mean, lvc_half_width = interval(estimates("lvc", first_order=False))
+    assert abs(lvc_mean - exact) > lvc_half_width, (lvc_mean, lvc_half_width, exact)
+
+
+@pytest.mark.parametrize("estimator", ["unbiased", "lvc"])
+def test_first_order_estimates_the_first_order_gradient(estimator):
+    mean, half_width = interval(estimates(estimator, first_order=True))
+    assert abs(mean - closed_form(first_order=True)) < half_width, (mean, half_width)
+    assert abs(mean - closed_form(first_order=False)) > half_width  # orders differ

@@ -1,0 +1,14 @@
+"""Task environments as tensors: `reset` and `step` are batched TensorFlow functions.
+
+`GymTaskEnv` (and `HalfCheetahVelocity`) instead run gymnasium environments
+in Python, behind `tf.numpy_function`: not pure, not under XLA.
+"""
+
+from tf_maml.rl.envs.base import Box, Discrete, TaskEnv, deserialize, serialize
+from tf_maml.rl.envs.cartpole import CartPole
+from tf_maml.rl.envs.gym_bridge import GymTaskEnv
+from tf_maml.rl.envs.half_cheetah import HalfCheetahVelocity
+from tf_maml.rl.envs.navigation import Navigation2D
+
+__all__ = ["Box", "CartPole", "Discrete", "GymTaskEnv", "HalfCheetahVelocity", "Navigation2D",
+           "TaskEnv", "deserialize", "serialize"]

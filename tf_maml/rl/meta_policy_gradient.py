@@ -1,0 +1,380 @@
+"""MAML for reinforcement learning as a `keras.Model`: `fit` meta-trains a policy.
+
+A meta-iteration (one `train_step`, one compiled program): for every task of
+a batch of task parameters, sample trajectories with the policy, take the
+inner policy-gradient step(s) with the inner update rule (`tf_maml.rules`),
+sample again with the adapted policy; then `outer_steps` updates of the
+compiled optimizer on PPO's clipped objective of the post-update
+trajectories, each differentiating through a fresh adaptation from the same
+pre-update trajectories (as ProMP, Rothfuss et al. 2019).
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_maml import guards
+from tf_maml import task_loop as task_loop_lib
+from tf_maml.arguments import checked_int, checked_rule
+from tf_maml.inner_loop import InnerLoop
+from tf_maml.rl import advantages as advantages_lib
+from tf_maml.rl import envs as envs_lib
+from tf_maml.rl import objectives, policies, rollouts
+from tf_maml.rl.tasks import checked_task_batch
+
+# Seeds of a task's rollouts: sampling before inner step k uses fold_in(seed, k).
+DEFAULT_INNER_LR = 0.1  # the MAML paper's, for 2D navigation
+
+
+@keras.saving.register_keras_serializable(package="tf_maml.rl")
+class MetaPolicyGradient(keras.Model):
+    """Meta-reinforcement learning of any Keras policy (MAML, Finn et al. 2017, section 5.3).
+
+    `fit` takes batches of tasks from `tf_maml.rl.task_batches(env, ...)`
+    (`{"tasks": [T, task_size], "seeds": [T, 2]}`): each batch is one
+    meta-iteration. Logged: `pre_adaptation_return` and `return`, the
+    average undiscounted return of the trajectories sampled before and after
+    adaptation (`inner_steps` steps), and `loss`, the outer objective
+    (negated) at the first outer step. `evaluate` reports the same with
+    `eval_inner_steps` steps and no update; `returns_by_step` gives each
+    task's return after 0, 1, ... steps.
+
+    The meta-gradient differentiates through the inner step(s) (unless
+    `first_order`) with one of two estimators (`tf_maml.rl.objectives`):
+    "lvc", ProMP's low-variance curvature objective (biased, low variance;
+    the default), or "unbiased", the policy-gradient surrogate plus the score
+    of the pre-update trajectories times the post-update return (an unbiased
+    estimate of the gradient of the expected return after adaptation, tested
+    against a closed form; one inner step).
+
+    Args:
+        policy: a `keras.Model` from observations `[batch, observation_size]`
+            to the parameters of the action distribution
+            (`tf_maml.rl.distributions`); `tf_maml.rl.policies.mlp(env)`.
+        env: a `tf_maml.rl.envs.TaskEnv`.
+        inner_lr: step size of the inner policy-gradient step (default 0.1);
+            or `inner_optimizer`, any `tf_maml.rules` rule.
+        inner_steps: inner steps in meta-training; 0 trains one policy for
+            all tasks jointly (the paper's "pretrained" baseline).
+        trajectories: trajectories sampled per task before and after adaptation.
+        first_order: if True, the inner gradients are constants.
+        eval_inner_steps: inner steps in `evaluate`.
+        estimator: "lvc" or "unbiased".
+        outer_steps: optimizer steps per meta-iteration on the same samples.
+        clip_ratio: PPO's clipping of the post-update probability ratio.
+        discount, gae_lambda, baseline, normalize_advantages: the advantages
+            (`tf_maml.rl.advantages`): discounted returns less the linear
+            feature baseline fitted per task, GAE with `gae_lambda < 1`,
+            standardized per task.
+        parallel_tasks: tasks the task loop runs at once; "auto": 4, or 1 for
+            environments stepped outside the graph (`env.pure` False).
+
+    Example:
+
+    ```python
+    env = tf_maml.rl.envs.Navigation2D()
+    meta = tf_maml.rl.MetaPolicyGradient(tf_maml.rl.policies.mlp(env), env)
+    meta.compile(optimizer=keras.optimizers.Adam(1e-3))
+    meta.fit(tf_maml.rl.task_batches(env, meta_batch_size=20), steps_per_epoch=50, epochs=10)
+    ```
+    """
+
+    def __init__(self, policy, env, inner_lr=None, inner_steps=1, trajectories=20,
+                 first_order=False, eval_inner_steps=3, estimator="lvc", outer_steps=5,
+                 clip_ratio=0.3, discount=0.99, gae_lambda=1.0, baseline="linear",
+                 normalize_advantages=True, inner_optimizer=None, parallel_tasks="auto",
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(policy, keras.Model):
+            raise TypeError(f"`policy` must be a keras.Model; received {type(policy).__name__}.")
+        if isinstance(env, dict):
+            env = envs_lib.deserialize(env)
+        if not isinstance(env, envs_lib.TaskEnv):
+            raise TypeError(f"`env` must be a tf_maml.rl.envs.TaskEnv; received {env!r}.")
+        if estimator not in objectives.ESTIMATORS:
+            raise ValueError(f"`estimator` must be one of {objectives.ESTIMATORS}; received "
+                             f"{estimator!r}.")
+        if baseline not in ("linear", None):
+            raise ValueError(f"`baseline` must be 'linear' or None; received {baseline!r}.")
+        if inner_optimizer is None and inner_lr is None:
+            inner_lr = DEFAULT_INNER_LR
+        self.inner_optimizer, self._inner_lr = checked_rule(inner_optimizer, inner_lr)
+        self.inner_steps = checked_int(inner_steps, "inner_steps", 0)
+        if estimator == "unbiased" and self.inner_steps > 1:
+            raise ValueError(
+                f"estimator='unbiased' takes one inner step in meta-training; received "
+                f"inner_steps={inner_steps}. Use estimator='lvc' for several.")
+        self.eval_inner_steps = checked_int(eval_inner_steps, "eval_inner_steps", 0)
+        self.trajectories = checked_int(trajectories, "trajectories", 1)
+        self.outer_steps = checked_int(outer_steps, "outer_steps", 1)
+        if parallel_tasks == "auto":
+            parallel_tasks = 4 if env.pure else 1
+        self.parallel_tasks = checked_int(parallel_tasks, "parallel_tasks", 1)
+        if not env.pure and self.parallel_tasks > 1:
+            raise ValueError(
+                f"{type(env).__name__} steps its environments outside the graph: its tasks "
+                f"must run one at a time (parallel_tasks=1); received {parallel_tasks}.")
+        for name, value, low, high in (("clip_ratio", clip_ratio, 0.0, 1.0),
+                                       ("discount", discount, 0.0, 1.0),
+                                       ("gae_lambda", gae_lambda, 0.0, 1.0)):
+            if not isinstance(value, (int, float)) or not low < value <= high:
+                raise ValueError(f"`{name}` must be a number in ({low}, {high}]; received "
+                                 f"{value!r}.")
+        self.first_order = bool(first_order)
+        self.estimator = estimator
+        self.clip_ratio, self.discount, self.gae_lambda = clip_ratio, discount, gae_lambda
+        self.baseline = baseline
+        self.normalize_advantages = bool(normalize_advantages)
+        self.policy, self.env = policy, env
+        self.distribution = policies.check_policy(policy, env)
+        self.inner_loop = InnerLoop(policy, self._inner_loss, self.inner_optimizer)
+        self._trackers = [keras.metrics.Mean(name=n)
+                          for n in ("loss", "return", "pre_adaptation_return")]
+        self._guard = guards.StepGuard()
+        self.built = True  # the policy is built; nothing depends on data
+
+    # ------------------------------------------------------------------
+    # Keras.
+
+    def call(self, observations, training=False):
+        """The policy's distribution parameters for `observations` (no adaptation)."""
+        return self.policy(observations, training=training)
+
+    def compile(self, *args, **kwargs):
+        if kwargs.get("jit_compile") is True and not self.env.pure:
+            raise ValueError(
+                f"{type(self.env).__name__} steps its environments in Python "
+                "(tf.numpy_function), which XLA can not compile: use jit_compile=False.")
+        if not self.env.pure:
+            kwargs["jit_compile"] = False
+        super().compile(*args, **kwargs)
+
+    @property
+    def metrics(self):
+        return list(self._trackers)
+
+    def _update_trackers(self, values):
+        for tracker in self._trackers:
+            tracker.update_state(values[tracker.name])
+        return {t.name: t.result() for t in self._trackers}
+
+    def fit(self, x=None, *args, **kwargs):
+        checked_task_batch(self.env, x)
+        kwargs.setdefault("shuffle", False)  # task batches are drawn at random already
+        return super().fit(x, *args, **self._with_guard(kwargs))
+
+    def evaluate(self, x=None, *args, **kwargs):
+        if not kwargs.get("_use_cached_eval_dataset"):
+            checked_task_batch(self.env, x)
+        return super().evaluate(x, *args, **self._with_guard(kwargs))
+
+    def _with_guard(self, kwargs):
+        if kwargs.get("_use_cached_eval_dataset"):
+            return kwargs
+        callbacks = [guards.RaiseOnFault(self._guard, self._divergence_hint)]
+        return {**kwargs, "callbacks": callbacks + list(kwargs.get("callbacks") or [])}
+
+    def _divergence_hint(self):
+        return ("Lower the outer learning rate, `inner_lr` or `clip_ratio`; a policy's log "
+                "standard deviation that runs off makes log-probabilities overflow.")
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Nothing to build from data: the policy is built; only the optimizer.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, data):
+        tasks, seeds = data["tasks"], data["seeds"]
+        params, state = self.inner_loop.current_values()
+        sampled = self._sample_adapting(params, state, tasks, seeds, self.inner_steps, True)
+        pre, post = sampled["trajectories"][0], sampled["trajectories"][-1]
+        coefficients = self._score_coefficients(post)
+        ok = tf.constant(True)
+        for outer_step in range(self.outer_steps):
+            params, state = self.inner_loop.current_values()
+            result = task_loop_lib.run_tasks(
+                lambda task, state: self._task_meta_gradient(task, params, state),
+                (pre, tasks, post, coefficients), state, [tf.zeros_like(p) for p in params],
+                ["loss"], {}, tf.float32, "while", self.parallel_tasks)
+            count = tf.cast(result["num_tasks"], tf.float32)
+            grads = [g / count for g in result["grads"]]
+            loss = result["loss"] / count
+            if outer_step == 0:
+                first_loss = loss
+            ok = self._guard.record(False, False, ~guards.all_finite(grads + [loss]),
+                                    self.optimizer.iterations, tf.zeros([3], tf.int64))
+            guards.run_if(ok, self.optimizer.apply, grads, self.policy.trainable_variables)
+        returns = sampled["returns"]
+        return self._update_trackers({"loss": first_loss, "return": returns[:, -1],
+                                      "pre_adaptation_return": returns[:, 0]})
+
+    def test_step(self, data):
+        params, state = self.inner_loop.current_values()
+        returns = self._sample_adapting(params, state, data["tasks"], data["seeds"],
+                                        self.eval_inner_steps, False)["returns"]
+        return self._update_trackers({"loss": 0.0, "return": returns[:, -1],
+                                      "pre_adaptation_return": returns[:, 0]})
+
+    # ------------------------------------------------------------------
+    # Sampling and adaptation.
+
+    def _rollout(self, params, state, task, seed):
+        """A task's trajectories under `params`, with advantages: a dict of `[K, H, ...]`."""
+        def policy_fn(observations):
+            return self.inner_loop.forward(params, state, observations, training=False)[0]
+
+        sampled = rollouts.sample(policy_fn, self.distribution, self.env, task[None],
+                                  seed[None], self.trajectories)
+        trajectories = {name: value[0] for name, value in sampled.items()}
+        mask = trajectories["mask"]
+        raw = advantages_lib.advantages(trajectories, self.discount, self.gae_lambda,
+                                        self.baseline)
+        if self.normalize_advantages:
+            trajectories["advantages"], scale = advantages_lib.standardized(raw, mask)
+            trajectories["scale"] = tf.reshape(scale, [])
+        else:
+            trajectories["advantages"], trajectories["scale"] = raw, tf.ones([])
+        first = advantages_lib.discounted_returns(trajectories["rewards"], self.discount)[:, 0]
+        trajectories["discounted_return"] = tf.reduce_mean(first)
+        return trajectories
+
+    def _inner_loss(self, y, y_pred, extra_losses, weights=None):
+        """The inner step's loss: the negated inner objective of flattened trajectories `y`."""
+        del weights
+        log_probs = self.distribution.log_prob(y_pred, y["actions"])
+        objective = objectives.inner_objective(log_probs, y["log_probs"], y["advantages"],
+                                               y["mask"], self.estimator)
+        loss = -objective
+        if extra_losses:
+            loss += tf.add_n([tf.reduce_sum(e) for e in extra_losses])
+        return loss
+
+    def _flat(self, trajectories):
+        """`(observations, y)`: a task's trajectories as `[K * H, ...]` examples for the inner loop."""
+        def flat(value):
+            return tf.reshape(value, tf.concat([[-1], tf.shape(value)[2:]], 0))
+
+        y = {k: flat(trajectories[k]) for k in ("actions", "log_probs", "advantages", "mask")}
+        return flat(trajectories["observations"]), y
+
+    def _adapt(self, params, state, trajectories, first_order):
+        """One inner step from a task's trajectories: `(params, state)`."""
+        x, y = self._flat(trajectories)
+        params, state, _ = self.inner_loop.adapt(params, state, x, y, 1, first_order)
+        return params, state
+
+    def _sample_adapting(self, params, state, tasks, seeds, steps, keep):
+        """Per task: sample, adapt, sample again... `steps` times.
+
+        Returns a dict: `returns` `[T, steps + 1]`, the average return of the
+        trajectories sampled after 0..steps inner steps, and, if `keep`,
+        `trajectories`: for each step, a dict of `[T, K, H, ...]`.
+        """
+        fields = {**{k: tf.float32 for k in rollouts.FIELDS},
+                  "actions": self.distribution.action_dtype,
+                  "advantages": tf.float32, "scale": tf.float32, "discounted_return": tf.float32}
+
+        def task_fn(task, state):
+            task_params, seed = task[1], task[3]
+            current, per_step, kept = params, [], []
+            for step in range(steps + 1):
+                trajectories = self._rollout(current, state, task_params,
+                                             tf.random.experimental.stateless_fold_in(seed, step))
+                per_step.append(tf.reduce_mean(rollouts.returns(trajectories)))
+                kept.append(trajectories)
+                if step < steps:
+                    current, state = self._adapt(current, state, trajectories, True)
+            stacks = {"returns": tf.stack(per_step)}
+            if keep:
+                stacks["trajectories"] = kept
+            return state, [], {}, stacks
+
+        seed_dtype = {"returns": tf.float32}
+        if keep:
+            seed_dtype["trajectories"] = [fields] * (steps + 1)
+        result = task_loop_lib.run_tasks(task_fn, (tasks, tasks, tasks, seeds), state, [], [],
+                                         seed_dtype, tf.float32, "while", self.parallel_tasks)
+        return result
+
+    def _score_coefficients(self, post):
+        """Per task, the post-update return less the other tasks' mean, in the units of the
+        outer objective (estimator "unbiased"; zeros otherwise)."""
+        returns = post["discounted_return"]
+        if self.estimator != "unbiased" or self.first_order or self.inner_steps == 0:
+            return tf.zeros_like(returns)
+        count = tf.cast(tf.shape(returns)[0], returns.dtype)
+        others = (tf.reduce_sum(returns) - returns) / tf.maximum(count - 1.0, 1.0)
+        baseline = tf.where(count > 1.0, others, tf.zeros_like(others))
+        # The outer objective is a mean over steps of advantages divided by `scale`.
+        steps_per_trajectory = tf.reduce_sum(post["mask"], [-2, -1]) / self.trajectories
+        return (returns - baseline) / (steps_per_trajectory * post["scale"])
+
+    def _task_meta_gradient(self, task, params, state):
+        """One task's outer loss and its gradient with respect to `params`."""
+        pre, _, post, coefficient = task
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(params)
+            fast = params
+            if self.inner_steps:
+                fast, state = self._adapt(params, state, pre, self.first_order)
+            observations, y = self._flat(post)
+            y_pred = self.inner_loop.forward(fast, state, observations, training=False)[0]
+            log_probs = self.distribution.log_prob(y_pred, y["actions"])
+            objective = objectives.clipped_objective(log_probs, y["log_probs"],
+                                                     y["advantages"], y["mask"], self.clip_ratio)
+            if self.estimator == "unbiased" and self.inner_steps and not self.first_order:
+                pre_observations, pre_y = self._flat(pre)
+                pre_pred = self.inner_loop.forward(params, state, pre_observations,
+                                                   training=False)[0]
+                objective += objectives.score_term(
+                    self.distribution.log_prob(pre_pred, pre_y["actions"]), pre_y["log_probs"],
+                    pre_y["mask"], coefficient)
+            loss = -objective
+        grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return state, grads, {"loss": loss}, {}
+
+    def meta_gradients(self, data):
+        """The meta-gradient of one batch of tasks at the current weights (mean over tasks),
+        aligned with `policy.trainable_variables`: the first outer step's, not applied."""
+        tasks, seeds = data["tasks"], data["seeds"]
+        params, state = self.inner_loop.current_values()
+        sampled = self._sample_adapting(params, state, tasks, seeds, self.inner_steps, True)
+        pre, post = sampled["trajectories"][0], sampled["trajectories"][-1]
+        result = task_loop_lib.run_tasks(
+            lambda task, state: self._task_meta_gradient(task, params, state),
+            (pre, tasks, post, self._score_coefficients(post)), state,
+            [tf.zeros_like(p) for p in params], ["loss"], {}, tf.float32, "while",
+            self.parallel_tasks)
+        count = tf.cast(result["num_tasks"], tf.float32)
+        return [g / count for g in result["grads"]]
+
+    def returns_by_step(self, data, steps=None):
+        """`[T, steps + 1]`: each task's average return after 0..steps inner steps
+        (default `eval_inner_steps`), sampling afresh after each step."""
+        steps = self.eval_inner_steps if steps is None else steps
+        params, state = self.inner_loop.current_values()
+        return self._sample_adapting(params, state, data["tasks"], data["seeds"], steps,
+                                     False)["returns"]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "policy": keras.saving.serialize_keras_object(self.policy),
+            "env": envs_lib.serialize(self.env),
+            "inner_lr": self._inner_lr,
+            "inner_optimizer": (None if self._inner_lr is not None
+                                else keras.saving.serialize_keras_object(self.inner_optimizer)),
+            "inner_steps": self.inner_steps, "trajectories": self.trajectories,
+            "first_order": self.first_order, "eval_inner_steps": self.eval_inner_steps,
+            "estimator": self.estimator, "outer_steps": self.outer_steps,
+            "clip_ratio": self.clip_ratio, "discount": self.discount,
+            "gae_lambda": self.gae_lambda, "baseline": self.baseline,
+            "normalize_advantages": self.normalize_advantages,
+            "parallel_tasks": self.parallel_tasks,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["policy"] = keras.saving.deserialize_keras_object(config["policy"])
+        return cls(**config)
