@@ -3,6 +3,7 @@
 Example:
   python scripts/train.py --config=configs/sinusoid.py --workdir=runs/sinusoid
   python scripts/train.py --config=configs/sinusoid.py --config.inner_steps=5 --workdir=runs/k5
+  python scripts/train.py --config=configs/navigation.py --workdir=runs/navigation
 
 The workdir receives meta.keras, TensorBoard logs, report.json and figures;
 rerun with the same workdir to resume an interrupted run.
@@ -15,6 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
+import tf_maml.rl.experiment
 from tf_maml import checkpoints, guards
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
@@ -34,9 +36,10 @@ CLEAR_FAILURES = (
 def main(argv):
     del argv
     try:
-        report = tf_maml.experiment.run(
-            _CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value
-        )
+        config = _CONFIG.value
+        reinforcement = config.task in tf_maml.rl.experiment.TASKS
+        runner = tf_maml.rl.experiment if reinforcement else tf_maml.experiment
+        report = runner.run(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     except CLEAR_FAILURES as error:
         sys.exit(f"train.py: {type(error).__name__}: {error}")
     print(json.dumps(report, indent=2, allow_nan=False))

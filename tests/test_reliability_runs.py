@@ -142,7 +142,7 @@ def test_resuming_with_another_config_is_refused_by_field_unless_allowed(tmp_pat
 
 
 def test_fields_that_change_nothing_trained_may_differ():
-    recorded = json.loads(json.dumps(tf_maml.experiment._flat(tiny_config())))  # as config.json
+    recorded = json.loads(json.dumps(tf_maml.experiment.flat_config(tiny_config())))  # as config.json
     config = tiny_config(eval_tasks=20, verbose=1, steps_per_execution=1, data_dir="elsewhere")
     assert tf_maml.experiment.config_differences(recorded, config) == []
     config = tiny_config(shots=5)
@@ -154,7 +154,7 @@ def test_a_run_recorded_before_a_field_existed_resumes_with_its_old_value():
     from configs import omniglot  # noqa: PLC0415
 
     config = omniglot.get_config("5w1s")
-    recorded = json.loads(json.dumps(tf_maml.experiment._flat(config)))
+    recorded = json.loads(json.dumps(tf_maml.experiment.flat_config(config)))
     del recorded["model.normalization"]  # config.json of a run from before TaskNorm
     assert tf_maml.experiment.config_differences(recorded, config) == []
     config.model.normalization = "task"

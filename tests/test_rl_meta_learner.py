@@ -174,8 +174,9 @@ def test_gymnasium_bridge_runs_one_task_at_a_time_without_xla():
         tf_maml.rl.MetaPolicyGradient(policy, env, parallel_tasks=2)
     meta = tf_maml.rl.MetaPolicyGradient(policy, env, trajectories=2, outer_steps=1)
     assert meta.parallel_tasks == 1
+    meta.compile(optimizer="adam", jit_compile=True)
     with pytest.raises(ValueError, match="jit_compile=False"):
-        meta.compile(optimizer="adam", jit_compile=True)
+        meta.fit(tf_maml.rl.task_batches(env, 2, num_batches=1), verbose=0)
     meta.compile(optimizer="adam")
     history = meta.fit(tf_maml.rl.task_batches(env, 2, num_batches=1), verbose=0).history
     assert 1.0 <= history["pre_adaptation_return"][0] <= 10.0

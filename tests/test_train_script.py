@@ -226,12 +226,12 @@ def test_multi_worker_example_trains_identically_on_two_local_workers(tmp_path):
 def test_wall_time_of_a_resumed_run_goes_on_from_its_history(tmp_path):
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss,wall_time\n0,1.0,100.0\n1,0.9,250.5\n")
-    clock = tf_maml.experiment._WallTime(str(history))
+    clock = tf_maml.experiment.WallTime(str(history))
     clock.on_train_begin()
     logs = {}
     clock.on_epoch_end(2, logs)
     assert 250.5 <= logs["wall_time"] < 260.0
-    fresh = tf_maml.experiment._WallTime(str(tmp_path / "none.csv"))
+    fresh = tf_maml.experiment.WallTime(str(tmp_path / "none.csv"))
     fresh.on_train_begin()
     fresh.on_epoch_end(0, logs)
     assert 0.0 <= logs["wall_time"] < 10.0

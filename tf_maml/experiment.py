@@ -131,7 +131,7 @@ def build_meta_learner(config):
     return meta_learner
 
 
-class _WallTime(keras.callbacks.Callback):
+class WallTime(keras.callbacks.Callback):
     """Adds `wall_time` (seconds of training so far, resumed runs included) to epoch logs."""
 
     def __init__(self, history_path):
@@ -153,7 +153,7 @@ class _WallTime(keras.callbacks.Callback):
             logs["wall_time"] = time.time() - self.start
 
 
-def _epochs(config):
+def num_epochs(config):
     if config.steps_per_epoch < 1 or config.meta_steps < 1:
         raise ValueError(
             f"meta_steps ({config.meta_steps}) and steps_per_epoch ({config.steps_per_epoch}) "
@@ -186,11 +186,11 @@ class ConfigMismatchError(ValueError):
     """A workdir was trained with another config than the one given."""
 
 
-def _flat(config, prefix=""):
+def flat_config(config, prefix=""):
     items = {}
     for key, value in config.items():
         if hasattr(value, "items"):
-            items.update(_flat(value, f"{prefix}{key}."))
+            items.update(flat_config(value, f"{prefix}{key}."))
         else:
             items[prefix + key] = list(value) if isinstance(value, tuple) else value
     return items
@@ -201,7 +201,7 @@ def config_differences(recorded, config):
 
     `recorded` is a config as config.json holds it: flat, with dotted names.
     """
-    new = _flat(config)
+    new = flat_config(config)
     old = {**{k: v for k, v in ADDED_FIELDS.items() if k in new}, **recorded}
     return sorted(
         key for key in old.keys() | new.keys()
@@ -209,14 +209,14 @@ def config_differences(recorded, config):
     )
 
 
-def _check_config(config, workdir, finished, allow_config_change):
+def check_config(config, workdir, finished, allow_config_change):
     """Refuses a config that differs from the one `workdir` was trained with."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         if not finished:
-            checkpoints.write_json(path, _flat(config))
+            checkpoints.write_json(path, flat_config(config))
         return
-    recorded, current = checkpoints.read_json(path), _flat(config)
+    recorded, current = checkpoints.read_json(path), flat_config(config)
     changed = config_differences(recorded, config)
     if not changed or allow_config_change:
         if changed:
@@ -242,7 +242,7 @@ def _check_config(config, workdir, finished, allow_config_change):
     )
 
 
-def _drop_partial_history_line(history_path):
+def drop_partial_history_line(history_path):
     """A kill while CSVLogger appended can leave a cut line: drop it before appending."""
     if not os.path.exists(history_path):
         return
@@ -251,6 +251,70 @@ def _drop_partial_history_line(history_path):
     if content and not content.endswith(b"\n"):
         with checkpoints.atomic_path(history_path) as partial, open(partial, "wb") as f:
             f.write(content[: content.rfind(b"\n") + 1])
+
+
+def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
+    """`fit` for `config.meta_steps` steps, resuming a backup in `workdir`; saves meta.keras.
+
+    `train_data(start_batch)` gives the training stream from batch
+    `start_batch`, so that a resumed run sees the same batches as an
+    uninterrupted one. The backup is kept until `workdir/meta.keras` is
+    safely written. Returns the seconds this call trained.
+    """
+    backup_dir = os.path.join(workdir, "backup")
+    start_batch = checkpoints.latest_backup_epoch(backup_dir) * config.steps_per_epoch
+    history_path = os.path.join(workdir, "history.csv")
+    drop_partial_history_line(history_path)
+    start = time.time()
+    meta_learner.fit(
+        train_data(start_batch),
+        epochs=num_epochs(config),
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=[
+            checkpoints.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
+            keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+            WallTime(history_path),  # before CSVLogger, which writes the logs it sees
+            keras.callbacks.CSVLogger(history_path, append=True),
+        ],
+        verbose=config.verbose,
+    )
+    # Wall time of this call's fit (a resumed run counts its own part only).
+    training_seconds = round(time.time() - start, 1)
+    checkpoints.save_model(meta_learner, os.path.join(workdir, "meta.keras"))
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return training_seconds
+
+
+def trained_meta_learner(config, workdir, build, train_data, validation_data,
+                         allow_config_change=False):
+    """`(meta_learner, training_seconds)`: trained in `workdir` as `config` says, resumed
+    there if interrupted, or loaded from `workdir/meta.keras` if finished.
+
+    `build(config)` makes the meta-learner; `train_data(start_batch)` and
+    `validation_data()` the streams (see `fit_resumably`). A config that
+    differs from the one `workdir` was trained with is refused
+    (`check_config`). `training_seconds` of a finished run: its report's.
+    """
+    num_epochs(config)  # refuses bad step counts before any compute
+    os.makedirs(workdir, exist_ok=True)
+    meta_path = os.path.join(workdir, "meta.keras")
+    report_path = os.path.join(workdir, "report.json")
+    finished = os.path.exists(meta_path) and not os.path.exists(os.path.join(workdir, "backup"))
+    check_config(config, workdir, finished, allow_config_change)
+    if finished:
+        logging.info("%s exists: training finished earlier; evaluating only.", meta_path)
+        training_seconds = None
+        if os.path.exists(report_path):
+            training_seconds = checkpoints.read_json(report_path).get("training_seconds")
+        return checkpoints.load_model(meta_path), training_seconds
+    keras.utils.set_random_seed(config.seed)
+    # Layers built from here on compute in the policy's dtype; variables,
+    # inner and outer losses stay float32.
+    keras.mixed_precision.set_global_policy(config.get("dtype_policy", "float32"))
+    meta_learner = build(config)
+    return meta_learner, fit_resumably(meta_learner, config, workdir, train_data,
+                                       validation_data())
 
 
 def run(config, workdir, allow_config_change=False):
@@ -265,49 +329,12 @@ def run(config, workdir, allow_config_change=False):
     field that matters (not in `HARMLESS_FIELDS`) is refused unless
     `allow_config_change`.
     """
-    os.makedirs(workdir, exist_ok=True)
-    meta_path = os.path.join(workdir, "meta.keras")
-    backup_dir = os.path.join(workdir, "backup")
-    epochs = _epochs(config)
+    meta_learner, training_seconds = trained_meta_learner(
+        config, workdir, build_meta_learner,
+        lambda start_batch: episodes(config, "train", start_batch=start_batch),
+        lambda: episodes(config, "validation", num_batches=config.validation_batches),
+        allow_config_change)
     report_path = os.path.join(workdir, "report.json")
-    finished = os.path.exists(meta_path) and not os.path.exists(backup_dir)
-    _check_config(config, workdir, finished, allow_config_change)
-    if finished:
-        logging.info("%s exists: training finished earlier; evaluating only.", meta_path)
-        meta_learner = checkpoints.load_model(meta_path)
-        training_seconds = None
-        if os.path.exists(report_path):
-            training_seconds = checkpoints.read_json(report_path).get("training_seconds")
-    else:
-        keras.utils.set_random_seed(config.seed)
-        # Layers built from here on compute in the policy's dtype; variables,
-        # inner and outer losses stay float32.
-        keras.mixed_precision.set_global_policy(config.get("dtype_policy", "float32"))
-        meta_learner = build_meta_learner(config)
-        # Continue the episode stream where the interrupted run stopped, so
-        # a resumed run sees the same tasks as an uninterrupted one.
-        start_batch = checkpoints.latest_backup_epoch(backup_dir) * config.steps_per_epoch
-        history_path = os.path.join(workdir, "history.csv")
-        _drop_partial_history_line(history_path)
-        start = time.time()
-        meta_learner.fit(
-            episodes(config, "train", start_batch=start_batch),
-            epochs=epochs,
-            steps_per_epoch=config.steps_per_epoch,
-            validation_data=episodes(config, "validation", num_batches=config.validation_batches),
-            callbacks=[
-                # Kept until meta.keras is safely written (below).
-                checkpoints.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
-                keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
-                _WallTime(history_path),  # before CSVLogger, which writes the logs it sees
-                keras.callbacks.CSVLogger(history_path, append=True),
-            ],
-            verbose=config.verbose,
-        )
-        # Wall time of this run's fit (a resumed run counts its own part only).
-        training_seconds = round(time.time() - start, 1)
-        checkpoints.save_model(meta_learner, meta_path)
-        shutil.rmtree(backup_dir, ignore_errors=True)
     report = evaluate(meta_learner, config, workdir)
     report.update(training_seconds=training_seconds)
     checkpoints.write_json(report_path, report)
@@ -341,7 +368,7 @@ def check_meta_learner_matches(meta_learner, config, recorded=None):
             f"{type(meta_learner).__name__}"
         )
     if recorded is not None:
-        current = _flat(config)
+        current = flat_config(config)
         problems += [
             f"{key}: trained with {recorded.get(key)!r}, config says {current.get(key)!r}"
             for key in config_differences(recorded, config)
@@ -369,7 +396,7 @@ def evaluate(meta_learner, config, workdir=None):
     report = {
         "algorithm": type(meta_learner).__name__,
         "meta_steps": int(meta_learner.optimizer.iterations.numpy()),
-        "config": _flat(config),
+        "config": flat_config(config),
         "tasks": config.eval_tasks,
         "eval_queries": config.eval_queries,
         # What accuracy_by_step means: query-batch statistics (True) or the support set's.

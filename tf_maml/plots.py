@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(figure, path):
+def save_figure(figure, path):
     """Writes `figure` as a PNG at `path` and frees it."""
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -40,19 +40,24 @@ def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10))
         axis.plot(support_x[task], support_y[task], "^", color="purple", label="support points")
         axis.set_title(f"task {task}")
     axes[0][0].legend(fontsize=8)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
-def plot_by_step(mean, confidence, path, ylabel):
-    """A query result against the number of inner gradient steps, with 95% CIs."""
+def plot_by_step(mean, confidence, path, ylabel, label="MAML", others=None):
+    """A result against the number of inner gradient steps, with 95% CIs.
+
+    `others`: more curves, `{label: (mean, confidence)}` (baselines).
+    """
+    series = {label: (mean, confidence), **(others or {})}
     steps = np.arange(len(mean))
     figure, axis = plt.subplots(figsize=(5, 3.5))
-    axis.errorbar(steps, mean, yerr=confidence, marker="o", capsize=3, label="MAML")
+    for name, (values, interval) in series.items():
+        axis.errorbar(steps, values, yerr=interval, marker="o", capsize=3, label=name)
     axis.set_xlabel("number of gradient steps")
     axis.set_ylabel(ylabel)
     axis.set_xticks(steps)
     axis.legend()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_learning_curve(steps, values, fits, project_to, path, ylabel, target=None):
@@ -73,4 +78,4 @@ def plot_learning_curve(steps, values, fits, project_to, path, ylabel, target=No
     axis.set_xlabel("meta-steps")
     axis.set_ylabel(ylabel)
     axis.legend()
-    _save(figure, path)
+    save_figure(figure, path)

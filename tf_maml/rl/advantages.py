@@ -19,14 +19,14 @@ def discount_matrix(horizon, factor):
 
 def discounted_returns(rewards, discount):
     """Returns-to-go `R_t = sum_s>=t discount^(s-t) r_s`, `[..., horizon]`."""
-    matrix = discount_matrix(rewards.shape[-1], discount)
+    matrix = discount_matrix(tf.shape(rewards)[-1], discount)
     return tf.cast(tf.linalg.matvec(matrix, tf.cast(rewards, tf.float64)), rewards.dtype)
 
 
 def linear_features(observations, mask):
     """The MAML paper's baseline features (from rllab): observations, their squares,
     time, time^2, time^3 (time = step / 100) and a constant; zero where masked."""
-    horizon = observations.shape[-2]
+    horizon = tf.shape(observations)[-2]
     time = tf.range(horizon, dtype=observations.dtype) / 100.0
     time = tf.broadcast_to(time[:, None], tf.concat([tf.shape(observations)[:-1], [1]], 0))
     features = tf.concat([observations, tf.square(observations), time, time ** 2, time ** 3,
@@ -78,7 +78,7 @@ def advantages(trajectories, discount=0.99, gae_lambda=1.0, baseline="linear"):
         values = linear_baseline(trajectories["observations"], returns, mask)
         next_values = tf.concat([values[..., 1:], tf.zeros_like(values[..., :1])], -1)
         deltas = rewards + discount * next_values - values
-        matrix = discount_matrix(rewards.shape[-1], discount * gae_lambda)
+        matrix = discount_matrix(tf.shape(rewards)[-1], discount * gae_lambda)
         result = tf.cast(tf.linalg.matvec(matrix, tf.cast(deltas, tf.float64)), rewards.dtype)
     else:
         raise ValueError(f"`baseline` must be 'linear' or None; received {baseline!r}.")

@@ -18,7 +18,7 @@ from tf_maml.arguments import checked_int, checked_rule
 from tf_maml.inner_loop import InnerLoop
 from tf_maml.rl import advantages as advantages_lib
 from tf_maml.rl import envs as envs_lib
-from tf_maml.rl import objectives, policies, rollouts
+from tf_maml.rl import objectives, policies, rollouts, serving
 from tf_maml.rl.tasks import checked_task_batch
 
 # Seeds of a task's rollouts: sampling before inner step k uses fold_in(seed, k).
@@ -139,15 +139,6 @@ class MetaPolicyGradient(keras.Model):
         """The policy's distribution parameters for `observations` (no adaptation)."""
         return self.policy(observations, training=training)
 
-    def compile(self, *args, **kwargs):
-        if kwargs.get("jit_compile") is True and not self.env.pure:
-            raise ValueError(
-                f"{type(self.env).__name__} steps its environments in Python "
-                "(tf.numpy_function), which XLA can not compile: use jit_compile=False.")
-        if not self.env.pure:
-            kwargs["jit_compile"] = False
-        super().compile(*args, **kwargs)
-
     @property
     def metrics(self):
         return list(self._trackers)
@@ -168,10 +159,22 @@ class MetaPolicyGradient(keras.Model):
         return super().evaluate(x, *args, **self._with_guard(kwargs))
 
     def _with_guard(self, kwargs):
+        self._check_jit_compile()
         if kwargs.get("_use_cached_eval_dataset"):
             return kwargs
         callbacks = [guards.RaiseOnFault(self._guard, self._divergence_hint)]
         return {**kwargs, "callbacks": callbacks + list(kwargs.get("callbacks") or [])}
+
+    def _check_jit_compile(self):
+        """Environments stepped in Python (tf.numpy_function) run without XLA."""
+        if self.env.pure or not self.jit_compile:
+            return
+        if self.get_compile_config().get("jit_compile") is True:
+            raise ValueError(
+                f"{type(self.env).__name__} steps its environments in Python "
+                "(tf.numpy_function), which XLA can not compile: compile with "
+                "jit_compile=False.")
+        self.jit_compile = False  # "auto" chose XLA
 
     def _divergence_hint(self):
         return ("Lower the outer learning rate, `inner_lr` or `clip_ratio`; a policy's log "
@@ -351,10 +354,48 @@ class MetaPolicyGradient(keras.Model):
     def returns_by_step(self, data, steps=None):
         """`[T, steps + 1]`: each task's average return after 0..steps inner steps
         (default `eval_inner_steps`), sampling afresh after each step."""
-        steps = self.eval_inner_steps if steps is None else steps
+        return self.sample_by_step(data, steps, keep=False)["returns"]
+
+    def sample_by_step(self, data, steps=None, keep=True):
+        """Each task's trajectories and average return after 0..steps inner steps.
+
+        Returns a dict: `returns` `[T, steps + 1]` and, if `keep`,
+        `trajectories`, a list (one per step) of dicts of `[T, K, H, ...]`
+        tensors (`tf_maml.rl.rollouts.FIELDS` and the advantages).
+        """
+        steps = self.eval_inner_steps if steps is None else checked_int(steps, "steps", 0)
+        checked_task_batch(self.env, data)
         params, state = self.inner_loop.current_values()
-        return self._sample_adapting(params, state, data["tasks"], data["seeds"], steps,
-                                     False)["returns"]
+        result = self._sample_adapting(params, state, data["tasks"], data["seeds"], steps, keep)
+        return {k: result[k] for k in ("returns", "trajectories") if k in result}
+
+    def adapt(self, observations, actions, rewards, mask=None, steps=1):
+        """The policy adapted to one task's trajectories: a new `keras.Model`.
+
+        Args:
+            observations: `[trajectories, steps, observation_size]`, sampled
+                with this meta-learner's policy (its pre-update policy).
+            actions: `[trajectories, steps, ...]`, the actions taken.
+            rewards: `[trajectories, steps]`.
+            mask: `[trajectories, steps]`, 1 for steps up to an episode's end
+                and 0 after; default all 1.
+            steps: inner steps on these trajectories (1, as meta-trained).
+
+        A pure function of the weights and the trajectories: safe from many threads.
+        """
+        return serving.adapted_policy(self, observations, actions, rewards, mask, steps)
+
+    def export_adaptive(self, filepath, steps=1):
+        """Writes a SavedModel that adapts to a new task's trajectories and acts.
+
+        Its endpoint `adapt_and_act(observations, actions, rewards, mask,
+        query_observations)` (shapes as `adapt`; `query_observations`
+        `[N, observation_size]`) returns the adapted policy's action
+        distribution parameters for the query observations `[N, P]` (for a
+        Gaussian, the mean and log standard deviation concatenated; for
+        discrete actions, the logits). Load it with `tf.saved_model.load`.
+        """
+        serving.export_adaptive(self, filepath, steps)
 
     def get_config(self):
         return {

@@ -1,0 +1,50 @@
+"""MAML on 2D navigation (Finn et al. 2017, section 5.3), with tf_maml.rl.
+
+As the paper and pytorch-maml-rl's 2DNavigation-v0 config: goals uniform in
+[-0.5, 0.5]^2, horizon 100, 20 tasks a meta-batch, 20 trajectories a task
+before and after adaptation, one inner policy-gradient step of 0.1, a
+policy of two hidden layers of 100 ReLU units, the linear feature baseline,
+discount 0.99. Outer update: ProMP's (Rothfuss et al. 2019): Adam 1e-3,
+5 PPO-clip steps (clip 0.3) a meta-iteration, the low-variance curvature
+objective ("lvc"; or "unbiased"). The paper used TRPO for 500 iterations;
+`meta_steps` counts meta-iterations.
+
+  python scripts/train.py --config=configs/navigation.py --workdir=runs/navigation
+
+Other environments: --config.task=cartpole --config.env.name=cartpole
+(`tf_maml.rl.experiment.ENVIRONMENTS` lists them; config.env holds their
+arguments).
+"""
+
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.task = "navigation"
+    config.seed = 0
+    config.env = ml_collections.ConfigDict({"name": "navigation2d", "horizon": 100,
+                                            "goal_range": 0.5})
+    config.policy = ml_collections.ConfigDict({"hidden": (100, 100), "init_log_std": 0.0})
+    config.meta_batch_size = 20
+    config.trajectories = 20
+    config.inner_lr = 0.1
+    config.inner_steps = 1
+    config.first_order = False
+    config.estimator = "lvc"
+    config.outer_lr = 1e-3
+    config.outer_steps = 5
+    config.clip_ratio = 0.3
+    config.discount = 0.99
+    config.gae_lambda = 1.0
+    config.meta_steps = 500
+    config.steps_per_epoch = 25
+    config.validation_batches = 1
+    # Also train one policy on all tasks jointly (the paper's "pretrained" baseline).
+    config.pretrained = True
+    config.jit_compile = "auto"
+    # Evaluation: 40 held-out tasks, returns after 0..3 inner steps.
+    config.eval_tasks = 40
+    config.eval_max_steps = 3
+    config.verbose = 2
+    return config

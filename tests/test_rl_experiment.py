@@ -1,0 +1,61 @@
+"""A meta-reinforcement-learning run from configs/navigation.py, small: report, figures, reruns."""
+
+import json
+import os
+
+import pytest
+
+import tf_maml.rl.experiment
+from tf_maml.experiment import ConfigMismatchError
+
+from helpers import run_script
+from configs import navigation  # helpers put the repository on the path
+
+TINY_FLAGS = ["--config.meta_steps=2", "--config.steps_per_epoch=1", "--config.meta_batch_size=2",
+              "--config.trajectories=2", "--config.outer_steps=1", "--config.env.horizon=5",
+              "--config.policy.hidden=(4,)", "--config.eval_tasks=3", "--config.verbose=0"]
+
+
+def tiny_config():
+    config = navigation.get_config()
+    config.meta_steps, config.steps_per_epoch = 4, 2
+    config.meta_batch_size, config.trajectories, config.outer_steps = 3, 4, 2
+    config.env.horizon, config.policy.hidden = 15, (16,)
+    config.eval_tasks, config.verbose = 5, 0
+    return config
+
+
+def test_navigation_run_reports_returns_by_step_against_baselines(tmp_path):
+    workdir = str(tmp_path / "run")
+    report = tf_maml.rl.experiment.run(tiny_config(), workdir)
+    for prefix in ("", "pretrained_", "random_"):
+        assert len(report[f"{prefix}return_by_step"]) == 4  # after 0..3 inner steps
+        assert len(report[f"{prefix}return_confidence_95"]) == 4
+        assert all(-15.0 <= r < 0 for r in report[f"{prefix}return_by_step"])
+    assert report["meta_iterations"] == 4 and report["tasks"] == 5
+    for name in ("return_by_step.png", "navigation_paths.png", "learning_curves.png",
+                 "meta.keras", "pretrained/meta.keras", "report.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert not os.path.exists(os.path.join(workdir, "backup"))
+    # Run again: evaluates only, the same tasks and seeds give the same report.
+    again = tf_maml.rl.experiment.run(tiny_config(), workdir)
+    assert again["return_by_step"] == report["return_by_step"]
+    assert again["pretrained_return_by_step"] == report["pretrained_return_by_step"]
+    assert again["training_seconds"] == report["training_seconds"]
+    changed = tiny_config()
+    changed.inner_lr = 0.5
+    with pytest.raises(ConfigMismatchError, match="inner_lr"):
+        tf_maml.rl.experiment.run(changed, workdir)
+
+
+def test_unknown_environment_is_refused():
+    config = tiny_config()
+    config.env.name = "lunar_lander"
+    with pytest.raises(ValueError, match="Unknown environment 'lunar_lander'"):
+        tf_maml.rl.experiment.build_env(config)
+
+
+def test_train_script_runs_navigation_configs(tmp_path):
+    run_script("train.py", "--config=configs/navigation.py", f"--workdir={tmp_path}", *TINY_FLAGS)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["return_by_step"]) == len(report["pretrained_return_by_step"]) == 4

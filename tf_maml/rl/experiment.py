@@ -1,0 +1,155 @@
+"""A meta-reinforcement-learning run from a config: train, train the baseline, evaluate.
+
+`scripts/train.py --config=configs/navigation.py` runs `run(config,
+workdir)`: it meta-trains `MetaPolicyGradient` in `workdir`, trains a
+policy on all tasks jointly (`inner_steps=0`, the paper's "pretrained"
+baseline) for as many iterations in `workdir/pretrained`, and evaluates
+both, and a random initialization, on held-out tasks after 0..3 inner steps,
+as the MAML paper reports (section 5.3).
+"""
+
+import csv
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from tf_maml import checkpoints, evaluation, experiment, plots
+from tf_maml.rl import envs, policies
+from tf_maml.rl import plots as rl_plots
+from tf_maml.rl.meta_policy_gradient import MetaPolicyGradient
+from tf_maml.rl.tasks import task_batches
+
+# Environments a config can name (config.env.name), with their settings as arguments.
+ENVIRONMENTS = {"navigation2d": envs.Navigation2D, "cartpole": envs.CartPole,
+                "half_cheetah_velocity": envs.HalfCheetahVelocity}
+TASKS = ("navigation", "cartpole", "half_cheetah_velocity")
+_STREAM_OFFSETS = {"train": 0, "validation": 1, "test": 2, "pretrained": 3}
+
+
+def build_env(config):
+    settings = dict(config.env)
+    name = settings.pop("name")
+    if name not in ENVIRONMENTS:
+        raise ValueError(f"Unknown environment {name!r}; known: {', '.join(ENVIRONMENTS)}.")
+    return ENVIRONMENTS[name](**settings)
+
+
+def tasks(config, env, stream, num_batches=None, start_batch=0, meta_batch_size=None):
+    """Task batches of `stream` ("train", "validation", "test"): disjoint seeds."""
+    return task_batches(env, meta_batch_size or config.meta_batch_size,
+                        seed=config.seed * 10 + _STREAM_OFFSETS[stream],
+                        num_batches=num_batches, start_batch=start_batch)
+
+
+def build_meta_learner(config, inner_steps=None):
+    """The config's `MetaPolicyGradient`, compiled; `inner_steps=0` gives the joint baseline."""
+    env = build_env(config)
+    policy = policies.mlp(env, hidden=tuple(config.policy.hidden),
+                          init_log_std=config.policy.init_log_std)
+    meta = MetaPolicyGradient(
+        policy, env, inner_lr=config.inner_lr,
+        inner_steps=config.inner_steps if inner_steps is None else inner_steps,
+        trajectories=config.trajectories, first_order=config.first_order,
+        eval_inner_steps=config.eval_max_steps, estimator=config.estimator,
+        outer_steps=config.outer_steps, clip_ratio=config.clip_ratio, discount=config.discount,
+        gae_lambda=config.gae_lambda)
+    meta.compile(optimizer=keras.optimizers.Adam(config.outer_lr),
+                 jit_compile=config.jit_compile if env.pure else False)
+    return meta
+
+
+def _train(config, workdir, inner_steps, allow_config_change):
+    env = build_env(config)
+    return experiment.trained_meta_learner(
+        config, workdir, lambda config: build_meta_learner(config, inner_steps),
+        lambda start_batch: tasks(config, env, "train", start_batch=start_batch),
+        lambda: tasks(config, env, "validation", num_batches=config.validation_batches),
+        allow_config_change)
+
+
+def run(config, workdir, allow_config_change=False):
+    """Meta-trains, trains the joint baseline, evaluates; returns the report.
+
+    Writes as `tf_maml.experiment.run` does (meta.keras, config.json, logs,
+    history.csv, report.json, figures), and the baseline's files in
+    `workdir/pretrained` (with `config.pretrained`). Interrupted, it resumes
+    where it stopped, in either part.
+    """
+    if config.task not in TASKS:
+        raise ValueError(f"Unknown task {config.task!r}; known: {', '.join(TASKS)}.")
+    meta, training_seconds = _train(config, workdir, None, allow_config_change)
+    pretrained = None
+    if config.pretrained:
+        pretrained, _ = _train(config, os.path.join(workdir, "pretrained"), 0,
+                               allow_config_change)
+    report = evaluate(meta, config, workdir, pretrained)
+    report.update(training_seconds=training_seconds)
+    checkpoints.write_json(os.path.join(workdir, "report.json"), report)
+    return checkpoints.finite_or_none(report)
+
+
+def _by_step(report, prefix, returns):
+    mean, confidence = evaluation.mean_and_confidence(returns)
+    report[f"{prefix}return_by_step"] = [round(float(m), 3) for m in mean]
+    report[f"{prefix}return_confidence_95"] = [round(float(c), 3) for c in confidence]
+    return mean, confidence
+
+
+def evaluate(meta, config, workdir=None, pretrained=None):
+    """Average returns on `config.eval_tasks` held-out tasks after 0..`eval_max_steps` steps.
+
+    The report holds `return_by_step` and `return_confidence_95` (mean over
+    tasks and its 95% half-width) for the meta-learned policy,
+    `pretrained_return_by_step` (the policy trained on all tasks jointly,
+    adapted with the same inner step) and `random_return_by_step` (a
+    random initialization, adapted alike). Every policy meets the same
+    tasks and seeds. With a `workdir`, writes the figures.
+    """
+    env = meta.env
+    held_out = next(iter(tasks(config, env, "test", num_batches=1,
+                               meta_batch_size=config.eval_tasks)))
+    steps = config.eval_max_steps
+    sampled = meta.sample_by_step(held_out, steps)
+    report = {"meta_iterations": int(meta.optimizer.iterations.numpy()) // meta.outer_steps,
+              "config": experiment.flat_config(config), "tasks": config.eval_tasks,
+              "trajectories": meta.trajectories}
+    curves = {}
+    mean, confidence = _by_step(report, "", sampled["returns"].numpy())
+    keras.utils.set_random_seed(config.seed)
+    baselines = {"random": build_meta_learner(config)}
+    if pretrained is not None:
+        baselines["pretrained"] = pretrained
+    for name, baseline in baselines.items():
+        returns = baseline.returns_by_step(held_out, steps).numpy()
+        curves[name] = _by_step(report, f"{name}_", returns)
+    logging.info("returns by step: %s", {k: v for k, v in report.items() if "by_step" in k})
+    if workdir is not None:
+        labels = {"pretrained": "pretrained", "random": "random initialization"}
+        plots.plot_by_step(mean, confidence, os.path.join(workdir, "return_by_step.png"),
+                           "average return", label="MAML",
+                           others={labels[k]: v for k, v in curves.items()})
+        if isinstance(env, envs.Navigation2D):
+            rl_plots.plot_navigation_paths(sampled, held_out["tasks"],
+                                           os.path.join(workdir, "navigation_paths.png"),
+                                           steps=tuple(range(min(steps, 3) + 1)))
+        _plot_learning_curves(workdir, config)
+    return report
+
+
+def _plot_learning_curves(workdir, config):
+    series = {}
+    for label, part, column in (("MAML, after adaptation", "", "return"),
+                                ("MAML, before adaptation", "", "pre_adaptation_return"),
+                                ("pretrained", "pretrained", "return")):
+        path = os.path.join(workdir, part, "history.csv")
+        if os.path.exists(path):
+            with open(path) as f:
+                series[label] = [float(row[column]) for row in csv.DictReader(f)]
+    if series:
+        length = min(len(v) for v in series.values())
+        iterations = config.steps_per_epoch * (np.arange(length) + 1)
+        rl_plots.plot_learning_curves(iterations, {k: v[:length] for k, v in series.items()},
+                                      os.path.join(workdir, "learning_curves.png"))
+

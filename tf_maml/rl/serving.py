@@ -1,0 +1,93 @@
+"""Serving adapted policies: a policy adapted to given trajectories, and the adaptation exported.
+
+Both are pure functions of the meta-learned weights and the trajectories
+(no variable is written), so many threads may adapt at once.
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_maml.arguments import checked_int
+from tf_maml.rl import advantages as advantages_lib
+
+
+def _checked_trajectories(meta, observations, actions, rewards, mask):
+    """The trajectories as tensors `[K, H, ...]`, or an error naming the shape received."""
+    observations = tf.convert_to_tensor(observations, tf.float32)
+    actions = tf.convert_to_tensor(actions, meta.distribution.action_dtype)
+    rewards = tf.convert_to_tensor(rewards, tf.float32)
+    mask = tf.ones_like(rewards) if mask is None else tf.convert_to_tensor(mask, tf.float32)
+    size = meta.env.observation_size
+    expected = {
+        "observations": (observations, 3, (size,)),
+        "actions": (actions, 2 + len(meta.distribution.action_shape),
+                    meta.distribution.action_shape),
+        "rewards": (rewards, 2, ()), "mask": (mask, 2, ()),
+    }
+    leading = tuple(observations.shape[:2])
+    for name, (value, rank, trailing) in expected.items():
+        if (value.shape.rank != rank or tuple(value.shape[2:]) != tuple(trailing)
+                or tuple(value.shape[:2]) != leading):
+            raise ValueError(
+                f"`{name}` must have shape [trajectories, steps{''.join(f', {d}' for d in trailing)}]"
+                f" matching observations' {list(leading)}; received {list(value.shape)}.")
+    return observations, actions, rewards, mask
+
+
+def adapted_values(meta, observations, actions, rewards, mask, steps):
+    """The policy's weights and state after `steps` inner steps on the trajectories, which
+    were sampled with the meta-learned policy (their log-probabilities are its)."""
+    params, state = meta.inner_loop.current_values()
+    flat_observations = tf.reshape(observations, [-1, meta.env.observation_size])
+    flat_actions = tf.reshape(actions, tf.concat([[-1], tf.shape(actions)[2:]], 0))
+    outputs = meta.inner_loop.forward(params, state, flat_observations, training=False)[0]
+    log_probs = tf.reshape(meta.distribution.log_prob(outputs, flat_actions), tf.shape(rewards))
+    trajectories = {"observations": observations, "actions": actions, "rewards": rewards,
+                    "mask": mask, "log_probs": log_probs}
+    raw = advantages_lib.advantages(trajectories, meta.discount, meta.gae_lambda, meta.baseline)
+    trajectories["advantages"] = (advantages_lib.standardized(raw, mask)[0]
+                                  if meta.normalize_advantages else raw)
+    for _ in range(steps):  # later steps weigh the same samples by the probability ratio
+        params, state = meta._adapt(params, state, trajectories, first_order=True)
+    return params, state
+
+
+def adapted_policy(meta, observations, actions, rewards, mask=None, steps=1):
+    """`meta.policy` adapted to a task's trajectories, as a new `keras.Model`."""
+    steps = checked_int(steps, "steps", 0)
+    trajectories = _checked_trajectories(meta, observations, actions, rewards, mask)
+    params, state = adapted_values(meta, *trajectories, steps)
+    adapted = keras.models.clone_model(meta.policy)
+    adapted.name = f"{meta.policy.name}_adapted"
+    for variable, value in zip(adapted.trainable_variables, params):
+        variable.assign(value)
+    for variable, value in zip(adapted.non_trainable_variables, state):
+        variable.assign(value)
+    return adapted
+
+
+def export_adaptive(meta, filepath, steps=1):
+    """Writes a SavedModel whose `adapt_and_act` adapts to trajectories and acts (see
+    `MetaPolicyGradient.export_adaptive`)."""
+    steps = checked_int(steps, "steps", 0)
+    size = meta.env.observation_size
+    action_shape, action_dtype = meta.distribution.action_shape, meta.distribution.action_dtype
+
+    def adapt_and_act(observations, actions, rewards, mask, query_observations):
+        checks = [tf.debugging.assert_positive(
+            tf.reduce_sum(mask), message="the trajectories must hold at least one step")]
+        with tf.control_dependencies(checks):
+            observations = tf.identity(observations)
+        params, state = adapted_values(meta, observations, actions, rewards, mask, steps)
+        return meta.inner_loop.forward(params, state, query_observations, training=False)[0]
+
+    archive = keras.export.ExportArchive()
+    archive.track(meta)
+    archive.add_endpoint("adapt_and_act", adapt_and_act, input_signature=[
+        tf.TensorSpec([None, None, size], tf.float32, "observations"),
+        tf.TensorSpec([None, None, *action_shape], action_dtype, "actions"),
+        tf.TensorSpec([None, None], tf.float32, "rewards"),
+        tf.TensorSpec([None, None], tf.float32, "mask"),
+        tf.TensorSpec([None, size], tf.float32, "query_observations"),
+    ])
+    archive.write_out(filepath, verbose=False)
