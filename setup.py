@@ -26,7 +26,7 @@ setup(
     extras_require={
         # The gymnasium bridge and MuJoCo's half-cheetah (tf_maml.rl.envs); the rest of
         # tf_maml.rl needs neither.
-        "rl": ["gymnasium[mujoco]>=1.0"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "gymnasium[mujoco]>=1.0"],
+        "rl": ["gymnasium[mujoco]>=1.1"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "gymnasium[mujoco]>=1.1"],
     },
 )

@@ -10,7 +10,10 @@ Workloads (as ../shared/bench/peers): Omniglot-shaped conv4 5-way 1-shot,
 meta-batch 32, 1 or 15 queries per class, 1 inner step of 0.4; 20-way 1-shot,
 meta-batch 16, 5 inner steps of 0.1; sinusoid MLP 40-40, meta-batch 25. And
 ResNet-12 (`tf_maml.nets.resnet12`, 12.4M weights) at mini-ImageNet's 84x84x3,
-5-way 1-shot, 1 query per class, meta-batch 2, 5 inner steps of 0.01.
+5-way 1-shot, 1 query per class, meta-batch 2, 5 inner steps of 0.01. And
+meta-reinforcement learning on 2D navigation (`navigation`: 20 tasks x 20
+trajectories x 100 steps, one inner step, 5 PPO steps; `navigation_outer1`:
+one outer step), reported in meta-iterations/s and environment steps/s.
 
   python scripts/benchmark.py --workloads=5w1s_q1,5w1s_q15 --orders=2,1 --xla=false,true
   python scripts/benchmark.py --workloads=5w1s_q1 --parallel_tasks=1,2,4,10 --task_loops=while,unrolled
@@ -20,6 +23,7 @@ ResNet-12 (`tf_maml.nets.resnet12`, 12.4M weights) at mini-ImageNet's 84x84x3,
       --plot=docs/images/benchmark_inner_steps.png
   python scripts/benchmark.py --workloads=resnet12_5w1s --recompute=false,true --windows=2 \
       --algorithms=maml,meta_sgd,maml_plus_plus
+  python scripts/benchmark.py --workloads=navigation,navigation_outer1 --orders=2,1 --windows=3
 """
 
 import contextlib
@@ -43,6 +47,10 @@ WORKLOADS = {
     "sinusoid": (1, 10, 10, 25, 0.01, 1, None, "mlp"),
     "resnet12_5w1s": (5, 1, 1, 2, 0.01, 5, (84, 84, 3), "resnet12"),
 }
+# Meta-reinforcement learning (tf_maml.rl.MetaPolicyGradient): 2D navigation as the
+# MAML paper (tasks, trajectories per task, horizon; one inner step), with ProMP's
+# 5 outer steps a meta-iteration or 1. A "meta-step" is a meta-iteration.
+RL_WORKLOADS = {"navigation": (20, 20, 100, 5), "navigation_outer1": (20, 20, 100, 1)}
 # Family members (first order: --orders=1, as FOMAML is MAML(first_order=True)).
 ALGORITHMS = ("maml", "meta_sgd", "maml_plus_plus", "anil", "reptile")
 
@@ -117,59 +125,10 @@ def op_time_by_type(profile_dir):
     return totals
 
 
-def run_single(setting):
-    """Times one configuration in this process; returns a result dict."""
-    import keras  # noqa: PLC0415  (imported in the child only)
-    import numpy as np  # noqa: PLC0415
+def time_fit(trainer, episodes, batches, per_call, plain, setting):
+    """Times `trainer.fit` on `episodes` as the module docstring says; returns a result dict."""
+    import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
-
-    import tf_maml  # noqa: PLC0415
-
-    keras.mixed_precision.set_global_policy(setting["policy"])
-    ways, shots, queries, _, lr, _, image, network = WORKLOADS[setting["workload"]]
-    tasks, steps = setting["meta_batch_size"], setting["inner_steps"]
-    rng = np.random.default_rng(0)
-    if image is None:
-        net, loss = tf_maml.nets.mlp(hidden=(40, 40)), "mse"
-        transductive = None  # no normalization layers
-        shape_s, shape_q = (tasks, shots, 1), (tasks, queries, 1)
-        labels = lambda shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
-    else:
-        normalization, transductive = NORMALIZATIONS[setting["normalization"]]
-        net = getattr(tf_maml.nets, network)(ways, input_shape=image, normalization=normalization)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        shape_s, shape_q = (tasks, ways * shots) + image, (tasks, ways * queries) + image
-        labels = lambda shape: np.tile(np.arange(ways), (tasks, shape[1] // ways)).astype(np.int32)  # noqa: E731
-    episode = (
-        (rng.standard_normal(shape_s).astype(np.float32), labels(shape_s)),
-        (rng.standard_normal(shape_q).astype(np.float32), labels(shape_q)),
-    )
-    plain = setting["order"] == "plain"
-    if plain:
-        # One batch per task (its support and query examples), one set of weights.
-        per_task = [np.concatenate([s, q], axis=1) for s, q in zip(*episode)]
-        episodes = tf.data.Dataset.from_tensor_slices(tuple(per_task)).repeat()
-        trainer, batches = net, tasks
-    else:
-        episodes = tf.data.Dataset.from_tensors(episode).repeat()
-        parallel = setting["parallel_tasks"]
-        algorithm = setting["algorithm"]
-        member = {"maml": tf_maml.MAML, "meta_sgd": tf_maml.MetaSGD, "anil": tf_maml.ANIL,
-                  "maml_plus_plus": tf_maml.MAMLPlusPlus, "reptile": tf_maml.Reptile}[algorithm]
-        # Reptile is first-order by construction, MAML++ second-order (after its warm-up).
-        order = {} if algorithm in ("reptile", "maml_plus_plus") else {
-            "first_order": setting["order"] == 1}
-        trainer, batches = member(
-            net, inner_lr=lr, inner_steps=steps, **order,
-            task_loop=setting["task_loop"],
-            parallel_tasks=parallel if parallel == "auto" else int(parallel),
-            recompute_inner_steps=setting["recompute"],
-            fused_batch_norm=setting["fused_batch_norm"],
-            transductive=transductive,
-        ), 1
-    per_call = setting["steps_per_execution"]
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"],
-                    steps_per_execution=per_call)
 
     def fit(meta_steps, **kwargs):
         # Plain Keras traces its step here: BatchNorm fused as in the meta-learner's.
@@ -232,6 +191,90 @@ def run_single(setting):
     }
 
 
+def time_meta_reinforcement_learning(setting):
+    """Times `MetaPolicyGradient.fit` on 2D navigation; adds environment steps/s."""
+    import keras  # noqa: PLC0415
+
+    import tf_maml  # noqa: PLC0415
+
+    tasks, trajectories, horizon, outer_steps = RL_WORKLOADS[setting["workload"]]
+    tasks, steps = setting["meta_batch_size"], setting["inner_steps"]
+    env = tf_maml.rl.envs.Navigation2D(horizon=horizon)
+    parallel = setting["parallel_tasks"]
+    trainer = tf_maml.rl.MetaPolicyGradient(
+        tf_maml.rl.policies.mlp(env), env, inner_steps=steps, trajectories=trajectories,
+        first_order=setting["order"] == 1, outer_steps=outer_steps,
+        parallel_tasks=parallel if parallel == "auto" else int(parallel))
+    per_call = setting["steps_per_execution"]
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=setting["xla"],
+                    steps_per_execution=per_call)
+    episodes = tf_maml.rl.task_batches(env, tasks)
+    result = time_fit(trainer, episodes, 1, per_call, False, setting)
+    # Sampled before and after each inner step.
+    env_steps = tasks * trajectories * horizon * (steps + 1)
+    result["env_steps_per_s_median"] = round(result["steps_per_s_median"] * env_steps)
+    return result
+
+
+def run_single(setting):
+    """Times one configuration in this process; returns a result dict."""
+    import keras  # noqa: PLC0415  (imported in the child only)
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    import tf_maml  # noqa: PLC0415
+
+    keras.mixed_precision.set_global_policy(setting["policy"])
+    if setting["workload"] in RL_WORKLOADS:
+        return time_meta_reinforcement_learning(setting)
+    ways, shots, queries, _, lr, _, image, network = WORKLOADS[setting["workload"]]
+    tasks, steps = setting["meta_batch_size"], setting["inner_steps"]
+    rng = np.random.default_rng(0)
+    if image is None:
+        net, loss = tf_maml.nets.mlp(hidden=(40, 40)), "mse"
+        transductive = None  # no normalization layers
+        shape_s, shape_q = (tasks, shots, 1), (tasks, queries, 1)
+        labels = lambda shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    else:
+        normalization, transductive = NORMALIZATIONS[setting["normalization"]]
+        net = getattr(tf_maml.nets, network)(ways, input_shape=image, normalization=normalization)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        shape_s, shape_q = (tasks, ways * shots) + image, (tasks, ways * queries) + image
+        labels = lambda shape: np.tile(np.arange(ways), (tasks, shape[1] // ways)).astype(np.int32)  # noqa: E731
+    episode = (
+        (rng.standard_normal(shape_s).astype(np.float32), labels(shape_s)),
+        (rng.standard_normal(shape_q).astype(np.float32), labels(shape_q)),
+    )
+    plain = setting["order"] == "plain"
+    if plain:
+        # One batch per task (its support and query examples), one set of weights.
+        per_task = [np.concatenate([s, q], axis=1) for s, q in zip(*episode)]
+        episodes = tf.data.Dataset.from_tensor_slices(tuple(per_task)).repeat()
+        trainer, batches = net, tasks
+    else:
+        episodes = tf.data.Dataset.from_tensors(episode).repeat()
+        parallel = setting["parallel_tasks"]
+        algorithm = setting["algorithm"]
+        member = {"maml": tf_maml.MAML, "meta_sgd": tf_maml.MetaSGD, "anil": tf_maml.ANIL,
+                  "maml_plus_plus": tf_maml.MAMLPlusPlus, "reptile": tf_maml.Reptile}[algorithm]
+        # Reptile is first-order by construction, MAML++ second-order (after its warm-up).
+        order = {} if algorithm in ("reptile", "maml_plus_plus") else {
+            "first_order": setting["order"] == 1}
+        trainer, batches = member(
+            net, inner_lr=lr, inner_steps=steps, **order,
+            task_loop=setting["task_loop"],
+            parallel_tasks=parallel if parallel == "auto" else int(parallel),
+            recompute_inner_steps=setting["recompute"],
+            fused_batch_norm=setting["fused_batch_norm"],
+            transductive=transductive,
+        ), 1
+    per_call = setting["steps_per_execution"]
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=setting["xla"],
+                    steps_per_execution=per_call)
+
+    return time_fit(trainer, episodes, batches, per_call, plain, setting)
+
+
 def settings():
     options = itertools.product(
         _WORKLOADS.value, _ALGORITHMS.value, _ORDERS.value, _XLA.value, _TASK_LOOPS.value,
@@ -239,7 +282,7 @@ def settings():
         _NORMALIZATIONS.value,
     )
     for name, algorithm, order, xla, loop, parallel, recompute, fused, policy, normalization in options:
-        for value, known, flag in ((name, WORKLOADS, "workloads"),
+        for value, known, flag in ((name, {**WORKLOADS, **RL_WORKLOADS}, "workloads"),
                                    (algorithm, ALGORITHMS, "algorithms"),
                                    (normalization, NORMALIZATIONS, "normalizations")):
             if value not in known:
@@ -248,7 +291,12 @@ def settings():
             continue  # their order is their own: one row each, under --orders' 2
         if order == "plain" and algorithm != "maml":
             continue  # plain Keras training: one row whatever the members
-        _, _, _, tasks, _, steps, _, _ = WORKLOADS[name]
+        if name in RL_WORKLOADS:
+            if algorithm != "maml" or order == "plain":
+                continue  # one meta-learner for policies
+            tasks, steps = RL_WORKLOADS[name][0], 1
+        else:
+            _, _, _, tasks, _, steps, _, _ = WORKLOADS[name]
         for tasks_, steps_ in itertools.product(
             [int(t) for t in _META_BATCH_SIZES.value] or [tasks],
             [int(s) for s in _INNER_STEPS.value] or [steps],
@@ -336,6 +384,8 @@ def main(argv):
         print(f"| {cells} | {result['steps_per_s_median']} ({result['steps_per_s_min']}-"
               f"{result['steps_per_s_max']}) | {result['first_step_s']} "
               f"| {result['peak_rss_mb']} |", flush=True)
+        if "env_steps_per_s_median" in result:
+            print(f"  environment steps/s: {result['env_steps_per_s_median']}", flush=True)
         if "profile" in result:
             print(f"  profile: {json.dumps(result['profile'])}", flush=True)
         if _OUT.value:

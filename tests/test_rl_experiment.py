@@ -59,3 +59,24 @@ def test_train_script_runs_navigation_configs(tmp_path):
     run_script("train.py", "--config=configs/navigation.py", f"--workdir={tmp_path}", *TINY_FLAGS)
     report = json.loads((tmp_path / "report.json").read_text())
     assert len(report["return_by_step"]) == len(report["pretrained_return_by_step"]) == 4
+
+
+def test_speed_benchmark_reports_meta_iterations_and_environment_steps(tmp_path):
+    result = run_script("benchmark.py", "--workloads=navigation_outer1", "--orders=1",
+                        "--meta_batch_sizes=2", "--windows=1", "--window_sec=0.2",
+                        f"--out={tmp_path / 'results.jsonl'}")
+    record = json.loads((tmp_path / "results.jsonl").read_text())
+    assert record["workload"] == "navigation_outer1" and record["meta_batch_size"] == 2
+    # 2 tasks x 20 trajectories x 100 steps, before and after the inner step.
+    assert record["env_steps_per_s_median"] == round(record["steps_per_s_median"] * 8000)
+    assert "environment steps/s" in result.stdout
+
+
+def test_sampling_benchmark_compares_the_graph_with_a_python_loop(tmp_path):
+    result = run_script("rl_sampling_benchmark.py", "--tasks=2", "--trajectories=2",
+                        "--horizon=5", "--repeats=1", f"--out={tmp_path / 'sampling.jsonl'}")
+    records = [json.loads(line) for line in
+               (tmp_path / "sampling.jsonl").read_text().splitlines()]
+    assert [r["sampling"] for r in records] == ["graph", "python loop"]
+    assert all(r["env_steps_per_s"] > 0 for r in records)
+    assert "| python loop |" in result.stdout
