@@ -94,3 +94,27 @@ def test_first_order_estimates_the_first_order_gradient(estimator):
     mean, half_width = interval(estimates(estimator, first_order=True))
     assert abs(mean - closed_form(first_order=True)) < half_width, (mean, half_width)
     assert abs(mean - closed_form(first_order=False)) > half_width  # orders differ
+
+
+def test_the_closed_form_and_why_neither_estimator_is_dice_at_both_levels():
+    """NumPy, independent of tf_maml: pathwise (reparameterized) derivatives of the bandit's
+    expected return after adaptation agree with the closed form; the score-function form
+    tf_maml's "unbiased" estimator computes agrees too; DiCE at both levels (its inner
+    Hessian holds the score's outer product, and the outer objective the pre-update
+    score as well) does not."""
+    rng = np.random.default_rng(0)
+    d, alpha, sigma, count = THETA - GOAL, ALPHA, SIGMA, 2_000_000
+    noise = rng.standard_normal((count, K))
+    rewards = -(d + sigma * noise) ** 2
+    adapted = d + alpha * (noise / sigma * rewards).mean(1)   # theta' - goal
+    post_return, post_gradient = -(adapted ** 2 + sigma ** 2), -2 * adapted
+    score = noise.sum(1) / sigma
+    pathwise = post_gradient * (1 + alpha * (noise / sigma * -2 * (d + sigma * noise)).mean(1))
+    unbiased = (post_gradient * (1 - alpha * (rewards / sigma ** 2).mean(1))
+                + (post_return - post_return.mean()) * score)
+    dice_both = (post_gradient * (1 + alpha * ((noise ** 2 - 1) * rewards / sigma ** 2).mean(1))
+                 + (post_return - post_return.mean()) * score)
+    exact = closed_form(first_order=False)
+    for name, values in (("pathwise", pathwise), ("unbiased", unbiased), ("dice", dice_both)):
+        half_width = 3.3 * values.std() / np.sqrt(count)
+        assert (abs(values.mean() - exact) < half_width) == (name != "dice"), name
