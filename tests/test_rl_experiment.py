@@ -3,6 +3,8 @@
 import json
 import os
 
+import keras
+import numpy as np
 import pytest
 
 import tf_maml.rl.experiment
@@ -25,9 +27,14 @@ def tiny_config():
     return config
 
 
-def test_navigation_run_reports_returns_by_step_against_baselines(tmp_path):
-    workdir = str(tmp_path / "run")
-    report = tf_maml.rl.experiment.run(tiny_config(), workdir)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("navigation"))
+    return workdir, tf_maml.rl.experiment.run(tiny_config(), workdir)
+
+
+def test_navigation_run_reports_returns_by_step_against_baselines(uninterrupted):
+    workdir, report = uninterrupted
     for prefix in ("", "pretrained_", "random_"):
         assert len(report[f"{prefix}return_by_step"]) == 4  # after 0..3 inner steps
         assert len(report[f"{prefix}return_confidence_95"]) == 4
@@ -46,6 +53,31 @@ def test_navigation_run_reports_returns_by_step_against_baselines(tmp_path):
     changed.inner_lr = 0.5
     with pytest.raises(ConfigMismatchError, match="inner_lr"):
         tf_maml.rl.experiment.run(changed, workdir)
+
+
+def _weights(path):
+    return [w.numpy() for w in keras.models.load_model(path).weights]
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted,
+                                                            monkeypatch):
+    original = tf_maml.experiment.WallTime.on_epoch_end
+
+    def interrupted(self, epoch, logs=None):  # after the backup of the first epoch
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf_maml.experiment.WallTime, "on_epoch_end", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tf_maml.rl.experiment.run(tiny_config(), str(tmp_path))
+    monkeypatch.undo()
+    assert (tmp_path / "backup").exists() and not (tmp_path / "meta.keras").exists()
+    report = tf_maml.rl.experiment.run(tiny_config(), str(tmp_path))
+    reference, reference_report = uninterrupted
+    for part in ("meta.keras", "pretrained/meta.keras"):
+        for got, want in zip(_weights(tmp_path / part), _weights(os.path.join(reference, part))):
+            np.testing.assert_array_equal(got, want)
+    assert report["return_by_step"] == reference_report["return_by_step"]
 
 
 def test_unknown_environment_is_refused():

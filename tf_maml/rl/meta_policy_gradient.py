@@ -34,7 +34,8 @@ class MetaPolicyGradient(keras.Model):
     meta-iteration. Logged: `pre_adaptation_return` and `return`, the
     average undiscounted return of the trajectories sampled before and after
     adaptation (`inner_steps` steps), and `loss`, the outer objective
-    (negated) at the first outer step. `evaluate` reports the same with
+    (negated) at the last outer step, before its update (at the first it is
+    about 0: advantages are standardized, the probability ratios 1). `evaluate` reports the same with
     `eval_inner_steps` steps and no update; `returns_by_step` gives each
     task's return after 0, 1, ... steps.
 
@@ -193,7 +194,7 @@ class MetaPolicyGradient(keras.Model):
         pre, post = sampled["trajectories"][0], sampled["trajectories"][-1]
         coefficients = self._score_coefficients(post)
         ok = tf.constant(True)
-        for outer_step in range(self.outer_steps):
+        for _ in range(self.outer_steps):
             params, state = self.inner_loop.current_values()
             result = task_loop_lib.run_tasks(
                 lambda task, state: self._task_meta_gradient(task, params, state),
@@ -202,13 +203,11 @@ class MetaPolicyGradient(keras.Model):
             count = tf.cast(result["num_tasks"], tf.float32)
             grads = [g / count for g in result["grads"]]
             loss = result["loss"] / count
-            if outer_step == 0:
-                first_loss = loss
             ok = self._guard.record(False, False, ~guards.all_finite(grads + [loss]),
                                     self.optimizer.iterations, tf.zeros([3], tf.int64))
             guards.run_if(ok, self.optimizer.apply, grads, self.policy.trainable_variables)
         returns = sampled["returns"]
-        return self._update_trackers({"loss": first_loss, "return": returns[:, -1],
+        return self._update_trackers({"loss": loss, "return": returns[:, -1],
                                       "pre_adaptation_return": returns[:, 0]})
 
     def test_step(self, data):
