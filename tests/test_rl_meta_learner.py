@@ -58,7 +58,7 @@ def test_inner_step_is_the_policy_gradient_step():
     batch = next(iter(_batches(1)))
     params, state = meta.inner_loop.current_values()
     trajectories = meta._rollout(params, state, batch["tasks"][0], batch["seeds"][0])
-    adapted, _ = meta._adapt(params, state, trajectories, first_order=True)
+    adapted, _, _ = meta._adapt(params, state, trajectories, first_order=True)
     variables = meta.policy.trainable_variables
     with tf.GradientTape() as tape:
         observations = tf.reshape(trajectories["observations"], [-1, 2])
@@ -120,10 +120,12 @@ def test_non_finite_meta_gradient_stops_training_and_keeps_weights():
                                          trajectories=2, outer_steps=1)
     meta.compile(optimizer="adam")
     before = [v.numpy() for v in meta.policy.weights]
-    with pytest.raises(tf_maml.guards.TrainingDivergedError, match="meta-step 0"):
+    with pytest.raises(tf_maml.guards.TrainingDivergedError, match="meta-step 1 is not"):
         meta.fit(tf_maml.rl.task_batches(env, 2, num_batches=2), verbose=0)
     for a, b in zip(before, [v.numpy() for v in meta.policy.weights]):
         np.testing.assert_array_equal(a, b)
+    with pytest.raises(tf_maml.guards.TrainingDivergedError, match="evaluation"):
+        meta.evaluate(tf_maml.rl.task_batches(env, 2, num_batches=1), verbose=0)
 
 
 def test_bad_arguments_and_data_are_refused_before_compute():
@@ -139,6 +141,8 @@ def test_bad_arguments_and_data_are_refused_before_compute():
         tf_maml.rl.MetaPolicyGradient(policy, ENV, estimator="unbiased", inner_steps=2)
     with pytest.raises(ValueError, match="clip_ratio"):
         tf_maml.rl.MetaPolicyGradient(policy, ENV, clip_ratio=0.0)
+    with pytest.raises(ValueError, match="meta-learned variables"):
+        tf_maml.rl.MetaPolicyGradient(policy, ENV, inner_optimizer=tf_maml.rules.meta_sgd(0.1))
     meta = _meta()
     episodes = tf.data.Dataset.from_tensors(((tf.zeros([2, 5, 2]), tf.zeros([2, 5])),) * 2)
     with pytest.raises(ValueError, match="task_batches"):
@@ -167,6 +171,7 @@ def test_gymnasium_bridge_runs_one_task_at_a_time_without_xla():
 
     def set_pole(env, task):
         env.unwrapped.length = float(task[0])
+        env.unwrapped.polemass_length = env.unwrapped.masspole * env.unwrapped.length
 
     env = envs.GymTaskEnv("CartPole-v1", set_pole, task_range=([0.25], [1.0]), horizon=10)
     policy = tf_maml.rl.policies.mlp(env, hidden=(4,))
@@ -180,3 +185,24 @@ def test_gymnasium_bridge_runs_one_task_at_a_time_without_xla():
     meta.compile(optimizer="adam")
     history = meta.fit(tf_maml.rl.task_batches(env, 2, num_batches=1), verbose=0).history
     assert 1.0 <= history["pre_adaptation_return"][0] <= 10.0
+
+
+def test_several_inner_steps_chain_the_adaptation_and_its_rule_state():
+    # At the first outer step the adapted policy is the one that sampled the post-update
+    # trajectories: probability ratios 1, standardized advantages, an objective of 0.
+    meta = _meta(inner_steps=2, outer_steps=1, gae_lambda=0.0,
+                 inner_optimizer=tf_maml.rules.adam(0.05))
+    history = meta.fit(_batches(1), verbose=0).history
+    assert abs(history["loss"][0]) < 1e-5, history
+    # A stateful rule carries its state from step to step (Adam's moments).
+    batch = next(iter(_batches(1)))
+    trajectories = meta.sample_by_step(batch, 0)["trajectories"][0]
+    given = [trajectories[k][0] for k in ("observations", "actions", "rewards", "mask")]
+    params, state = meta.inner_loop.current_values()
+    adapted = meta.adapt(*given, steps=2)
+    x, y = meta._flat({k: trajectories[k][0] for k in ("observations", "actions", "log_probs",
+                                                       "advantages", "mask")})
+    y["log_probs"] = meta.distribution.log_prob(meta.policy(x), y["actions"])
+    expected, _, _ = meta.inner_loop.adapt(params, state, x, y, 2, True)
+    for value, want in zip(adapted.trainable_variables, expected):
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6)

@@ -48,7 +48,8 @@ def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, task_loop="
             values) is carried from task to task.
         tasks: the meta-batch `(support_x, support_y, query_x, query_y)`, and
             `support_weight, query_weight` for padded episodes, each with a
-            leading task axis (each may be nested).
+            leading task axis (each may be nested); any tuple of such parts
+            (the first not empty) with `parallel_tasks` given.
         state: the model's non-trainable values before the first task.
         grads: zeros shaped as the meta-gradient (an empty list for none).
         sums: the names of the sums `task_fn` returns.
@@ -61,8 +62,7 @@ def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, task_loop="
         A dict: `state` after the last task, `grads` summed over tasks, each
         of `sums` summed, each of `stacks` stacked, and `num_tasks`.
     """
-    support_x, query_x = tasks[0], tasks[2]
-    first = tf.nest.flatten(support_x)[0]
+    first = tf.nest.flatten(tasks[0])[0]
     num_tasks = tf.shape(first)[0]
 
     def body(t, state, grads, totals, stacked):
@@ -93,7 +93,7 @@ def run_tasks(task_fn, tasks, state, grads, sums, stacks, sum_dtype, task_loop="
             loop_vars = body(*loop_vars)
     else:
         if parallel_tasks == "auto":
-            parallel_tasks = auto_parallel_tasks(support_x, query_x)
+            parallel_tasks = auto_parallel_tasks(tasks[0], tasks[2])
         loop_vars = tf.while_loop(
             lambda t, *_: t < num_tasks, body, loop_vars, parallel_iterations=parallel_tasks
         )

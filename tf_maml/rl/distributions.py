@@ -34,9 +34,6 @@ class Gaussian:
         mean, log_std = self.split(params)
         return mean + tf.exp(log_std) * tf.cast(noise, mean.dtype)
 
-    def mode(self, params):
-        return self.split(params)[0]
-
     def log_prob(self, params, actions):
         mean, log_std = self.split(params)
         z = (tf.cast(actions, mean.dtype) - mean) * tf.exp(-log_std)
@@ -68,9 +65,6 @@ class Categorical:
 
     def sample(self, params, noise):
         return tf.argmax(params + tf.cast(noise, params.dtype), -1, output_type=tf.int32)
-
-    def mode(self, params):
-        return tf.argmax(params, -1, output_type=tf.int32)
 
     def log_prob(self, params, actions):
         log_p = tf.nn.log_softmax(params)

@@ -25,7 +25,7 @@ from tf_maml.rl.tasks import task_batches
 ENVIRONMENTS = {"navigation2d": envs.Navigation2D, "cartpole": envs.CartPole,
                 "half_cheetah_velocity": envs.HalfCheetahVelocity}
 TASKS = ("navigation", "cartpole", "half_cheetah_velocity")
-_STREAM_OFFSETS = {"train": 0, "validation": 1, "test": 2, "pretrained": 3}
+_STREAM_OFFSETS = {"train": 0, "validation": 1, "test": 2}
 
 
 def build_env(config):

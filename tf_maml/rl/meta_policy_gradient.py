@@ -21,7 +21,6 @@ from tf_maml.rl import envs as envs_lib
 from tf_maml.rl import objectives, policies, rollouts, serving
 from tf_maml.rl.tasks import checked_task_batch
 
-# Seeds of a task's rollouts: sampling before inner step k uses fold_in(seed, k).
 DEFAULT_INNER_LR = 0.1  # the MAML paper's, for 2D navigation
 
 
@@ -114,12 +113,12 @@ class MetaPolicyGradient(keras.Model):
             raise ValueError(
                 f"{type(env).__name__} steps its environments outside the graph: its tasks "
                 f"must run one at a time (parallel_tasks=1); received {parallel_tasks}.")
-        for name, value, low, high in (("clip_ratio", clip_ratio, 0.0, 1.0),
-                                       ("discount", discount, 0.0, 1.0),
-                                       ("gae_lambda", gae_lambda, 0.0, 1.0)):
-            if not isinstance(value, (int, float)) or not low < value <= high:
-                raise ValueError(f"`{name}` must be a number in ({low}, {high}]; received "
-                                 f"{value!r}.")
+        for name, value, low in (("clip_ratio", clip_ratio, 0.0), ("discount", discount, 0.0),
+                                 ("gae_lambda", gae_lambda, None)):
+            if (not isinstance(value, (int, float)) or value > 1.0
+                    or (value <= low if low is not None else value < 0.0)):
+                interval = f"({low}, 1]" if low is not None else "[0, 1]"
+                raise ValueError(f"`{name}` must be a number in {interval}; received {value!r}.")
         self.first_order = bool(first_order)
         self.estimator = estimator
         self.clip_ratio, self.discount, self.gae_lambda = clip_ratio, discount, gae_lambda
@@ -128,6 +127,11 @@ class MetaPolicyGradient(keras.Model):
         self.policy, self.env = policy, env
         self.distribution = policies.check_policy(policy, env)
         self.inner_loop = InnerLoop(policy, self._inner_loss, self.inner_optimizer)
+        if self.inner_optimizer.variables:
+            raise ValueError(
+                f"{self.inner_optimizer!r} has meta-learned variables (learned step sizes); "
+                "MetaPolicyGradient meta-learns the policy's weights only. Use a rule "
+                "without variables (rules.sgd, rules.adam, rules.chain(...)).")
         self._trackers = [keras.metrics.Mean(name=n)
                           for n in ("loss", "return", "pre_adaptation_return")]
         self._guard = guards.StepGuard()
@@ -188,23 +192,15 @@ class MetaPolicyGradient(keras.Model):
                 self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
-        tasks, seeds = data["tasks"], data["seeds"]
         params, state = self.inner_loop.current_values()
-        sampled = self._sample_adapting(params, state, tasks, seeds, self.inner_steps, True)
-        pre, post = sampled["trajectories"][0], sampled["trajectories"][-1]
-        coefficients = self._score_coefficients(post)
-        ok = tf.constant(True)
+        sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
+                                        self.inner_steps, True)
+        # The meta-iteration (1 first), as fault messages count meta-steps.
+        iteration = self.optimizer.iterations // self.outer_steps + 1
         for _ in range(self.outer_steps):
-            params, state = self.inner_loop.current_values()
-            result = task_loop_lib.run_tasks(
-                lambda task, state: self._task_meta_gradient(task, params, state),
-                (pre, tasks, post, coefficients), state, [tf.zeros_like(p) for p in params],
-                ["loss"], {}, tf.float32, "while", self.parallel_tasks)
-            count = tf.cast(result["num_tasks"], tf.float32)
-            grads = [g / count for g in result["grads"]]
-            loss = result["loss"] / count
+            grads, loss = self._outer_gradients(sampled)
             ok = self._guard.record(False, False, ~guards.all_finite(grads + [loss]),
-                                    self.optimizer.iterations, tf.zeros([3], tf.int64))
+                                    iteration, tf.zeros([3], tf.int64))
             guards.run_if(ok, self.optimizer.apply, grads, self.policy.trainable_variables)
         returns = sampled["returns"]
         return self._update_trackers({"loss": loss, "return": returns[:, -1],
@@ -214,8 +210,25 @@ class MetaPolicyGradient(keras.Model):
         params, state = self.inner_loop.current_values()
         returns = self._sample_adapting(params, state, data["tasks"], data["seeds"],
                                         self.eval_inner_steps, False)["returns"]
-        return self._update_trackers({"loss": 0.0, "return": returns[:, -1],
-                                      "pre_adaptation_return": returns[:, 0]})
+        self._guard.record(False, False, ~guards.all_finite([returns]), 0,
+                           tf.zeros([3], tf.int64))
+        logs = {"return": returns[:, -1], "pre_adaptation_return": returns[:, 0]}
+        for tracker in self._trackers[1:]:  # no loss: evaluation updates nothing
+            tracker.update_state(logs[tracker.name])
+        return {t.name: t.result() for t in self._trackers[1:]}
+
+    def _outer_gradients(self, sampled):
+        """`(grads, loss)`: the meta-gradient of the outer loss at the current weights, mean
+        over the tasks of `sampled` (`_sample_adapting`'s, with trajectories)."""
+        params, state = self.inner_loop.current_values()
+        trajectories = sampled["trajectories"]
+        parts = (trajectories[-1], self._score_coefficients(trajectories[-1]), trajectories[:-1])
+        result = task_loop_lib.run_tasks(
+            lambda task, state: self._task_meta_gradient(task, params, state),
+            parts, state, [tf.zeros_like(p) for p in params], ["loss"], {}, tf.float32,
+            "while", self.parallel_tasks)
+        count = tf.cast(result["num_tasks"], tf.float32)
+        return [g / count for g in result["grads"]], result["loss"] / count
 
     # ------------------------------------------------------------------
     # Sampling and adaptation.
@@ -236,8 +249,7 @@ class MetaPolicyGradient(keras.Model):
             trajectories["scale"] = tf.reshape(scale, [])
         else:
             trajectories["advantages"], trajectories["scale"] = raw, tf.ones([])
-        first = advantages_lib.discounted_returns(trajectories["rewards"], self.discount)[:, 0]
-        trajectories["discounted_return"] = tf.reduce_mean(first)
+        trajectories["return"] = tf.reduce_mean(rollouts.returns(trajectories))
         return trajectories
 
     def _inner_loss(self, y, y_pred, extra_losses, weights=None):
@@ -259,11 +271,15 @@ class MetaPolicyGradient(keras.Model):
         y = {k: flat(trajectories[k]) for k in ("actions", "log_probs", "advantages", "mask")}
         return flat(trajectories["observations"]), y
 
-    def _adapt(self, params, state, trajectories, first_order):
-        """One inner step from a task's trajectories: `(params, state)`."""
+    def _adapt(self, params, state, trajectories, first_order, rule_state=None, step=0):
+        """Inner step number `step` from a task's trajectories: `(params, state, rule_state)`.
+
+        `rule_state`: the update rule's state after the steps before (None at
+        the first), so that a stateful rule (Adam's moments) carries on.
+        """
         x, y = self._flat(trajectories)
-        params, state, _ = self.inner_loop.adapt(params, state, x, y, 1, first_order)
-        return params, state
+        return self.inner_loop.adapt(params, state, x, y, 1, first_order, rule_state,
+                                     first_step=step)
 
     def _sample_adapting(self, params, state, tasks, seeds, steps, keep):
         """Per task: sample, adapt, sample again... `steps` times.
@@ -274,18 +290,20 @@ class MetaPolicyGradient(keras.Model):
         """
         fields = {**{k: tf.float32 for k in rollouts.FIELDS},
                   "actions": self.distribution.action_dtype,
-                  "advantages": tf.float32, "scale": tf.float32, "discounted_return": tf.float32}
+                  "advantages": tf.float32, "scale": tf.float32, "return": tf.float32}
 
         def task_fn(task, state):
-            task_params, seed = task[1], task[3]
-            current, per_step, kept = params, [], []
+            task_params, seed = task
+            current, rule_state, per_step, kept = params, None, [], []
             for step in range(steps + 1):
+                # Sampling after inner step k draws from fold_in(the task's seed, k).
                 trajectories = self._rollout(current, state, task_params,
                                              tf.random.experimental.stateless_fold_in(seed, step))
-                per_step.append(tf.reduce_mean(rollouts.returns(trajectories)))
+                per_step.append(trajectories["return"])
                 kept.append(trajectories)
                 if step < steps:
-                    current, state = self._adapt(current, state, trajectories, True)
+                    current, state, rule_state = self._adapt(current, state, trajectories, True,
+                                                             rule_state, step)
             stacks = {"returns": tf.stack(per_step)}
             if keep:
                 stacks["trajectories"] = kept
@@ -294,14 +312,13 @@ class MetaPolicyGradient(keras.Model):
         seed_dtype = {"returns": tf.float32}
         if keep:
             seed_dtype["trajectories"] = [fields] * (steps + 1)
-        result = task_loop_lib.run_tasks(task_fn, (tasks, tasks, tasks, seeds), state, [], [],
-                                         seed_dtype, tf.float32, "while", self.parallel_tasks)
-        return result
+        return task_loop_lib.run_tasks(task_fn, (tasks, seeds), state, [], [],
+                                       seed_dtype, tf.float32, "while", self.parallel_tasks)
 
     def _score_coefficients(self, post):
         """Per task, the post-update return less the other tasks' mean, in the units of the
         outer objective (estimator "unbiased"; zeros otherwise)."""
-        returns = post["discounted_return"]
+        returns = post["return"]
         if self.estimator != "unbiased" or self.first_order or self.inner_steps == 0:
             return tf.zeros_like(returns)
         count = tf.cast(tf.shape(returns)[0], returns.dtype)
@@ -313,19 +330,20 @@ class MetaPolicyGradient(keras.Model):
 
     def _task_meta_gradient(self, task, params, state):
         """One task's outer loss and its gradient with respect to `params`."""
-        pre, _, post, coefficient = task
+        post, coefficient, before = task  # trajectories after all inner steps, before each
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(params)
-            fast = params
-            if self.inner_steps:
-                fast, state = self._adapt(params, state, pre, self.first_order)
+            fast, rule_state = params, None
+            for step, trajectories in enumerate(before):
+                fast, state, rule_state = self._adapt(fast, state, trajectories,
+                                                      self.first_order, rule_state, step)
             observations, y = self._flat(post)
             y_pred = self.inner_loop.forward(fast, state, observations, training=False)[0]
             log_probs = self.distribution.log_prob(y_pred, y["actions"])
             objective = objectives.clipped_objective(log_probs, y["log_probs"],
                                                      y["advantages"], y["mask"], self.clip_ratio)
             if self.estimator == "unbiased" and self.inner_steps and not self.first_order:
-                pre_observations, pre_y = self._flat(pre)
+                pre_observations, pre_y = self._flat(before[0])
                 pre_pred = self.inner_loop.forward(params, state, pre_observations,
                                                    training=False)[0]
                 objective += objectives.score_term(
@@ -336,19 +354,13 @@ class MetaPolicyGradient(keras.Model):
         return state, grads, {"loss": loss}, {}
 
     def meta_gradients(self, data):
-        """The meta-gradient of one batch of tasks at the current weights (mean over tasks),
-        aligned with `policy.trainable_variables`: the first outer step's, not applied."""
-        tasks, seeds = data["tasks"], data["seeds"]
+        """The meta-gradient of the outer loss (the negated objective: descend it) for one
+        batch of tasks at the current weights, mean over tasks, aligned with
+        `policy.trainable_variables`: the first outer step's, not applied."""
         params, state = self.inner_loop.current_values()
-        sampled = self._sample_adapting(params, state, tasks, seeds, self.inner_steps, True)
-        pre, post = sampled["trajectories"][0], sampled["trajectories"][-1]
-        result = task_loop_lib.run_tasks(
-            lambda task, state: self._task_meta_gradient(task, params, state),
-            (pre, tasks, post, self._score_coefficients(post)), state,
-            [tf.zeros_like(p) for p in params], ["loss"], {}, tf.float32, "while",
-            self.parallel_tasks)
-        count = tf.cast(result["num_tasks"], tf.float32)
-        return [g / count for g in result["grads"]]
+        sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
+                                        self.inner_steps, True)
+        return self._outer_gradients(sampled)[0]
 
     def returns_by_step(self, data, steps=None):
         """`[T, steps + 1]`: each task's average return after 0..steps inner steps
@@ -364,9 +376,13 @@ class MetaPolicyGradient(keras.Model):
         """
         steps = self.eval_inner_steps if steps is None else checked_int(steps, "steps", 0)
         checked_task_batch(self.env, data)
-        params, state = self.inner_loop.current_values()
-        result = self._sample_adapting(params, state, data["tasks"], data["seeds"], steps, keep)
-        return {k: result[k] for k in ("returns", "trajectories") if k in result}
+        @tf.function(autograph=False)  # one graph: eagerly, every rollout step is Python
+        def sample(tasks, seeds):
+            params, state = self.inner_loop.current_values()
+            result = self._sample_adapting(params, state, tasks, seeds, steps, keep)
+            return {k: result[k] for k in ("returns", "trajectories") if k in result}
+
+        return sample(data["tasks"], data["seeds"])
 
     def adapt(self, observations, actions, rewards, mask=None, steps=1):
         """The policy adapted to one task's trajectories: a new `keras.Model`.

@@ -13,7 +13,10 @@ derivatives, which the meta-gradient differentiates through the inner step:
   trajectories' scores times the post-update return (`score_term`,
   formulation II, as E-MAML writes it). An unbiased estimate of the
   gradient of the expected return after adapting from sampled
-  trajectories (tested against a closed form, tests/test_rl_estimators.py).
+  trajectories (tested against a closed form, tests/test_rl_estimators.py),
+  for undiscounted returns without per-task standardization of the
+  advantages; with `discount < 1` or standardization, as usual for policy
+  gradients, no longer exactly.
 """
 
 import tensorflow as tf
@@ -48,4 +51,6 @@ def score_term(log_probs, old_log_probs, mask, coefficient):
     the outer objective; a constant.
     """
     ratio = tf.stop_gradient(tf.exp(log_probs - old_log_probs))
-    return tf.stop_gradient(coefficient) * tf.reduce_sum(ratio * log_probs * mask)
+    # Of value 0 (only its gradient counts), so that the logged loss means the outer objective.
+    score = log_probs - tf.stop_gradient(log_probs)
+    return tf.stop_gradient(coefficient) * tf.reduce_sum(ratio * score * mask)

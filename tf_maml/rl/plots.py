@@ -23,8 +23,9 @@ def plot_navigation_paths(sampled, tasks, path, num_tasks=2, steps=(0, 1, 3)):
                 continue
             trajectories = sampled["trajectories"][step]
             observations = trajectories["observations"][task, 0].numpy()
-            alive = trajectories["mask"][task, 0].numpy() > 0
-            points = np.concatenate([np.zeros([1, 2]), observations[alive][1:]])
+            # Positions before each step taken, and after the last one where there is one.
+            taken = int(trajectories["mask"][task, 0].numpy().sum())
+            points = observations[: taken + 1]
             axis.plot(points[:, 0], points[:, 1], ":" if step == 0 else "-", marker=".",
                       markersize=3, label=labels.get(step, f"{step} grad step(s)"))
         goal = np.asarray(tasks[task])

@@ -20,12 +20,6 @@ def trajectory_seeds(seeds, count):
                      seeds, fn_output_signature=tf.int32)
 
 
-def task_seed(seeds, purpose):
-    """Each task's seed for `purpose` (an int: pre-update sampling, step k...)."""
-    return tf.map_fn(lambda seed: tf.random.experimental.stateless_fold_in(seed, purpose),
-                     seeds, fn_output_signature=tf.int32)
-
-
 def sample(policy_fn, distribution, env, tasks, seeds, trajectories):
     """`trajectories` trajectories per task, each `env.horizon` steps long.
 

@@ -47,8 +47,10 @@ def adapted_values(meta, observations, actions, rewards, mask, steps):
     raw = advantages_lib.advantages(trajectories, meta.discount, meta.gae_lambda, meta.baseline)
     trajectories["advantages"] = (advantages_lib.standardized(raw, mask)[0]
                                   if meta.normalize_advantages else raw)
-    for _ in range(steps):  # later steps weigh the same samples by the probability ratio
-        params, state = meta._adapt(params, state, trajectories, first_order=True)
+    rule_state = None
+    for step in range(steps):  # later steps weigh the same samples by the probability ratio
+        params, state, rule_state = meta._adapt(params, state, trajectories, True, rule_state,
+                                                step)
     return params, state
 
 
