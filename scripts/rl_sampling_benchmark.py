@@ -56,9 +56,9 @@ def navigation_vector_env(goals, horizon):
             return (self.position.copy(), -float(np.hypot(*offset)), reached,
                     self.steps >= horizon, {})
 
-    return gymnasium.vector.SyncVectorEnv(
-        [lambda goal=goal: Navigation(goal) for goal in goals],
-        autoreset_mode=gymnasium.vector.AutoresetMode.DISABLED)
+    # An episode that reaches its goal restarts (gymnasium's default autoreset): every
+    # environment steps `horizon` times, as in the graph, where ended ones are masked.
+    return gymnasium.vector.SyncVectorEnv([lambda goal=goal: Navigation(goal) for goal in goals])
 
 
 def time_python_loop(policy, goals, horizon, repeats):
