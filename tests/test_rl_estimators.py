@@ -20,7 +20,6 @@ has the expectation `-2 d (1 - 2 alpha)`.
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 import tf_maml
@@ -89,9 +88,9 @@ def test_unbiased_estimator_matches_the_closed_form_and_lvc_does_not():
     assert abs(lvc_mean - exact) > lvc_half_width, (lvc_mean, lvc_half_width, exact)
 
 
-@pytest.mark.parametrize("estimator", ["unbiased", "lvc"])
-def test_first_order_estimates_the_first_order_gradient(estimator):
-    mean, half_width = interval(estimates(estimator, first_order=True))
+def test_first_order_estimates_the_first_order_gradient():
+    # (First order, both estimators give the same meta-gradient: test_rl_meta_learner.py.)
+    mean, half_width = interval(estimates("lvc", first_order=True))
     assert abs(mean - closed_form(first_order=True)) < half_width, (mean, half_width)
     assert abs(mean - closed_form(first_order=False)) > half_width  # orders differ
 
