@@ -141,6 +141,8 @@ def test_bad_arguments_and_data_are_refused_before_compute():
         tf_maml.rl.MetaPolicyGradient(policy, ENV, estimator="unbiased", inner_steps=2)
     with pytest.raises(ValueError, match="clip_ratio"):
         tf_maml.rl.MetaPolicyGradient(policy, ENV, clip_ratio=0.0)
+    with pytest.raises(ValueError, match=r"`gae_lambda` must be a number in \[0, 1\]; received 1.5"):
+        tf_maml.rl.MetaPolicyGradient(policy, ENV, gae_lambda=1.5)
     with pytest.raises(ValueError, match="meta-learned variables"):
         tf_maml.rl.MetaPolicyGradient(policy, ENV, inner_optimizer=tf_maml.rules.meta_sgd(0.1))
     meta = _meta()

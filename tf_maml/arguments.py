@@ -16,6 +16,15 @@ def checked_int(value, name, minimum, label=None):
     return int(value)
 
 
+def checked_fraction(value, name, zero_allowed=False):
+    """`value` as a float in (0, 1], or [0, 1] if `zero_allowed`, or an error naming it."""
+    interval = "[0, 1]" if zero_allowed else "(0, 1]"
+    too_low = value < 0 if zero_allowed else value <= 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or too_low or value > 1:
+        raise ValueError(f"`{name}` must be a number in {interval}; received {value!r}.")
+    return float(value)
+
+
 def checked_inner_lr(inner_lr):
     try:
         value = float(inner_lr)

@@ -159,16 +159,10 @@ class CheckedEntryPoints:
         # take (support_x, support_y) for the model input.
         if not only_optimizer_left_to_build(self):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
+        guards.build_optimizer(self)
 
     def _with_fault_callback(self, kwargs):
-        if kwargs.get("_use_cached_eval_dataset"):  # validation inside fit: its callbacks
-            return kwargs
-        callbacks = list(kwargs.get("callbacks") or [])
-        kwargs["callbacks"] = [guards.RaiseOnFault(self._guard, self._divergence_hint)] + callbacks
-        return kwargs
+        return guards.with_fault_callback(kwargs, self._guard, self._divergence_hint)
 
     def _raise_if_fault(self, phase, call):
         self._guard.reset()

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tf_maml import guards
 from tf_maml import task_loop as task_loop_lib
-from tf_maml.arguments import checked_int, checked_rule
+from tf_maml.arguments import checked_fraction, checked_int, checked_rule
 from tf_maml.inner_loop import InnerLoop
 from tf_maml.rl import advantages as advantages_lib
 from tf_maml.rl import envs as envs_lib
@@ -113,15 +113,11 @@ class MetaPolicyGradient(keras.Model):
             raise ValueError(
                 f"{type(env).__name__} steps its environments outside the graph: its tasks "
                 f"must run one at a time (parallel_tasks=1); received {parallel_tasks}.")
-        for name, value, low in (("clip_ratio", clip_ratio, 0.0), ("discount", discount, 0.0),
-                                 ("gae_lambda", gae_lambda, None)):
-            if (not isinstance(value, (int, float)) or value > 1.0
-                    or (value <= low if low is not None else value < 0.0)):
-                interval = f"({low}, 1]" if low is not None else "[0, 1]"
-                raise ValueError(f"`{name}` must be a number in {interval}; received {value!r}.")
+        self.clip_ratio = checked_fraction(clip_ratio, "clip_ratio")
+        self.discount = checked_fraction(discount, "discount")
+        self.gae_lambda = checked_fraction(gae_lambda, "gae_lambda", zero_allowed=True)
         self.first_order = bool(first_order)
         self.estimator = estimator
-        self.clip_ratio, self.discount, self.gae_lambda = clip_ratio, discount, gae_lambda
         self.baseline = baseline
         self.normalize_advantages = bool(normalize_advantages)
         self.policy, self.env = policy, env
@@ -149,9 +145,11 @@ class MetaPolicyGradient(keras.Model):
         return list(self._trackers)
 
     def _update_trackers(self, values):
-        for tracker in self._trackers:
+        """Updates the trackers named in `values`; returns their results (the step's logs)."""
+        updated = [t for t in self._trackers if t.name in values]
+        for tracker in updated:
             tracker.update_state(values[tracker.name])
-        return {t.name: t.result() for t in self._trackers}
+        return {t.name: t.result() for t in updated}
 
     def fit(self, x=None, *args, **kwargs):
         checked_task_batch(self.env, x)
@@ -165,10 +163,7 @@ class MetaPolicyGradient(keras.Model):
 
     def _with_guard(self, kwargs):
         self._check_jit_compile()
-        if kwargs.get("_use_cached_eval_dataset"):
-            return kwargs
-        callbacks = [guards.RaiseOnFault(self._guard, self._divergence_hint)]
-        return {**kwargs, "callbacks": callbacks + list(kwargs.get("callbacks") or [])}
+        return guards.with_fault_callback(kwargs, self._guard, self._divergence_hint)
 
     def _check_jit_compile(self):
         """Environments stepped in Python (tf.numpy_function) run without XLA."""
@@ -186,10 +181,7 @@ class MetaPolicyGradient(keras.Model):
                 "standard deviation that runs off makes log-probabilities overflow.")
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Nothing to build from data: the policy is built; only the optimizer.
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
+        guards.build_optimizer(self)  # nothing to build from data: the policy is built
 
     def train_step(self, data):
         params, state = self.inner_loop.current_values()
@@ -212,10 +204,9 @@ class MetaPolicyGradient(keras.Model):
                                         self.eval_inner_steps, False)["returns"]
         self._guard.record(False, False, ~guards.all_finite([returns]), 0,
                            tf.zeros([3], tf.int64))
-        logs = {"return": returns[:, -1], "pre_adaptation_return": returns[:, 0]}
-        for tracker in self._trackers[1:]:  # no loss: evaluation updates nothing
-            tracker.update_state(logs[tracker.name])
-        return {t.name: t.result() for t in self._trackers[1:]}
+        # No loss: evaluation updates nothing.
+        return self._update_trackers({"return": returns[:, -1],
+                                      "pre_adaptation_return": returns[:, 0]})
 
     def _outer_gradients(self, sampled):
         """`(grads, loss)`: the meta-gradient of the outer loss at the current weights, mean
@@ -240,17 +231,19 @@ class MetaPolicyGradient(keras.Model):
 
         sampled = rollouts.sample(policy_fn, self.distribution, self.env, task[None],
                                   seed[None], self.trajectories)
-        trajectories = {name: value[0] for name, value in sampled.items()}
-        mask = trajectories["mask"]
-        raw = advantages_lib.advantages(trajectories, self.discount, self.gae_lambda,
-                                        self.baseline)
-        if self.normalize_advantages:
-            trajectories["advantages"], scale = advantages_lib.standardized(raw, mask)
-            trajectories["scale"] = tf.reshape(scale, [])
-        else:
-            trajectories["advantages"], trajectories["scale"] = raw, tf.ones([])
+        trajectories = self.with_advantages({name: value[0] for name, value in sampled.items()})
         trajectories["return"] = tf.reduce_mean(rollouts.returns(trajectories))
         return trajectories
+
+    def with_advantages(self, trajectories):
+        """A task's trajectories `[K, H, ...]` with their `advantages` and the `scale` they
+        were divided by (1 unless `normalize_advantages`), as the inner step reads them."""
+        raw = advantages_lib.advantages(trajectories, self.discount, self.gae_lambda,
+                                        self.baseline)
+        if not self.normalize_advantages:
+            return {**trajectories, "advantages": raw, "scale": tf.ones([])}
+        values, scale = advantages_lib.standardized(raw, trajectories["mask"])
+        return {**trajectories, "advantages": values, "scale": tf.reshape(scale, [])}
 
     def _inner_loss(self, y, y_pred, extra_losses, weights=None):
         """The inner step's loss: the negated inner objective of flattened trajectories `y`."""

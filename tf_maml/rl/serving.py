@@ -8,7 +8,6 @@ import keras
 import tensorflow as tf
 
 from tf_maml.arguments import checked_int
-from tf_maml.rl import advantages as advantages_lib
 
 
 def _checked_trajectories(meta, observations, actions, rewards, mask):
@@ -42,11 +41,9 @@ def adapted_values(meta, observations, actions, rewards, mask, steps):
     flat_actions = tf.reshape(actions, tf.concat([[-1], tf.shape(actions)[2:]], 0))
     outputs = meta.inner_loop.forward(params, state, flat_observations, training=False)[0]
     log_probs = tf.reshape(meta.distribution.log_prob(outputs, flat_actions), tf.shape(rewards))
-    trajectories = {"observations": observations, "actions": actions, "rewards": rewards,
-                    "mask": mask, "log_probs": log_probs}
-    raw = advantages_lib.advantages(trajectories, meta.discount, meta.gae_lambda, meta.baseline)
-    trajectories["advantages"] = (advantages_lib.standardized(raw, mask)[0]
-                                  if meta.normalize_advantages else raw)
+    trajectories = meta.with_advantages({"observations": observations, "actions": actions,
+                                         "rewards": rewards, "mask": mask,
+                                         "log_probs": log_probs})
     rule_state = None
     for step in range(steps):  # later steps weigh the same samples by the probability ratio
         params, state, rule_state = meta._adapt(params, state, trajectories, True, rule_state,
