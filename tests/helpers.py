@@ -177,7 +177,7 @@ def meta_loss_function(maml, episode):
 
     @tf.function
     def loss():
-        with maml._meta_learning_ops():
+        with maml.meta_learning_ops():
             return maml._run_tasks(support, query, maml.eval_inner_steps, True,
                                    with_gradients=False)["loss"]
 

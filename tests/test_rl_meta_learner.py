@@ -208,3 +208,49 @@ def test_several_inner_steps_chain_the_adaptation_and_its_rule_state():
     expected, _, _ = meta.inner_loop.adapt(params, state, x, y, 2, True)
     for value, want in zip(adapted.trainable_variables, expected):
         np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6)
+
+
+def test_meta_gradient_through_layer_normalization_matches_finite_differences():
+    """The second-order meta-gradient of the outer loss, samples held fixed, against central
+    differences along random directions; the first-order one is not (the check can fail).
+    Steps run within the exact second-order ops (recorded by the policy while traced)."""
+    seen = []
+
+    class Records(keras.layers.Layer):
+        def call(self, inputs):
+            seen.append(tf_maml.keras_patches.exact_gradients.active())
+            return inputs
+
+    keras.utils.set_random_seed(0)
+    policy = keras.Sequential([
+        keras.Input((2,)), keras.layers.Dense(8), keras.layers.LayerNormalization(), Records(),
+        keras.layers.Activation("tanh"), tf_maml.rl.policies.GaussianHead(2, -0.5)])
+    meta = tf_maml.rl.MetaPolicyGradient(policy, envs.Navigation2D(horizon=6), trajectories=4,
+                                         inner_lr=0.5, normalize_advantages=False)
+    meta.compile(optimizer="sgd")
+    seen.clear()  # calls while the policy was built
+    meta.train_on_batch(next(iter(_batches(1))))
+    assert seen and all(mode is False for mode in seen)  # traced in the exact ops, no XLA
+    batch = next(iter(tf_maml.rl.task_batches(meta.env, 2, seed=0, num_batches=1)))
+    params, state = meta.inner_loop.current_values()
+    sampled = meta._sample_adapting(params, state, batch["tasks"], batch["seeds"], 1, True)
+    second_order = meta._outer_gradients(sampled)[0]
+    meta.first_order = True
+    first_order = meta._outer_gradients(sampled)[0]
+    variables, rng = meta.policy.trainable_variables, np.random.default_rng(0)
+    start = [v.numpy() for v in variables]
+    for _ in range(2):
+        direction = [rng.standard_normal(s.shape) for s in start]
+        norm = np.sqrt(sum(np.sum(d * d) for d in direction))
+        losses = []
+        for sign in (1.0, -1.0):
+            for v, s, d in zip(variables, start, direction):
+                v.assign(s + sign * 1e-3 * d / norm)
+            losses.append(float(meta._outer_gradients(sampled)[1]))
+        for v, s in zip(variables, start):
+            v.assign(s)
+        numeric = (losses[0] - losses[1]) / 2e-3
+        exact, first = (sum(float(np.sum(g * d)) / norm for g, d in zip(grads, direction))
+                        for grads in (second_order, first_order))
+        assert abs(exact - numeric) < 5e-3 * abs(numeric) + 1e-4, (exact, numeric)
+        assert abs(first - numeric) > 5e-2 * abs(numeric), (first, numeric)

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tf_maml import episodes, labels, preparation
 from tf_maml.arguments import checked_int
-from tf_maml.keras_patches import compute_output_spec
+from tf_maml.keras_patches import compile_loss
 
 
 def _checked_steps(meta, steps, name):
@@ -81,7 +81,7 @@ class TracedAdaptation:
     def served_values(self, meta, support_x, support_y, steps):
         # Keras' loading compiles through compile_from_config, which a
         # compile() override would disable: the compiled loss is compared here.
-        loss = meta._compile_loss
+        loss = compile_loss(meta)
         traced_loss, function = self._functions.get(steps, (None, None))
         if traced_loss is not loss:
             function = tf.function(
@@ -125,16 +125,7 @@ def standalone_model(meta, support_x, support_y, steps=None):
     steps = _checked_steps(meta, steps, "adapt")
     support_x, support_y = _checked_support_set(meta, support_x, support_y)
     params, state = meta._traced_adaptation.served_values(meta, support_x, support_y, steps)
-
-    adapted = keras.models.clone_model(meta.model)
-    adapted.name = f"{meta.model.name}_adapted"
-    if not adapted.built:
-        compute_output_spec(adapted, episodes.batched(meta.example_spec), training=False)
-    for variable, value in zip(adapted.trainable_variables, params):
-        variable.assign(value)
-    for variable, value in zip(adapted.non_trainable_variables, state):
-        variable.assign(value)
-    return adapted
+    return meta.adapted_model(params, state, meta.example_spec)
 
 
 def _signature(spec, prefix):

@@ -19,8 +19,8 @@ def checked_int(value, name, minimum, label=None):
 def checked_fraction(value, name, zero_allowed=False):
     """`value` as a float in (0, 1], or [0, 1] if `zero_allowed`, or an error naming it."""
     interval = "[0, 1]" if zero_allowed else "(0, 1]"
-    too_low = value < 0 if zero_allowed else value <= 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or too_low or value > 1:
+    number = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
+    if not number or not (0 <= value <= 1) or (value == 0 and not zero_allowed):
         raise ValueError(f"`{name}` must be a number in {interval}; received {value!r}.")
     return float(value)
 

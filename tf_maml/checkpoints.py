@@ -17,6 +17,8 @@ import h5py
 import keras
 from absl import logging
 
+from tf_maml.keras_patches import set_initial_epoch
+
 
 class DamagedFileError(OSError):
     """A file a run wrote for later cannot be read: truncated or corrupt."""
@@ -141,7 +143,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             except (DamagedFileError, OSError, ValueError) as error:
                 logging.warning("Skipping damaged backup %s: %s", path, error)
                 continue
-            self.model._initial_epoch = metadata["epoch"]
+            set_initial_epoch(self.model, metadata["epoch"])
             return
         if any(os.path.exists(p) for p in candidates):
             raise DamagedFileError(
@@ -182,29 +184,3 @@ def latest_backup_epoch(backup_dir):
             except DamagedFileError:
                 continue
     return 0
-
-
-class SavesSeedState:
-    """Mixed into `MAML`: the wrapped model's RNG seed state saved with the meta-learner.
-
-    Keras saves no RNG seed state (Dropout's seed generators are outside
-    `weights`): without it, a reloaded meta-learner or a resumed run would
-    draw other dropout masks than the one saved. Saved beside MAML's own
-    variables as `rng_<i>`.
-    """
-
-    def _unsaved_state(self):
-        saved = {id(v) for v in self.model.weights}
-        return [v for v in self.model.non_trainable_variables if id(v) not in saved]
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        for i, variable in enumerate(self._unsaved_state()):
-            store[f"rng_{i}"] = variable
-
-    def load_own_variables(self, store):
-        keys = list(store.keys())
-        super().load_own_variables({k: store[k] for k in keys if not k.startswith("rng_")})
-        for i, variable in enumerate(self._unsaved_state()):
-            if f"rng_{i}" in keys:  # files written before tf_maml saved it have none
-                variable.assign(store[f"rng_{i}"])

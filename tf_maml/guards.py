@@ -182,21 +182,8 @@ class StepGuard:
 
 
 def with_fault_callback(kwargs, guard, hint):
-    """`fit`/`evaluate` keyword arguments with a `RaiseOnFault` callback first.
-
-    Validation inside `fit` (`_use_cached_eval_dataset`) runs with fit's callbacks.
-    """
-    if kwargs.get("_use_cached_eval_dataset"):
-        return kwargs
+    """`fit`/`evaluate` keyword arguments with a `RaiseOnFault` callback first."""
     return {**kwargs, "callbacks": [RaiseOnFault(guard, hint)] + list(kwargs.get("callbacks") or [])}
-
-
-def build_optimizer(model):
-    """Builds `model`'s compiled optimizer, if not built yet, under its strategy: all that
-    Keras' symbolic build has left to do for a meta-learner that builds itself."""
-    if model.optimizer is not None and not model.optimizer.built:
-        with model.distribute_strategy.scope():
-            model.optimizer.build(model.trainable_variables)
 
 
 class RaiseOnFault(keras.callbacks.Callback):

@@ -44,7 +44,8 @@ class InnerLoop:
 
     Args:
         model: the wrapped `keras.Model`.
-        loss: `loss(y, y_pred, extra_losses, weights)`, the task loss (a scalar).
+        loss: `loss(x, y, y_pred, extra_losses, weights)`, the task loss (a
+            scalar) of predictions `y_pred` of examples `x` with labels `y`.
         rule: a `tf_maml.rules.Rule`; built here with the weights it selects.
         forward_params: `(params, step) -> params`, the weights the forward
             pass of inner step `step` runs with (MAML++'s per-step BatchNorm
@@ -126,7 +127,7 @@ class InnerLoop:
             y_pred, new_state, extra_losses = self.forward(
                 self.forward_params(params, step), state, x, training=True, weights=weights
             )
-            loss = self.loss(y, y_pred, extra_losses, weights)
+            loss = self.loss(x, y, y_pred, extra_losses, weights)
         adapted = [params[i] for i in self.adapted]
         grads = tape.gradient(loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (embeddings) made dense

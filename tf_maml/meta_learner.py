@@ -17,17 +17,34 @@ from tf_maml.arguments import checked_int, checked_rule
 from tf_maml import task_loop as task_loop_lib
 from tf_maml import episodes as episodes_lib
 from tf_maml.inner_loop import InnerLoop, last_step
-from tf_maml.checkpoints import SavesSeedState
+from tf_maml.learners.base import MetaLearner, hyperparameter
 from tf_maml.meta_objective import MetaObjective
 from tf_maml.served_metrics import ServedFigures, ServedMetrics
 from tf_maml.keras_patches import (
-    compute_output_spec, exact_second_order, fused_kernels, is_multi_worker,
-    update_compile_metrics,
+    compile_loss, compile_metrics, compute_output_spec, fused_kernels, is_multi_worker,
+    loss_tracker, unscale_loss_for_distribution, update_compile_metrics,
 )
+
+
+def _checked_task_loop(meta, value):
+    if value not in task_loop_lib.TASK_LOOPS:
+        raise ValueError(
+            f"`task_loop` must be one of {task_loop_lib.TASK_LOOPS}; received {value!r}."
+        )
+    return value
+
+
+def _checked_parallel_tasks(meta, value):
+    return value if value == "auto" else checked_int(value, "parallel_tasks", 1)
+
+
+def _flag(name):
+    return hyperparameter(name, lambda meta, value: bool(value), f"`{name}` (see the class).")
+
 
 @keras.saving.register_keras_serializable(package="tf_maml")
 class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedFigures,
-           SavesSeedState, MetaObjective, keras.Model):
+           MetaObjective, MetaLearner):
     """Model-Agnostic Meta-Learning (Finn et al., 2017) for any Keras model.
 
     Wraps a Keras model (Sequential, functional or subclassed) and meta-trains
@@ -68,6 +85,12 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
     Second derivatives are exact for stock Keras layers, BatchNormalization
     and max-pooling under XLA included (see `tf_maml.keras_patches.exact_gradients`).
 
+    Keras habits hold (`tf_maml.learners.MetaLearner`): the hyper-parameters
+    below, assigned after `fit` or `evaluate`, apply from the next call as if
+    the meta-learner had been made with them (a member raises, naming the
+    attribute, where its own construction fixes one); and `compute_loss`,
+    overridden, is the task loss of the inner and the outer loop.
+
     Args:
         model: the `keras.Model` to meta-train.
         inner_lr: step size of the inner SGD steps (default 0.4); give it or
@@ -76,7 +99,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         first_order: if True, treat the inner gradients as constants
             (FOMAML): cheaper, no second derivatives.
         eval_inner_steps: inner steps in `evaluate`, `predict` and `adapt`;
-            defaults to `inner_steps`.
+            by default (None) those of `inner_steps`, whatever it is set to.
         transductive: normalization statistics of the query batch (True) or
             of the support set (False) for query predictions; by default
             True, unless the model has `TaskNormalization` layers (whose
@@ -132,51 +155,87 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         inner_optimizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
-        self.inner_optimizer, self._inner_lr = checked_rule(inner_optimizer, inner_lr)
-        self.inner_steps = checked_int(inner_steps, "inner_steps", 1)
-        self.eval_inner_steps = checked_int(
-            self.inner_steps if eval_inner_steps is None else eval_inner_steps,
-            "eval_inner_steps", 0,
-        )
-        if task_loop not in task_loop_lib.TASK_LOOPS:
-            raise ValueError(
-                f"`task_loop` must be one of {task_loop_lib.TASK_LOOPS}; received {task_loop!r}."
-            )
-        if parallel_tasks != "auto":
-            parallel_tasks = checked_int(parallel_tasks, "parallel_tasks", 1)
-        self.model = model
-        self.first_order = bool(first_order)
-        if transductive is None:
-            transductive = not support_statistics.task_norm_layers(model)
-        self._transductive = bool(transductive)
+        super().__init__(model, **kwargs)
+        self.inner_loop = None
+        self._inner_optimizer, self._inner_lr = checked_rule(inner_optimizer, inner_lr)
+        self.inner_steps = inner_steps
+        self.eval_inner_steps = eval_inner_steps
         self.task_loop = task_loop
         self.parallel_tasks = parallel_tasks
-        self.recompute_inner_steps = bool(recompute_inner_steps)
-        self.fused_batch_norm = bool(fused_batch_norm)
+        self.first_order = first_order
+        if transductive is None:
+            transductive = not support_statistics.task_norm_layers(model)
+        self.transductive = transductive
+        self.recompute_inner_steps = recompute_inner_steps
+        self.fused_batch_norm = fused_batch_norm
         self.pre_adaptation_loss_tracker = keras.metrics.Mean(name="pre_adaptation_loss")
         # What the episodes look like, learnt from the first data handed over
         # (or a saved build config): example shape, input and label specs.
         self._episode_spec = None
-        # Faults of a step (NaN, bad labels, empty sets); not a weight, never saved.
-        self._guard = guards.StepGuard()
         self._traced_adaptation = adaptation.TracedAdaptation()
         self._served_metrics = ServedMetrics()
-        self.inner_loop = None
         if model.built:
             self._build_inner_loop()
 
-    @property
-    def transductive(self):
-        return self._transductive
+    # ------------------------------------------------------------------
+    # Hyper-parameters: each read while a step is traced, so assigning one
+    # makes Keras trace anew (`MetaLearner.retrace`).
 
-    @transductive.setter
-    def transductive(self, value):
-        self._transductive = bool(value)
-        # Keras' traced steps read it once: trace them again.
-        self.train_function = self.test_function = self.predict_function = None
+    inner_steps = hyperparameter(
+        "inner_steps", lambda meta, value: checked_int(value, "inner_steps", 1),
+        "Inner steps per task in meta-training.")
+    first_order = _flag("first_order")
+    transductive = _flag("transductive")
+    recompute_inner_steps = _flag("recompute_inner_steps")
+    fused_batch_norm = _flag("fused_batch_norm")
+    task_loop = hyperparameter("task_loop", _checked_task_loop, "`task_loop` (see the class).")
+    parallel_tasks = hyperparameter("parallel_tasks", _checked_parallel_tasks,
+                                    "`parallel_tasks` (see the class).")
+
+    @property
+    def eval_inner_steps(self):
+        """Inner steps in `evaluate`, `predict`, `adapt` and `export_adaptive`: those
+        of `inner_steps` unless set."""
+        return self.inner_steps if self._eval_inner_steps is None else self._eval_inner_steps
+
+    @eval_inner_steps.setter
+    def eval_inner_steps(self, value):
+        self._eval_inner_steps = (None if value is None
+                                  else checked_int(value, "eval_inner_steps", 0))
+        self.retrace()
+
+    @property
+    def inner_optimizer(self):
+        """The inner update rule (a `tf_maml.rules` rule)."""
+        return self._inner_optimizer
+
+    @inner_optimizer.setter
+    def inner_optimizer(self, rule):
+        rule = self._member_rule(checked_rule(rule, None)[0])
+        if self.inner_loop is not None:
+            inner_loop = self._make_inner_loop(rule)  # builds the rule: its variables exist
+            if rule.variables or self._inner_optimizer.variables:
+                raise AttributeError(
+                    f"`inner_optimizer` can not change from {self._inner_optimizer!r} to "
+                    f"{rule!r} once the meta-learner is built: a rule's learned variables are "
+                    "weights of the meta-learner. Make a new meta-learner with this rule (the "
+                    "model's weights can be copied with set_weights)."
+                )
+            self.inner_loop = inner_loop
+        self._inner_optimizer, self._inner_lr = rule, None
+        self.retrace()
+
+    def _member_rule(self, rule):
+        """The rule the inner loop runs when `inner_optimizer` is assigned `rule` (ANIL
+        masks it)."""
+        return rule
+
+    def retrace(self):
+        super().retrace()
+        if getattr(self, "inner_loop", None) is not None:
+            self.inner_loop.recompute = self.recompute_inner_steps
+        # adapt()'s traces read the hyper-parameters too.
+        self._traced_adaptation = adaptation.TracedAdaptation()
 
     @property
     def inner_lr(self):
@@ -187,9 +246,21 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
     def inner_lr(self, value):
         raise AttributeError(
             f"`inner_lr` is fixed when the meta-learner is made (it makes the inner rule, "
-            f"{self.inner_optimizer!r}); make a new meta-learner with inner_lr={value!r} "
-            "(its weights can be copied with set_weights)."
+            f"{self.inner_optimizer!r}); assign `inner_optimizer` a rule instead, e.g. "
+            f"tf_maml.rules.sgd({value!r}), or make a new meta-learner with inner_lr={value!r}."
         )
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss of one task (of its examples of non-zero weight).
+
+        See `tf_maml.learners.MetaLearner.compute_loss`: override it to change
+        the task loss of the inner and the outer loop alike.
+        """
+        del x, training
+        total, _ = compiled_loss.losses(compile_loss(self), y, y_pred, sample_weight)
+        # Keras scales losses by 1 / replicas under tf.distribute; a task's
+        # loss must not depend on how many replicas share the meta-batch.
+        return unscale_loss_for_distribution(total)
 
     # ------------------------------------------------------------------
     # Keras plumbing: build, call, config.
@@ -212,13 +283,15 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         if self.inner_loop is not None:
             return
         self._build_member()
-        self.inner_loop = InnerLoop(
-            self.model, self._task_loss, self.inner_optimizer,
-            forward_params=self._forward_params, recompute=self.recompute_inner_steps,
-            meta_variables=lambda: self.meta_variables,
-        )
+        self.inner_loop = self._make_inner_loop(self.inner_optimizer)
         # Tracked by Keras, so trained and saved as the meta-learner's own weights.
         self.rule_variables = self.inner_optimizer.variables
+
+    def _make_inner_loop(self, rule):
+        return InnerLoop(
+            self.model, self._task_loss, rule, forward_params=self._forward_params,
+            recompute=self.recompute_inner_steps, meta_variables=lambda: self.meta_variables,
+        )
 
     def call(self, inputs, training=None):
         """The wrapped model's predictions with the meta-learned weights."""
@@ -237,7 +310,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
             "inner_lr": self.inner_lr,
             "inner_steps": self.inner_steps,
             "first_order": self.first_order,
-            "eval_inner_steps": self.eval_inner_steps,
+            "eval_inner_steps": self._eval_inner_steps,  # None: follows inner_steps
             "transductive": self.transductive,
             "task_loop": self.task_loop,
             "parallel_tasks": self.parallel_tasks,
@@ -262,7 +335,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
     # fit / evaluate / predict: episodes checked when handed over, faults of
     # a step raised after it (see tf_maml.guards).
 
-    def _divergence_hint(self):
+    def divergence_hint(self):
         """The likely causes of a non-finite loss, for the error message."""
         rule = (f"inner_lr={self.inner_lr}" if self.inner_lr is not None
                 else f"inner_optimizer={self.inner_optimizer!r}")
@@ -314,15 +387,15 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         adaptation.export_adaptive(self, filepath, steps)
 
     def _update_metrics(self, query_y, result, query_weight=None):
-        self._loss_tracker.update_state(result["loss"], sample_weight=result["num_tasks"])
+        loss_tracker(self).update_state(result["loss"], sample_weight=result["num_tasks"])
         self.pre_adaptation_loss_tracker.update_state(
             result["pre_adaptation_loss"], sample_weight=result["num_tasks"]
         )
-        for tracker in compiled_loss.trackers(self._compile_loss):  # each output's loss
+        for tracker in compiled_loss.trackers(compile_loss(self)):  # each output's loss
             tracker.update_state(result[tracker.name], sample_weight=result["num_tasks"])
-        if self._compile_metrics is not None:
+        if compile_metrics(self) is not None:
             update_compile_metrics(
-                self._compile_metrics,
+                compile_metrics(self),
                 episodes_lib.merge_task_axis(query_y),
                 episodes_lib.merge_task_axis(result["predictions"]),
                 None if query_weight is None else episodes_lib.merge_task_axis(query_weight),
@@ -335,12 +408,12 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         return logs
 
     @contextlib.contextmanager
-    def _meta_learning_ops(self):
+    def meta_learning_ops(self):
         """While tracing a step: exact second derivatives, and BatchNorm fused
         unless XLA compiles the step (XLA fuses it on its own)."""
-        xla = bool(self.jit_compile)
-        with exact_second_order(xla=xla), fused_kernels(self.fused_batch_norm, xla=xla):
-            yield
+        with super().meta_learning_ops():
+            with fused_kernels(self.fused_batch_norm, xla=bool(self.jit_compile)):
+                yield
 
     def _checked_episode(self, data):
         """`(support, query, weights, empty, bad_labels, detail)`: see
@@ -363,11 +436,10 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
 
     def train_step(self, data):
         support, query, weights, empty, bad_labels, detail = self._checked_episode(data)
-        with self._meta_learning_ops():
-            result = self._run_tasks(
-                support, query, self.inner_steps, self.first_order, with_gradients=True,
-                weights=weights,
-            )
+        result = self._run_tasks(
+            support, query, self.inner_steps, self.first_order, with_gradients=True,
+            weights=weights,
+        )
         variables = self.model.trainable_variables + self.meta_variables
         gradients = dict(zip(map(id, variables), result["grads"]))
         # In Keras' order of trainable_variables, the order in which a loaded
@@ -385,10 +457,9 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         # Evaluation leaves the model as it was: moving statistics and RNG
         # seeds are not written back.
         support, query, weights, empty, bad_labels, detail = self._checked_episode(data)
-        with self._meta_learning_ops():
-            result = self._run_tasks(support, query, self.eval_inner_steps, True,
-                                     with_gradients=False, served=self.transductive,
-                                     weights=weights)
+        result = self._run_tasks(support, query, self.eval_inner_steps, True,
+                                 with_gradients=False, served=self.transductive,
+                                 weights=weights)
         finite = tf.reduce_all(tf.math.is_finite(result["loss"]))
         self._guard.record(empty, bad_labels, ~finite, 0, detail)
         return self._update_metrics(query[1], result, None if weights is None else weights[1])

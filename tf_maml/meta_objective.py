@@ -15,7 +15,7 @@ import tensorflow as tf
 from tf_maml import compiled_loss, episodes
 from tf_maml import task_loop as task_loop_lib
 from tf_maml.inner_loop import last_step
-from tf_maml.keras_patches import scale_loss_for_distribution, unscale_loss_for_distribution
+from tf_maml.keras_patches import compile_loss, scale_loss_for_distribution
 
 
 class MetaObjective:
@@ -41,7 +41,6 @@ class MetaObjective:
         `objective` is what the meta-gradient differentiates: the query loss
         after the last step (MAML++: a weighted sum over steps).
         """
-        del training
         support_x, support_y, query_x, query_y, support_weight, query_weight = (
             episodes.task_parts(task))
         fast, state, _ = self.inner_loop.adapt(
@@ -51,7 +50,7 @@ class MetaObjective:
             fast, state, support_x, query_x, self.transductive, last_step(steps),
             support_weight, query_weight,
         )
-        loss = self._task_loss(query_y, y_pred, extra, query_weight)
+        loss = self._task_loss(query_x, query_y, y_pred, extra, query_weight, training)
         return fast, state, y_pred, loss, loss
 
     # Whether the meta-gradient is differentiated through the adaptation
@@ -83,17 +82,6 @@ class MetaObjective:
                 "weights yet. Hand episodes to fit/evaluate first, or give it an Input."
             )
 
-    def _task_loss(self, y, y_pred, extra_losses, weights=None):
-        """The compiled loss of one task (of its examples of non-zero weight), plus
-        regularization losses."""
-        # Keras scales losses by 1 / replicas under tf.distribute; a task's
-        # loss must not depend on how many replicas share the meta-batch.
-        total, _ = compiled_loss.losses(self._compile_loss, y, y_pred, weights)
-        loss = unscale_loss_for_distribution(total)
-        if extra_losses:
-            loss += tf.add_n([tf.cast(tf.reduce_sum(e), loss.dtype) for e in extra_losses])
-        return loss
-
     @contextlib.contextmanager
     def _reading(self, meta_values):
         """Within: the meta variables read as `meta_values`, tensors a tape may watch."""
@@ -121,7 +109,8 @@ class MetaObjective:
                 params, state, support_x, query_x, self.transductive,
                 support_weights=support_weight, weights=query_weight,
             )
-            pre_loss = self._task_loss(query_y, pre_pred, pre_extra, query_weight)
+            pre_loss = self._task_loss(query_x, query_y, pre_pred, pre_extra, query_weight,
+                                       with_gradients)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 if with_gradients and self._meta_gradient_from_tape:
                     tape.watch(params + meta_values)  # otherwise the tape records nothing
@@ -129,16 +118,16 @@ class MetaObjective:
                     task, params, state, steps, first_order, with_gradients
                 )
             losses = {"loss": loss, "pre_adaptation_loss": pre_loss}
-            if compiled_loss.trackers(self._compile_loss):  # several outputs: each one's loss
+            if compiled_loss.trackers(compile_loss(self)):  # several outputs: each one's loss
                 losses.update(
-                    compiled_loss.losses(self._compile_loss, query_y, y_pred, query_weight)[1])
+                    compiled_loss.losses(compile_loss(self), query_y, y_pred, query_weight)[1])
             predictions = {"predictions": y_pred}
             if served:
                 served_pred, served_extra = self.inner_loop.predict(
                     fast, state, support_x, query_x, False, last_step(steps), support_weight
                 )
-                losses["served_loss"] = self._task_loss(query_y, served_pred, served_extra,
-                                                        query_weight)
+                losses["served_loss"] = self._task_loss(query_x, query_y, served_pred,
+                                                        served_extra, query_weight, False)
                 predictions["served_predictions"] = served_pred
         grads = []
         if with_gradients:
@@ -157,7 +146,7 @@ class MetaObjective:
         params, state, meta_values = self._read_values()
         served_names = ["served_loss"] if served else []
         sums = (["loss", "pre_adaptation_loss"]
-                + [m.name for m in compiled_loss.trackers(self._compile_loss)] + served_names)
+                + [m.name for m in compiled_loss.trackers(compile_loss(self))] + served_names)
         dtypes = self._prediction_dtypes(query_x)
         result = task_loop_lib.run_tasks(
             lambda task, state: self._task(

@@ -10,12 +10,14 @@ import keras
 import tensorflow as tf
 
 from tf_maml import episodes as episodes_lib
-from tf_maml import guards, labels
-from tf_maml.keras_patches import all_layers, compute_output_spec
+from tf_maml import labels
+from tf_maml.keras_patches import (
+    all_layers, compile_loss, compile_metrics, compute_output_spec, is_validation_within_fit,
+)
 
 
 def check_compiled_loss(meta):
-    if meta.compiled and (meta._compile_loss is None or meta.loss is None):
+    if meta.compiled and (compile_loss(meta) is None or meta.loss is None):
         raise ValueError(
             "The meta-learner was compiled without a loss; both the inner and the outer "
             "loop minimize it. Pass one: compile(optimizer=..., loss=...)."
@@ -82,9 +84,10 @@ def build_loss_and_metrics(meta, example_spec, label_spec, metrics=True):
     with tf.init_scope():
         output = compute_output_spec(meta.model, episodes_lib.batched(example_spec), training=False)
         targets = episodes_lib.batched(label_spec)
-        if meta._compile_loss is not None and not meta._compile_loss.built:
-            compute_output_spec(meta._compute_loss, None, targets, output)
-        if metrics and meta._compile_metrics is not None and not meta._compile_metrics.built:
+        loss = compile_loss(meta)
+        if loss is not None and not loss.built:
+            compute_output_spec(loss, targets, output)
+        if metrics and compile_metrics(meta) is not None and not compile_metrics(meta).built:
             compute_output_spec(meta.compute_metrics, None, targets, output)
 
 
@@ -138,61 +141,40 @@ def prepare_validation(meta, validation_data):
         prepare(meta, *validation_data[:2], name="validation_data")
 
 
-def only_optimizer_left_to_build(meta):
-    """Whether `prepare` built the model, loss and metrics (Keras need only build the optimizer)."""
-    return meta.built and all(
-        part is None or part.built for part in (meta._compile_loss, meta._compile_metrics)
-    )
 
 
 class CheckedEntryPoints:
     """Mixed into `MAML`: Keras' entry points, with episodes checked as they arrive.
 
     `fit`, `evaluate`, `train_on_batch`, `test_on_batch` and `predict` check
-    the episodes (`prepare`) before Keras runs a step, and `fit` and
-    `evaluate` raise the faults a step records (`tf_maml.guards`).
+    the episodes (`prepare`) before Keras runs a step (`MetaLearner` raises
+    the faults a step records).
     """
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras' own symbolic build would read a batch (under tf.distribute,
-        # reduce it across replicas, which fails for MultiWorkerMirrored) and
-        # take (support_x, support_y) for the model input.
-        if not only_optimizer_left_to_build(self):
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        guards.build_optimizer(self)
-
-    def _with_fault_callback(self, kwargs):
-        return guards.with_fault_callback(kwargs, self._guard, self._divergence_hint)
-
-    def _raise_if_fault(self, phase, call):
-        self._guard.reset()
-        result = call()
-        self._guard.raise_if_fault(phase, self._divergence_hint())
-        return result
+    def only_optimizer_to_build(self):
+        """Whether `prepare` built the model, loss and metrics (Keras need only build the
+        optimizer)."""
+        return self.built and all(
+            part is None or part.built for part in (compile_loss(self), compile_metrics(self))
+        )
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        if isinstance(x, tf.data.Dataset):
-            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
         prepare(self, x, y)
         prepare_validation(self, kwargs.get("validation_data"))
-        return super().fit(x, y, *args, **self._with_fault_callback(kwargs))
+        return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        if not kwargs.get("_use_cached_eval_dataset"):
+        if not is_validation_within_fit(kwargs):  # checked by fit
             prepare(self, x, y)
-        return super().evaluate(x, y, *args, **self._with_fault_callback(kwargs))
+        return super().evaluate(x, y, *args, **kwargs)
 
     def train_on_batch(self, x=None, y=None, *args, **kwargs):
         prepare(self, x, y)
-        return self._raise_if_fault(
-            "train", lambda: super(CheckedEntryPoints, self).train_on_batch(x, y, *args, **kwargs)
-        )
+        return super().train_on_batch(x, y, *args, **kwargs)
 
     def test_on_batch(self, x=None, y=None, *args, **kwargs):
         prepare(self, x, y)
-        return self._raise_if_fault(
-            "evaluation", lambda: super(CheckedEntryPoints, self).test_on_batch(x, y, *args, **kwargs)
-        )
+        return super().test_on_batch(x, y, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
         """Query predictions after adaptation, `[tasks, query_examples, ...]`.

@@ -13,7 +13,7 @@ import keras
 from absl import logging
 
 from tf_maml.episodes import batched, merge_task_axis
-from tf_maml.keras_patches import copy_compile_metrics, update_compile_metrics
+from tf_maml.keras_patches import compile_metrics, copy_compile_metrics, update_compile_metrics
 
 PREFIX = "served_"
 
@@ -83,7 +83,7 @@ class ServedFigures:
         # Called eagerly, after Keras built the compiled metrics, before tracing.
         if self.transductive and self._episode_spec is not None:
             self._served_metrics.create(
-                self._compile_metrics, self.distribute_strategy, batched(self.label_spec),
+                compile_metrics(self), self.distribute_strategy, batched(self.label_spec),
                 self.inner_loop.output_spec(self.example_spec),
             )
         return super().make_test_function(force)

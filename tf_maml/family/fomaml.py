@@ -2,7 +2,17 @@
 
 import keras
 
+from tf_maml.learners import hyperparameter
 from tf_maml.meta_learner import MAML
+
+
+def _first_order_only(meta, value):
+    if value is not True:
+        raise ValueError(
+            f"FOMAML is first-order; received first_order={value!r}. For second-order "
+            "meta-gradients use MAML."
+        )
+    return True
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
@@ -15,11 +25,9 @@ class FOMAML(MAML):
     (`inner_optimizer`) applies.
     """
 
+    first_order = hyperparameter("first_order", _first_order_only, "Always True.")
+
     def __init__(self, model, inner_lr=None, inner_steps=1, first_order=True, **kwargs):
-        if first_order is not True:
-            raise ValueError(
-                f"FOMAML is first-order; received first_order={first_order!r}. For "
-                "second-order meta-gradients use MAML."
-            )
+        _first_order_only(None, first_order)
         super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, first_order=True,
                          **kwargs)

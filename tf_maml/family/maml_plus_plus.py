@@ -7,6 +7,7 @@ import tensorflow as tf
 from tf_maml import rules, support_statistics
 from tf_maml.arguments import checked_inner_lr, checked_int, refuse
 from tf_maml.episodes import task_parts
+from tf_maml.learners import fixed, hyperparameter
 from tf_maml.meta_learner import MAML
 from tf_maml.rules.base import step_index
 
@@ -80,6 +81,15 @@ class MAMLPlusPlus(MAML):
     ```
     """
 
+    inner_steps = hyperparameter(
+        "inner_steps", fixed("inner_steps", "LSLR's step sizes and the per-step BatchNorm "
+                             "weights have one entry per inner step"),
+        "Inner steps per task in meta-training.")
+    first_order = hyperparameter(
+        "first_order", fixed("first_order", "it anneals from first to second order with "
+                             "first_order_steps"),
+        "False: MAML++ is first-order for `first_order_steps` meta-steps only.")
+
     def __init__(self, model, inner_lr=0.1, inner_steps=5, learned_step_sizes=True,
                  multi_step_loss_steps=7500, first_order_steps=0, per_step_batch_norm=True,
                  first_order=False, **kwargs):
@@ -105,6 +115,11 @@ class MAMLPlusPlus(MAML):
             rule = rules.chain(_SecondOrderAfter(self), rule)
         super().__init__(model, inner_steps=inner_steps, inner_optimizer=rule, **kwargs)
         self._inner_lr = inner_lr
+
+    def _member_rule(self, rule):
+        raise AttributeError(
+            f"`inner_optimizer` of MAMLPlusPlus is fixed: its rule is LSLR "
+            f"(learned_step_sizes; received {rule!r}).")
 
     @property
     def step_sizes(self):
@@ -166,7 +181,7 @@ class MAMLPlusPlus(MAML):
                 fast, state, support_x, query_x, self.transductive, step, support_weight,
                 query_weight,
             )
-            loss = self._task_loss(query_y, y_pred, extra, query_weight)
+            loss = self._task_loss(query_x, query_y, y_pred, extra, query_weight, training)
             objective += tf.cast(weights[step], loss.dtype) * loss
         return fast, state, y_pred, loss, objective
 

@@ -37,6 +37,12 @@ class MetaSGD(MAML):
                          **kwargs)
         self._inner_lr = inner_lr
 
+    def _member_rule(self, rule):
+        raise AttributeError(
+            f"`inner_optimizer` of MetaSGD is fixed: its rule is rules.meta_sgd(inner_lr) "
+            f"(received {rule!r}). For another rule with learned step sizes use "
+            "MAML(inner_optimizer=...).")
+
     @property
     def inner_lrs(self):
         """The learned step sizes, one variable per trainable variable of the model."""

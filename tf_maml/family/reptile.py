@@ -6,6 +6,7 @@ import tensorflow as tf
 from tf_maml import rules
 from tf_maml.arguments import refuse
 from tf_maml.arguments import checked_inner_lr
+from tf_maml.learners import fixed, hyperparameter
 from tf_maml.meta_learner import MAML
 
 INNER_OPTIMIZERS = ("sgd", "adam")
@@ -43,6 +44,9 @@ class Reptile(MAML):
     """
 
     _meta_gradient_from_tape = False
+    first_order = hyperparameter(
+        "first_order", fixed("first_order", "Reptile never differentiates through the inner loop"),
+        "True: Reptile's meta-gradient takes no derivative of the inner loop.")
 
     def __init__(self, model, inner_lr=0.001, inner_steps=5, inner_optimizer="sgd", **kwargs):
         refuse(kwargs, "Reptile", first_order="it never differentiates through the inner loop")

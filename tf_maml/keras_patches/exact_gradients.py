@@ -15,13 +15,18 @@ not, although their first derivatives are right:
 3. On a GPU, `LSTM` and `GRU` run cuDNN's kernels by default, whose gradient
    has no gradient of its own.
 
-`exact_second_order()` swaps these backend functions, for the duration of a
-trace, for formulations whose gradient graphs differentiate exactly: the
+Within `exact_second_order()` these backend functions are replaced, for the
+calling thread only, by formulations whose gradient graphs differentiate
+exactly: the
 variance without `stop_gradient`, max-pooling as an elementwise maximum over
 strided slices, and for recurrent layers Keras' own generic kernel (a
 `tf.while_loop` of the cell, which Keras falls back to when the cuDNN path
 declines). The forward results are the same up to float rounding, and the
-user's model is used unchanged. (The cuDNN case is untested: no GPU here;
+user's model is used unchanged. The backend functions are replaced once by
+dispatchers that run the stock function unless a context of the calling
+thread asks otherwise, so one thread tracing a meta-step never changes what
+another thread traces (as `fused_batch_norm` does for BatchNormalization).
+(The cuDNN case is untested: no GPU here;
 tests/test_sequence_models.py checks it with a GPU pretended.)
 """
 
@@ -29,6 +34,7 @@ import contextlib
 import functools
 import itertools
 import math
+import threading
 
 import tensorflow as tf
 from keras.src import backend as keras_backend
@@ -97,9 +103,66 @@ def _decline_cudnn(*args, **kwargs):
     raise NotImplementedError
 
 
+_STOCK_MOMENTS = tf_backend_nn._compute_moments
+_STOCK_LSTM, _STOCK_GRU = keras_backend.lstm, keras_backend.gru
+# Per thread: None outside any context, else whether XLA compiles what is traced.
+_local = threading.local()
+_install_lock = threading.Lock()
+
+
+def _xla_mode():
+    return getattr(_local, "xla", None)
+
+
+def _moments(x, axes, keepdims):
+    if _xla_mode() is None:
+        return _STOCK_MOMENTS(x, axes, keepdims)
+    return _exact_moments(x, axes, keepdims)
+
+
+def _max_pool(*args, **kwargs):
+    if _xla_mode():
+        return max_pool_by_slices(*args, **kwargs)
+    return _STOCK_MAX_POOL(*args, **kwargs)
+
+
+def _recurrent(stock):
+    def dispatch(*args, **kwargs):
+        if _xla_mode() is None:
+            return stock(*args, **kwargs)
+        return _decline_cudnn(*args, **kwargs)
+
+    return dispatch
+
+
+_DISPATCHERS = (
+    (tf_backend_nn, "_compute_moments", _moments),
+    (tf_backend_nn, "max_pool", _max_pool),
+    (keras_backend, "lstm", _recurrent(_STOCK_LSTM)),
+    (keras_backend, "gru", _recurrent(_STOCK_GRU)),
+)
+
+
+def _install():
+    """Puts the dispatchers in place of the backend functions, once (stock by default)."""
+    with _install_lock:
+        if all(getattr(module, name) is d for module, name, d in _DISPATCHERS):
+            return
+        for module, name, dispatcher in _DISPATCHERS:
+            setattr(module, name, dispatcher)
+
+
+def active():
+    """Whether the calling thread is inside `exact_second_order`: None if not, else its `xla`."""
+    return _xla_mode()
+
+
 @contextlib.contextmanager
 def exact_second_order(xla):
-    """Within this context, Keras layers traced on TF have exact second derivatives.
+    """Within this context, Keras layers traced on TF in this thread have exact second derivatives.
+
+    Other threads are not affected: they trace the stock ops unless they
+    enter the context themselves.
 
     Args:
         xla: whether the code traced inside is compiled with XLA; max-pooling
@@ -114,14 +177,10 @@ def exact_second_order(xla):
         step(batch)  # traced here, with the exact ops
     ```
     """
-    saved = (tf_backend_nn._compute_moments, tf_backend_nn.max_pool,
-             keras_backend.lstm, keras_backend.gru)
-    tf_backend_nn._compute_moments = _exact_moments
-    keras_backend.lstm = keras_backend.gru = _decline_cudnn
-    if xla:
-        tf_backend_nn.max_pool = max_pool_by_slices
+    _install()
+    before = _xla_mode()
+    _local.xla = bool(xla)
     try:
         yield
     finally:
-        (tf_backend_nn._compute_moments, tf_backend_nn.max_pool,
-         keras_backend.lstm, keras_backend.gru) = saved
+        _local.xla = before

@@ -115,3 +115,49 @@ def _without_none(metrics):
     if isinstance(metrics, (list, tuple)):
         return [_without_none(m) for m in metrics if m is not None]
     return metrics
+
+
+def compile_loss(model):
+    """Keras' compiled loss of `model` (nested losses, loss weights, per-output trackers),
+    or None before `compile`."""
+    return getattr(model, "_compile_loss", None)
+
+
+def compile_metrics(model):
+    """Keras' compiled metrics of `model`, or None before `compile` or without metrics."""
+    return getattr(model, "_compile_metrics", None)
+
+
+def loss_tracker(model):
+    """The `Mean` that Keras logs as `loss`."""
+    return model._loss_tracker
+
+
+def set_initial_epoch(model, epoch):
+    """Makes the next `fit` of `model` start at `epoch` (as Keras' BackupAndRestore does)."""
+    model._initial_epoch = epoch
+
+
+def is_validation_within_fit(kwargs):
+    """Whether `evaluate(**kwargs)` is the validation `fit` runs (with fit's callbacks)."""
+    return bool(kwargs.get("_use_cached_eval_dataset"))
+
+
+class BuildsItself:
+    """Mixed into a `keras.Model` that builds itself from the data handed to `fit`.
+
+    Keras' symbolic build reads a batch as `(x, y)` and calls the model on
+    `x` (under tf.distribute it also reduces the batch across replicas, which
+    fails for MultiWorkerMirrored). Where `only_optimizer_to_build()` says so,
+    only the compiled optimizer is built instead.
+    """
+
+    def only_optimizer_to_build(self):
+        return True
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not self.only_optimizer_to_build():
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)

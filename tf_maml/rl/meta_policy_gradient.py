@@ -16,16 +16,70 @@ from tf_maml import guards
 from tf_maml import task_loop as task_loop_lib
 from tf_maml.arguments import checked_fraction, checked_int, checked_rule
 from tf_maml.inner_loop import InnerLoop
+from tf_maml.learners import MetaLearner, hyperparameter
 from tf_maml.rl import advantages as advantages_lib
 from tf_maml.rl import envs as envs_lib
 from tf_maml.rl import objectives, policies, rollouts, serving
+from tf_maml.keras_patches import is_validation_within_fit
 from tf_maml.rl.tasks import checked_task_batch
 
 DEFAULT_INNER_LR = 0.1  # the MAML paper's, for 2D navigation
 
 
+def _checked_inner_steps(meta, value):
+    value = checked_int(value, "inner_steps", 0)
+    if getattr(meta, "estimator", None) == "unbiased" and value > 1:
+        raise ValueError(
+            f"estimator='unbiased' takes one inner step in meta-training; received "
+            f"inner_steps={value}. Use estimator='lvc' for several.")
+    return value
+
+
+def _checked_estimator(meta, value):
+    if value not in objectives.ESTIMATORS:
+        raise ValueError(f"`estimator` must be one of {objectives.ESTIMATORS}; received "
+                         f"{value!r}.")
+    if value == "unbiased" and getattr(meta, "inner_steps", 1) > 1:
+        raise ValueError(
+            f"estimator='unbiased' takes one inner step in meta-training; received "
+            f"inner_steps={meta.inner_steps}. Use estimator='lvc' for several.")
+    return value
+
+
+def _checked_baseline(meta, value):
+    if value not in ("linear", None):
+        raise ValueError(f"`baseline` must be 'linear' or None; received {value!r}.")
+    return value
+
+
+def _checked_parallel_tasks(meta, value):
+    if value == "auto":
+        value = 4 if meta.env.pure else 1
+    value = checked_int(value, "parallel_tasks", 1)
+    if not meta.env.pure and value > 1:
+        raise ValueError(
+            f"{type(meta.env).__name__} steps its environments outside the graph: its tasks "
+            f"must run one at a time (parallel_tasks=1); received {value}.")
+    return value
+
+
+def _inner_loop(meta, rule):
+    """The inner loop of `rule` (built by it), or an error if the rule learns variables."""
+    inner_loop = InnerLoop(meta.model, meta._task_loss, rule)
+    if rule.variables:
+        raise ValueError(
+            f"{rule!r} has meta-learned variables (learned step sizes); "
+            "MetaPolicyGradient meta-learns the policy's weights only. Use a rule "
+            "without variables (rules.sgd, rules.adam, rules.chain(...)).")
+    return inner_loop
+
+
+def _number(name, check):
+    return hyperparameter(name, lambda meta, value: check(value, name), f"`{name}` (see the class).")
+
+
 @keras.saving.register_keras_serializable(package="tf_maml.rl")
-class MetaPolicyGradient(keras.Model):
+class MetaPolicyGradient(MetaLearner):
     """Meta-reinforcement learning of any Keras policy (MAML, Finn et al. 2017, section 5.3).
 
     `fit` takes batches of tasks from `tf_maml.rl.task_batches(env, ...)`
@@ -83,55 +137,77 @@ class MetaPolicyGradient(keras.Model):
                  clip_ratio=0.3, discount=0.99, gae_lambda=1.0, baseline="linear",
                  normalize_advantages=True, inner_optimizer=None, parallel_tasks="auto",
                  **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(policy, keras.Model):
-            raise TypeError(f"`policy` must be a keras.Model; received {type(policy).__name__}.")
+        super().__init__(policy, **kwargs)
         if isinstance(env, dict):
             env = envs_lib.deserialize(env)
         if not isinstance(env, envs_lib.TaskEnv):
             raise TypeError(f"`env` must be a tf_maml.rl.envs.TaskEnv; received {env!r}.")
-        if estimator not in objectives.ESTIMATORS:
-            raise ValueError(f"`estimator` must be one of {objectives.ESTIMATORS}; received "
-                             f"{estimator!r}.")
-        if baseline not in ("linear", None):
-            raise ValueError(f"`baseline` must be 'linear' or None; received {baseline!r}.")
+        self.env = env
+        self.distribution = policies.check_policy(policy, env)
         if inner_optimizer is None and inner_lr is None:
             inner_lr = DEFAULT_INNER_LR
-        self.inner_optimizer, self._inner_lr = checked_rule(inner_optimizer, inner_lr)
-        self.inner_steps = checked_int(inner_steps, "inner_steps", 0)
-        if estimator == "unbiased" and self.inner_steps > 1:
-            raise ValueError(
-                f"estimator='unbiased' takes one inner step in meta-training; received "
-                f"inner_steps={inner_steps}. Use estimator='lvc' for several.")
-        self.eval_inner_steps = checked_int(eval_inner_steps, "eval_inner_steps", 0)
-        self.trajectories = checked_int(trajectories, "trajectories", 1)
-        self.outer_steps = checked_int(outer_steps, "outer_steps", 1)
-        if parallel_tasks == "auto":
-            parallel_tasks = 4 if env.pure else 1
-        self.parallel_tasks = checked_int(parallel_tasks, "parallel_tasks", 1)
-        if not env.pure and self.parallel_tasks > 1:
-            raise ValueError(
-                f"{type(env).__name__} steps its environments outside the graph: its tasks "
-                f"must run one at a time (parallel_tasks=1); received {parallel_tasks}.")
-        self.clip_ratio = checked_fraction(clip_ratio, "clip_ratio")
-        self.discount = checked_fraction(discount, "discount")
-        self.gae_lambda = checked_fraction(gae_lambda, "gae_lambda", zero_allowed=True)
-        self.first_order = bool(first_order)
+        rule, self._inner_lr = checked_rule(inner_optimizer, inner_lr)
+        self.inner_loop = _inner_loop(self, rule)
         self.estimator = estimator
+        self.inner_steps = inner_steps
+        self.eval_inner_steps = eval_inner_steps
+        self.trajectories = trajectories
+        self.outer_steps = outer_steps
+        self.parallel_tasks = parallel_tasks
+        self.clip_ratio = clip_ratio
+        self.discount = discount
+        self.gae_lambda = gae_lambda
+        self.first_order = first_order
         self.baseline = baseline
-        self.normalize_advantages = bool(normalize_advantages)
-        self.policy, self.env = policy, env
-        self.distribution = policies.check_policy(policy, env)
-        self.inner_loop = InnerLoop(policy, self._inner_loss, self.inner_optimizer)
-        if self.inner_optimizer.variables:
-            raise ValueError(
-                f"{self.inner_optimizer!r} has meta-learned variables (learned step sizes); "
-                "MetaPolicyGradient meta-learns the policy's weights only. Use a rule "
-                "without variables (rules.sgd, rules.adam, rules.chain(...)).")
+        self.normalize_advantages = normalize_advantages
         self._trackers = [keras.metrics.Mean(name=n)
                           for n in ("loss", "return", "pre_adaptation_return")]
-        self._guard = guards.StepGuard()
         self.built = True  # the policy is built; nothing depends on data
+
+    # Hyper-parameters: read while a step is traced; assigning one retraces.
+    inner_steps = hyperparameter("inner_steps", _checked_inner_steps,
+                                 "Inner steps in meta-training (0: joint pretraining).")
+    eval_inner_steps = _number("eval_inner_steps", lambda v, n: checked_int(v, n, 0))
+    trajectories = _number("trajectories", lambda v, n: checked_int(v, n, 1))
+    outer_steps = _number("outer_steps", lambda v, n: checked_int(v, n, 1))
+    clip_ratio = _number("clip_ratio", checked_fraction)
+    discount = _number("discount", checked_fraction)
+    gae_lambda = _number("gae_lambda", lambda v, n: checked_fraction(v, n, zero_allowed=True))
+    first_order = _number("first_order", lambda v, n: bool(v))
+    normalize_advantages = _number("normalize_advantages", lambda v, n: bool(v))
+    estimator = hyperparameter("estimator", _checked_estimator, "`estimator` (see the class).")
+    baseline = hyperparameter("baseline", _checked_baseline, "`baseline` (see the class).")
+    parallel_tasks = hyperparameter("parallel_tasks", _checked_parallel_tasks,
+                                    "`parallel_tasks` (see the class).")
+
+    @property
+    def policy(self):
+        """The meta-learned policy (`model`)."""
+        return self.model
+
+    @property
+    def inner_optimizer(self):
+        """The inner update rule (a `tf_maml.rules` rule without learned variables)."""
+        return self.inner_loop.rule
+
+    @inner_optimizer.setter
+    def inner_optimizer(self, rule):
+        self.inner_loop = _inner_loop(self, checked_rule(rule, None)[0])
+        self._inner_lr = None
+        self.retrace()
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The inner step's loss: the negated inner objective of a task's trajectories.
+
+        `x`: observations `[K * H, observation_size]`; `y`: a dict of their
+        `actions`, `log_probs` (under the pre-update policy), `advantages` and
+        `mask`; `y_pred`: the policy's distribution parameters. Override it
+        to change what the inner policy-gradient step descends.
+        """
+        del x, sample_weight, training
+        log_probs = self.distribution.log_prob(y_pred, y["actions"])
+        return -objectives.inner_objective(log_probs, y["log_probs"], y["advantages"],
+                                           y["mask"], self.estimator)
 
     # ------------------------------------------------------------------
     # Keras.
@@ -153,17 +229,14 @@ class MetaPolicyGradient(keras.Model):
 
     def fit(self, x=None, *args, **kwargs):
         checked_task_batch(self.env, x)
-        kwargs.setdefault("shuffle", False)  # task batches are drawn at random already
-        return super().fit(x, *args, **self._with_guard(kwargs))
+        self._check_jit_compile()
+        return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
-        if not kwargs.get("_use_cached_eval_dataset"):
+        if not is_validation_within_fit(kwargs):
             checked_task_batch(self.env, x)
-        return super().evaluate(x, *args, **self._with_guard(kwargs))
-
-    def _with_guard(self, kwargs):
         self._check_jit_compile()
-        return guards.with_fault_callback(kwargs, self._guard, self._divergence_hint)
+        return super().evaluate(x, *args, **kwargs)
 
     def _check_jit_compile(self):
         """Environments stepped in Python (tf.numpy_function) run without XLA."""
@@ -176,14 +249,12 @@ class MetaPolicyGradient(keras.Model):
                 "jit_compile=False.")
         self.jit_compile = False  # "auto" chose XLA
 
-    def _divergence_hint(self):
+    def divergence_hint(self):
         return ("Lower the outer learning rate, `inner_lr` or `clip_ratio`; a policy's log "
                 "standard deviation that runs off makes log-probabilities overflow.")
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        guards.build_optimizer(self)  # nothing to build from data: the policy is built
-
     def train_step(self, data):
+        data = keras.utils.unpack_x_y_sample_weight(data)[0]  # train_on_batch packs (x, y, w)
         params, state = self.inner_loop.current_values()
         sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
                                         self.inner_steps, True)
@@ -199,6 +270,7 @@ class MetaPolicyGradient(keras.Model):
                                       "pre_adaptation_return": returns[:, 0]})
 
     def test_step(self, data):
+        data = keras.utils.unpack_x_y_sample_weight(data)[0]
         params, state = self.inner_loop.current_values()
         returns = self._sample_adapting(params, state, data["tasks"], data["seeds"],
                                         self.eval_inner_steps, False)["returns"]
@@ -244,17 +316,6 @@ class MetaPolicyGradient(keras.Model):
             return {**trajectories, "advantages": raw, "scale": tf.ones([])}
         values, scale = advantages_lib.standardized(raw, trajectories["mask"])
         return {**trajectories, "advantages": values, "scale": tf.reshape(scale, [])}
-
-    def _inner_loss(self, y, y_pred, extra_losses, weights=None):
-        """The inner step's loss: the negated inner objective of flattened trajectories `y`."""
-        del weights
-        log_probs = self.distribution.log_prob(y_pred, y["actions"])
-        objective = objectives.inner_objective(log_probs, y["log_probs"], y["advantages"],
-                                               y["mask"], self.estimator)
-        loss = -objective
-        if extra_losses:
-            loss += tf.add_n([tf.reduce_sum(e) for e in extra_losses])
-        return loss
 
     def _flat(self, trajectories):
         """`(observations, y)`: a task's trajectories as `[K * H, ...]` examples for the inner loop."""
@@ -350,10 +411,11 @@ class MetaPolicyGradient(keras.Model):
         """The meta-gradient of the outer loss (the negated objective: descend it) for one
         batch of tasks at the current weights, mean over tasks, aligned with
         `policy.trainable_variables`: the first outer step's, not applied."""
-        params, state = self.inner_loop.current_values()
-        sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
-                                        self.inner_steps, True)
-        return self._outer_gradients(sampled)[0]
+        with self.meta_learning_ops():
+            params, state = self.inner_loop.current_values()
+            sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
+                                            self.inner_steps, True)
+            return self._outer_gradients(sampled)[0]
 
     def returns_by_step(self, data, steps=None):
         """`[T, steps + 1]`: each task's average return after 0..steps inner steps

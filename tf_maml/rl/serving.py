@@ -56,13 +56,7 @@ def adapted_policy(meta, observations, actions, rewards, mask=None, steps=1):
     steps = checked_int(steps, "steps", 0)
     trajectories = _checked_trajectories(meta, observations, actions, rewards, mask)
     params, state = adapted_values(meta, *trajectories, steps)
-    adapted = keras.models.clone_model(meta.policy)
-    adapted.name = f"{meta.policy.name}_adapted"
-    for variable, value in zip(adapted.trainable_variables, params):
-        variable.assign(value)
-    for variable, value in zip(adapted.non_trainable_variables, state):
-        variable.assign(value)
-    return adapted
+    return meta.adapted_model(params, state)
 
 
 def export_adaptive(meta, filepath, steps=1):

@@ -70,13 +70,13 @@ class Rule(Configurable):
     steps_params = True
 
     def __init__(self):
-        self._variables = []
+        self._rule_variables = []
         self.built = False
 
     @property
     def variables(self):
         """The rule's meta-learned variables (`keras.Variable`s), once built."""
-        return list(self._variables)
+        return list(self._rule_variables)
 
     def select(self, weights):
         """The `ModelWeight`s this rule adapts, from those offered; all by default."""
@@ -110,7 +110,7 @@ class Rule(Configurable):
                 np.full(shape, value, keras.backend.standardize_dtype(dtype)),
                 trainable=trainable, name=name, dtype=dtype,
             )
-        self._variables.append(variable)
+        self._rule_variables.append(variable)
         return variable
 
 

@@ -16,13 +16,13 @@ class _LearnedStepSizes(Rule):
         self.trainable = bool(trainable)
         self.learning_rates = None
 
-    def _shape(self, weight):
+    def _rate_shape(self, weight):
         raise NotImplementedError
 
     def build(self, weights):
         if self.learning_rates is None:
             self.learning_rates = [
-                self.add_variable(self._shape(w), self.initial_learning_rate,
+                self.add_variable(self._rate_shape(w), self.initial_learning_rate,
                                   f"learning_rate_{i}", w.variable.dtype, self.trainable)
                 for i, w in enumerate(weights)
             ]
@@ -42,7 +42,7 @@ class _LearnedStepSizes(Rule):
 class MetaSGDStepSizes(_LearnedStepSizes):
     """Meta-SGD (Li et al., 2017): `p - alpha * g`, `alpha` meta-learned, one per weight entry."""
 
-    def _shape(self, weight):
+    def _rate_shape(self, weight):
         return tuple(weight.variable.shape)
 
     def update(self, grads, state, params, step):
@@ -63,7 +63,7 @@ class LayerStepSizes(_LearnedStepSizes):
             raise ValueError(f"`steps` must be an integer >= 1; received {steps!r}.")
         self.steps = steps
 
-    def _shape(self, weight):
+    def _rate_shape(self, weight):
         return (self.steps,)
 
     def update(self, grads, state, params, step):

@@ -116,7 +116,7 @@ class GymTaskEnv(TaskEnv):
             self.task_size = len(self._task_low)
         else:
             self.task_size = checked_int(task_size, "task_size", 1)
-        self._lock = threading.Lock()
+        self._envs_lock = threading.Lock()
         self._envs = [self._make()]  # the first also tells the spaces
         self._read_spaces(self._envs[0])
         if horizon is None:
@@ -189,7 +189,7 @@ class GymTaskEnv(TaskEnv):
         if seeds.shape != (len(tasks), 2):
             raise ValueError(f"GymTaskEnv.reset takes one seed [2] per task ({len(tasks)}); "
                              f"received seeds of shape {seeds.shape}.")
-        with self._lock:
+        with self._envs_lock:
             while len(self._envs) < len(tasks):
                 self._envs.append(self._make())
             self._generation += 1
@@ -204,7 +204,7 @@ class GymTaskEnv(TaskEnv):
             return np.full([self._batch, 1], self._generation, np.int32), observations.copy()
 
     def _step_pool(self, tasks, state, actions):
-        with self._lock:
+        with self._envs_lock:
             if self._generation == 0:
                 raise RuntimeError("GymTaskEnv.step came before any reset.")
             if state.shape != (self._batch, 1) or np.any(state != self._generation):
@@ -227,7 +227,7 @@ class GymTaskEnv(TaskEnv):
 
     def close(self):
         """Closes the pool's gymnasium environments (the env is not usable after)."""
-        with self._lock:
+        with self._envs_lock:
             for env in self._envs:
                 env.close()
             self._envs = []

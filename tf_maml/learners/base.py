@@ -1,0 +1,232 @@
+"""`MetaLearner`: the one Keras face of tf_maml's meta-learners, supervised and RL.
+
+What every meta-learner shares is here, written once: the step guard that
+turns a non-finite or malformed step into a clear error after it, the exact
+second-order ops around every traced step, hyper-parameters that make Keras
+trace its steps anew when assigned, Keras' `compute_loss` as the task loss
+of both loops, the RNG seed state saved with the weights, and the standalone
+adapted model that `adapt` returns.
+"""
+
+import functools
+
+import keras
+import tensorflow as tf
+
+from tf_maml import episodes, guards
+from tf_maml.keras_patches import (
+    BuildsItself, compute_output_spec, exact_second_order, is_validation_within_fit,
+)
+
+
+def hyperparameter(name, check, doc):
+    """A meta-learner property read while its steps are traced.
+
+    Assigning it runs `check(meta, value)` (which returns the value to keep
+    or raises naming the attribute) and makes Keras trace the steps anew, so
+    the next `fit`, `evaluate` or `predict` computes what a meta-learner made
+    with that value computes.
+    """
+    attribute = f"_hp_{name}"
+
+    def get(self):
+        return getattr(self, attribute)
+
+    def set_(self, value):
+        setattr(self, attribute, check(self, value))
+        self.retrace()
+
+    return property(get, set_, doc=doc)
+
+
+def fixed(name, why):
+    """A `hyperparameter` check for a value a member fixes when it is made: the first
+    assignment (from `__init__`) passes, later ones raise naming the attribute."""
+    def check(meta, value):
+        if hasattr(meta, f"_hp_{name}"):
+            raise AttributeError(
+                f"`{name}` of {type(meta).__name__} is fixed when it is made ({why}); make a "
+                f"new {type(meta).__name__} with {name}={value!r} (its weights can be copied "
+                "with set_weights).")
+        return value
+
+    return check
+
+
+@keras.saving.register_keras_serializable(package="tf_maml")
+class MetaLearner(BuildsItself, keras.Model):
+    """Base of tf_maml's meta-learners: a `keras.Model` whose `fit` meta-trains `model`.
+
+    Subclasses (`tf_maml.MAML` and its family, `tf_maml.rl.MetaPolicyGradient`)
+    write `train_step`, `test_step` and `compute_loss`; this base gives them:
+
+    - the step guard: a step whose meta-loss or meta-gradient is not finite,
+      or whose episodes are malformed, updates nothing, and `fit`,
+      `evaluate`, `train_on_batch` and `test_on_batch` raise a clear error
+      right after it (`tf_maml.guards`; `divergence_hint` adds the likely
+      causes);
+    - exact second derivatives: every `train_step`, `test_step` and
+      `predict_step` a subclass writes runs within `meta_learning_ops()`
+      (`tf_maml.exact_second_order`, per thread);
+    - hyper-parameters that retrace (`hyperparameter`): assigned after `fit`
+      or `evaluate`, they apply from the next call, or raise naming the
+      attribute where a change cannot apply;
+    - `compute_loss(x, y, y_pred, sample_weight, training)`, Keras'
+      customization point, as the task loss: the inner loop descends it on
+      the support set and the outer loop meta-learns through it on the
+      query set (an override applies to both);
+    - `adapted_model(params, state)`: a standalone copy of `model` holding
+      given weights, what `adapt` returns;
+    - the RNG seed state of `model` (Dropout) saved with the weights.
+
+    Args:
+        model: the `keras.Model` whose weights are meta-learned.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        # Every step a subclass writes runs within `meta_learning_ops()`: the
+        # ops are chosen per thread, and under tf.distribute each replica's
+        # step is traced in a thread of its own.
+        super().__init_subclass__(**kwargs)
+        for name in ("train_step", "test_step", "predict_step"):
+            step = cls.__dict__.get(name)
+            if step is not None and not hasattr(step, "within_meta_learning_ops"):
+                setattr(cls, name, _within_meta_learning_ops(step))
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+        self.model = model
+        # Faults of a step (NaN, bad labels, empty sets); not a weight, never saved.
+        self._guard = guards.StepGuard()
+
+    # ------------------------------------------------------------------
+    # Traced steps: hyper-parameters read while tracing, exact ops.
+
+    def retrace(self):
+        """Makes Keras trace the `fit`, `evaluate` and `predict` steps anew at their next call.
+
+        Assigning a hyper-parameter calls it; subclasses drop other traces here too.
+        """
+        self.train_function = self.test_function = self.predict_function = None
+
+    def meta_learning_ops(self):
+        """The context every step runs in: exact second derivatives (this thread only)."""
+        return exact_second_order(xla=bool(self.jit_compile))
+
+    # ------------------------------------------------------------------
+    # The task loss.
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The loss of one task's predictions `y_pred` of examples `x` with labels `y`.
+
+        The inner loop descends it on the support set; the meta-objective is
+        it on the query set after adaptation. Override it (as Keras
+        documents) to change both. The model's regularization losses of the
+        same forward pass are added to it by the meta-learner.
+
+        Args:
+            x: the examples (one task's, no task axis).
+            y: their labels.
+            y_pred: the model's predictions under the weights at hand.
+            sample_weight: `[examples]` weights, 0 marking padding; or None.
+            training: True in the inner loop and in meta-training steps,
+                False in evaluation's query losses.
+
+        Returns:
+            A scalar: the task's loss, not divided by the number of replicas.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss().")
+
+    def _task_loss(self, x, y, y_pred, extra_losses=(), sample_weight=None, training=True):
+        """`compute_loss` plus the regularization losses of the forward pass."""
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                 training=training)
+        if extra_losses:
+            loss += tf.add_n([tf.cast(tf.reduce_sum(e), loss.dtype) for e in extra_losses])
+        return loss
+
+    # ------------------------------------------------------------------
+    # Keras' entry points, with the step guard.
+
+    def divergence_hint(self):
+        """The likely causes of a non-finite loss, for the error message."""
+        return "Lower the outer learning rate or the inner step size."
+
+    def _with_fault_callback(self, kwargs):
+        if is_validation_within_fit(kwargs):  # runs with fit's callbacks
+            return kwargs
+        return guards.with_fault_callback(kwargs, self._guard, self.divergence_hint)
+
+    def _raise_if_fault(self, phase, call):
+        self._guard.reset()
+        result = call()
+        self._guard.raise_if_fault(phase, self.divergence_hint())
+        return result
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
+        return super().fit(x, y, *args, **self._with_fault_callback(kwargs))
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        return super().evaluate(x, y, *args, **self._with_fault_callback(kwargs))
+
+    def train_on_batch(self, x=None, y=None, *args, **kwargs):
+        return self._raise_if_fault(
+            "train", lambda: super(MetaLearner, self).train_on_batch(x, y, *args, **kwargs))
+
+    def test_on_batch(self, x=None, y=None, *args, **kwargs):
+        return self._raise_if_fault(
+            "evaluation", lambda: super(MetaLearner, self).test_on_batch(x, y, *args, **kwargs))
+
+    # ------------------------------------------------------------------
+    # Weights.
+
+    def adapted_model(self, params, state, example_spec=None):
+        """A new `keras.Model` like `model`, holding `params` and `state` as its weights.
+
+        `example_spec`: the per-example spec to build the copy for, if cloning
+        leaves it unbuilt (a subclassed model).
+        """
+        adapted = keras.models.clone_model(self.model)
+        adapted.name = f"{self.model.name}_adapted"
+        if not adapted.built and example_spec is not None:
+            compute_output_spec(adapted, episodes.batched(example_spec), training=False)
+        for variable, value in zip(adapted.trainable_variables, params):
+            variable.assign(value)
+        for variable, value in zip(adapted.non_trainable_variables, state):
+            variable.assign(value)
+        return adapted
+
+    # The RNG seed state of `model` (Dropout's seed generators) is outside
+    # Keras' `weights`: without it, a reloaded meta-learner or a resumed run
+    # would draw other dropout masks. Saved beside the own variables as `rng_<i>`.
+
+    def _unsaved_state(self):
+        saved = {id(v) for v in self.model.weights}
+        return [v for v in self.model.non_trainable_variables if id(v) not in saved]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, variable in enumerate(self._unsaved_state()):
+            store[f"rng_{i}"] = variable
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        super().load_own_variables({k: store[k] for k in keys if not k.startswith("rng_")})
+        for i, variable in enumerate(self._unsaved_state()):
+            if f"rng_{i}" in keys:  # files written before tf_maml saved it have none
+                variable.assign(store[f"rng_{i}"])
+
+
+def _within_meta_learning_ops(step):
+    @functools.wraps(step)
+    def within_ops(self, data):
+        with self.meta_learning_ops():
+            return step(self, data)
+
+    within_ops.within_meta_learning_ops = True
+    return within_ops
