@@ -18,12 +18,14 @@ from tf_maml import data  # noqa: E402
 from tf_maml import episodes  # noqa: E402
 from tf_maml import family  # noqa: E402
 from tf_maml import layers  # noqa: E402
+from tf_maml import learners  # noqa: E402
 from tf_maml import nets  # noqa: E402
 from tf_maml import rl  # noqa: E402
 from tf_maml import rules  # noqa: E402
 from tf_maml.family import ANIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile  # noqa: E402
 from tf_maml.keras_patches import exact_second_order  # noqa: E402
 from tf_maml.meta_learner import MAML  # noqa: E402
+from tf_maml.meta_objective import TaskObjective  # noqa: E402
 from tf_maml import tuning  # noqa: E402
 
 __version__ = "0.1.0"
@@ -35,11 +37,13 @@ __all__ = [
     "MAMLPlusPlus",
     "MetaSGD",
     "Reptile",
+    "TaskObjective",
     "data",
     "episodes",
     "exact_second_order",
     "family",
     "layers",
+    "learners",
     "nets",
     "rl",
     "rules",

@@ -70,7 +70,7 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
                     y_pred, extra = loop.predict(
                         fast, task_state, sx, qx, transductive, last_step(step), sw, qw
                     )
-                    loss = meta_learner._task_loss(qx, qy, y_pred, extra, qw, False)
+                    loss = meta_learner.task_loss(qx, qy, y_pred, extra, qw, False)
                     by_step[prefix + "loss"].append(tf.cast(loss, tf.float64))
                     if classification:
                         hits = tf.equal(tf.argmax(y_pred, axis=-1, output_type=qy.dtype), qy)

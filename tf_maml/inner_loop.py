@@ -97,7 +97,9 @@ class InnerLoop:
         Args:
             params, state: the model's trainable and non-trainable values.
             steps: a Python int; `first_step` numbers the first of them.
-            first_order: if True, the inner gradients are constants.
+            first_order: if True, the inner gradients are constants; a scalar
+                bool tensor switches that in the graph (the second-order
+                graph is built either way: MAML++'s DA).
             rule_state: the rule's state to continue from; None starts a task.
 
         Returns:
@@ -105,10 +107,11 @@ class InnerLoop:
         """
         if rule_state is None:
             rule_state = self.init(params)
-        recompute = self.recompute and not first_order
+        recompute = self.recompute and first_order is not True
         step_fn = functools.partial(self.step, first_order=first_order, weights=weights)
         if recompute:
-            step_fn = functools.partial(self._recomputed_step, weights=weights)
+            step_fn = functools.partial(self._recomputed_step, first_order=first_order,
+                                        weights=weights)
         elif tf.inside_function():
             # While tracing, one tf.function traced once and called at every
             # step: tracing time stays flat in the number of steps. Eagerly
@@ -131,13 +134,17 @@ class InnerLoop:
         adapted = [params[i] for i in self.adapted]
         grads = tape.gradient(loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (embeddings) made dense
-        if first_order:
+        if first_order is True:
             grads = [tf.stop_gradient(g) for g in grads]
+        elif first_order is not False:  # a tensor: 1 keeps the value, drops the derivative
+            second = 1.0 - tf.cast(first_order, grads[0].dtype) if grads else None
+            grads = [tf.stop_gradient(g) + second * (g - tf.stop_gradient(g)) for g in grads]
         updated, rule_state = self.rule.update(grads, rule_state, adapted, step)
         # Moving statistics and RNG seeds move on, outside the differentiated path.
         return self._with_adapted(params, updated), [tf.stop_gradient(s) for s in new_state], rule_state
 
-    def _recomputed_step(self, params, state, rule_state, x, y, step, weights=None):
+    def _recomputed_step(self, params, state, rule_state, x, y, step, first_order=False,
+                         weights=None):
         """`step` whose meta-gradient recomputes it (gradient checkpointing).
 
         Only the step's inputs are kept for the backward pass, not its
@@ -162,7 +169,7 @@ class InnerLoop:
                 with keras.StatelessScope(state_mapping=reading, initialize_variables=False):
                     out, out_state, out_rule = self.step(
                         list(values[:num_params]), state, rule_values, x, y, step,
-                        weights=weights,
+                        first_order=first_order, weights=weights,
                     )
                 # Every weight is an input; only the adapted ones are outputs.
                 # (Identities: a rule state passed through unchanged is an output too.)

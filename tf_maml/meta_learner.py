@@ -1,9 +1,11 @@
 """MAML as a `keras.Model`: `fit` meta-trains, `evaluate` reports few-shot results.
 
-The Keras face of tf_maml: arguments and config, the checks of episodes
-handed over, and the train, test and predict steps. A step runs the task
-loop (`tf_maml.task_loop`) over a per-task function that adapts with the
-inner loop (`tf_maml.inner_loop`) and its update rule (`tf_maml.rules`).
+The supervised meta-learner: its arguments, hyper-parameters and config,
+building, adaptation and export. The steps Keras runs are in
+`tf_maml.meta_steps`, what a member may change (the task objective and its
+meta-gradient) in `tf_maml.meta_objective`; a step runs the task loop
+(`tf_maml.task_loop`) over tasks that adapt with the inner loop
+(`tf_maml.inner_loop`) and its update rule (`tf_maml.rules`).
 """
 
 import contextlib
@@ -11,18 +13,17 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from tf_maml import adaptation, compiled_loss, guards, preparation, rules, support_statistics
-from tf_maml import labels as labels_lib
+from tf_maml import adaptation, compiled_loss, preparation, rules, support_statistics
 from tf_maml.arguments import checked_int, checked_rule
 from tf_maml import task_loop as task_loop_lib
 from tf_maml import episodes as episodes_lib
-from tf_maml.inner_loop import InnerLoop, last_step
+from tf_maml.inner_loop import InnerLoop
 from tf_maml.learners.base import MetaLearner, hyperparameter
 from tf_maml.meta_objective import MetaObjective
+from tf_maml.meta_steps import MetaSteps
 from tf_maml.served_metrics import ServedFigures, ServedMetrics
 from tf_maml.keras_patches import (
-    compile_loss, compile_metrics, compute_output_spec, fused_kernels, is_multi_worker,
-    loss_tracker, unscale_loss_for_distribution, update_compile_metrics,
+    compile_loss, compute_output_spec, fused_kernels, unscale_loss_for_distribution,
 )
 
 
@@ -44,7 +45,7 @@ def _flag(name):
 
 @keras.saving.register_keras_serializable(package="tf_maml")
 class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedFigures,
-           MetaObjective, MetaLearner):
+           MetaSteps, MetaObjective, MetaLearner):
     """Model-Agnostic Meta-Learning (Finn et al., 2017) for any Keras model.
 
     Wraps a Keras model (Sequential, functional or subclassed) and meta-trains
@@ -174,7 +175,11 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         self._episode_spec = None
         self._traced_adaptation = adaptation.TracedAdaptation()
         self._served_metrics = ServedMetrics()
-        if model.built:
+
+    def _after_init(self):
+        # A model built already builds the meta-learner, once the member's own
+        # __init__ has set what its build reads (`MetaLearner.__init_subclass__`).
+        if self.model.built:
             self._build_inner_loop()
 
     # ------------------------------------------------------------------
@@ -211,7 +216,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
 
     @inner_optimizer.setter
     def inner_optimizer(self, rule):
-        rule = self._member_rule(checked_rule(rule, None)[0])
+        rule = self.inner_rule(checked_rule(rule, None)[0])
         if self.inner_loop is not None:
             inner_loop = self._make_inner_loop(rule)  # builds the rule: its variables exist
             if rule.variables or self._inner_optimizer.variables:
@@ -225,9 +230,12 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         self._inner_optimizer, self._inner_lr = rule, None
         self.retrace()
 
-    def _member_rule(self, rule):
-        """The rule the inner loop runs when `inner_optimizer` is assigned `rule` (ANIL
-        masks it)."""
+    def inner_rule(self, rule):
+        """The rule the inner loop runs when `inner_optimizer` is assigned `rule`.
+
+        Part of the member contract (docs/family.md): ANIL masks it, members
+        whose rule is their method raise naming `inner_optimizer`.
+        """
         return rule
 
     def retrace(self):
@@ -282,14 +290,14 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
     def _build_inner_loop(self):
         if self.inner_loop is not None:
             return
-        self._build_member()
+        self.build_member()
         self.inner_loop = self._make_inner_loop(self.inner_optimizer)
         # Tracked by Keras, so trained and saved as the meta-learner's own weights.
         self.rule_variables = self.inner_optimizer.variables
 
     def _make_inner_loop(self, rule):
         return InnerLoop(
-            self.model, self._task_loss, rule, forward_params=self._forward_params,
+            self.model, self.task_loss, rule, forward_params=self.step_weights,
             recompute=self.recompute_inner_steps, meta_variables=lambda: self.meta_variables,
         )
 
@@ -386,27 +394,6 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         """
         adaptation.export_adaptive(self, filepath, steps)
 
-    def _update_metrics(self, query_y, result, query_weight=None):
-        loss_tracker(self).update_state(result["loss"], sample_weight=result["num_tasks"])
-        self.pre_adaptation_loss_tracker.update_state(
-            result["pre_adaptation_loss"], sample_weight=result["num_tasks"]
-        )
-        for tracker in compiled_loss.trackers(compile_loss(self)):  # each output's loss
-            tracker.update_state(result[tracker.name], sample_weight=result["num_tasks"])
-        if compile_metrics(self) is not None:
-            update_compile_metrics(
-                compile_metrics(self),
-                episodes_lib.merge_task_axis(query_y),
-                episodes_lib.merge_task_axis(result["predictions"]),
-                None if query_weight is None else episodes_lib.merge_task_axis(query_weight),
-            )
-        logs = {**self.get_metrics_result(), **self._served_logs(query_y, result, query_weight)}
-        if is_multi_worker(self.distribute_strategy):
-            # Keras reduces logs across workers with a mean over axis 0, which
-            # scalars lack (Keras 3.15): give them that axis.
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
-
     @contextlib.contextmanager
     def meta_learning_ops(self):
         """While tracing a step: exact second derivatives, and BatchNorm fused
@@ -414,88 +401,3 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         with super().meta_learning_ops():
             with fused_kernels(self.fused_batch_norm, xla=bool(self.jit_compile)):
                 yield
-
-    def _checked_episode(self, data):
-        """`(support, query, weights, empty, bad_labels, detail)`: see
-        `guards.checked_episode`; `weights` is `(support_weight, query_weight)` or None."""
-        support, query, weights = episodes_lib.unpack(data)
-        query_x, query_y = query
-        # Episodes read from a generator reach the step unchecked: build here, eagerly.
-        preparation.build_loss_and_metrics(
-            self, episodes_lib.per_example(query_x), episodes_lib.per_example(query_y)
-        )
-        pairs = self._labelled_outputs(
-            episodes_lib.per_example(query_x), episodes_lib.per_example(query_y), "query_y"
-        )
-        return guards.checked_episode(support, query, labels_lib.classes(pairs), weights)
-
-    def _apply_update(self, variables, gradients, state):
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        for variable, value in zip(self.model.non_trainable_variables, state):
-            variable.assign(value)
-
-    def train_step(self, data):
-        support, query, weights, empty, bad_labels, detail = self._checked_episode(data)
-        result = self._run_tasks(
-            support, query, self.inner_steps, self.first_order, with_gradients=True,
-            weights=weights,
-        )
-        variables = self.model.trainable_variables + self.meta_variables
-        gradients = dict(zip(map(id, variables), result["grads"]))
-        # In Keras' order of trainable_variables, the order in which a loaded
-        # model rebuilds the optimizer's slots.
-        variables = [v for v in self.trainable_variables if id(v) in gradients]
-        gradients = [gradients[id(v)] for v in variables]
-        finite = guards.all_finite(gradients + [result["loss"]])
-        ok = self._guard.record(
-            empty, bad_labels, ~finite, self.optimizer.iterations + 1, detail
-        )
-        guards.run_if(ok, self._apply_update, variables, gradients, result["state"])
-        return self._update_metrics(query[1], result, None if weights is None else weights[1])
-
-    def test_step(self, data):
-        # Evaluation leaves the model as it was: moving statistics and RNG
-        # seeds are not written back.
-        support, query, weights, empty, bad_labels, detail = self._checked_episode(data)
-        result = self._run_tasks(support, query, self.eval_inner_steps, True,
-                                 with_gradients=False, served=self.transductive,
-                                 weights=weights)
-        finite = tf.reduce_all(tf.math.is_finite(result["loss"]))
-        self._guard.record(empty, bad_labels, ~finite, 0, detail)
-        return self._update_metrics(query[1], result, None if weights is None else weights[1])
-
-    def predict_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if y is not None:  # full episodes: ((sx, sy[, sw]), (qx, qy[, qw]))
-            support, query_x = x, y[0]
-            query_weight = episodes_lib.as_weights(y[2] if len(y) == 3 else None)
-        else:  # ((sx, sy[, sw]), qx): padded queries need full episodes (their weights)
-            support, query_x = x
-            query_weight = None
-        support_weight = episodes_lib.as_weights(support[2] if len(support) == 3 else None)
-        params, state = self.inner_loop.current_values()
-        steps = self.eval_inner_steps
-
-        def one_task(task):
-            sx, sy, qx, sw, qw = task
-            fast, new_state, _ = self.inner_loop.adapt(params, state, sx, sy, steps, True,
-                                                       weights=sw)
-            y_pred, _ = self.inner_loop.predict(
-                fast, new_state, sx, qx, self.transductive, last_step(steps), sw, qw
-            )
-            return y_pred
-
-        tasks = (support[0], support[1], query_x, support_weight, query_weight)
-        present = [i for i, t in enumerate(tasks) if t is not None]
-
-        def from_present(values):  # map_fn takes no None: absent weights stay None
-            full = [None] * len(tasks)
-            for i, value in zip(present, values):
-                full[i] = value
-            return one_task(full)
-
-        return tf.map_fn(
-            from_present,
-            tuple(tasks[i] for i in present),
-            fn_output_signature=self._prediction_dtypes(query_x),
-        )

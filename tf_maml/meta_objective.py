@@ -1,12 +1,24 @@
-"""What a meta-step computes: one task's meta-objective and the meta-batch's sum.
+"""What a meta-step computes, and the public contract of a family member.
 
-`MetaObjective` is the part of `tf_maml.MAML` that the family
-(`tf_maml.family`) changes: the meta-learned variables beside the update
-rule's, the weights each inner step's forward pass runs with, the
-meta-objective of a task and its meta-gradient. The tasks of a meta-batch
-run in the task loop (`tf_maml.task_loop`); each adapts with the inner loop.
+`MetaObjective` is the part of `tf_maml.MAML` a member (`tf_maml.family`,
+or one of your own: docs/family.md, "Writing a member") changes, each
+choice a public method with MAML's default:
+
+- `build_member()` / `member_variables`: meta-learned variables besides
+  the rule's (MAML++'s per-step BatchNorm weights);
+- `step_weights(params, step)`: the weights inner step `step` runs with;
+- `task_objective(...)`: one task's adaptation and what the meta-gradient
+  differentiates (MAML++'s multi-step loss);
+- `differentiates_adaptation` and `task_meta_gradients(...)`: one task's
+  meta-gradient (Reptile's needs no tape);
+- `inner_rule(rule)` (on `MAML`): the rule run when `inner_optimizer` is
+  assigned (ANIL masks it).
+
+None is called from `__init__`. The tasks of a meta-batch run in the task
+loop (`tf_maml.task_loop`); each adapts with the inner loop.
 """
 
+import collections
 import contextlib
 
 import keras
@@ -17,29 +29,55 @@ from tf_maml import task_loop as task_loop_lib
 from tf_maml.inner_loop import last_step
 from tf_maml.keras_patches import compile_loss, scale_loss_for_distribution
 
+TaskObjective = collections.namedtuple(
+    "TaskObjective", ["fast", "state", "predictions", "loss", "objective"])
+TaskObjective.__doc__ = """One task's adaptation, as `task_objective` returns it.
+
+`fast`: the adapted weights; `state`: the model state after adaptation;
+`predictions` and `loss`: the query predictions and loss after adaptation
+(what is logged); `objective`: what the meta-gradient differentiates.
+"""
+
 
 class MetaObjective:
     """Mixed into `MAML`: the per-task meta-objective and the meta-batch."""
 
-    # What the family changes.
+    # Whether the meta-gradient differentiates through the adaptation: the
+    # tape records `task_objective` (Reptile's records nothing).
+    differentiates_adaptation = True
 
-    def _build_member(self):
-        """Creates a family member's own variables, once the model is built."""
+    def build_member(self):
+        """Creates the member's own meta-learned variables (`self.add_weight`).
 
-    def _member_variables(self):
-        """A member's meta-learned variables besides the rule's (MAML++: per-step BatchNorm)."""
+        Called once, when the meta-learner is built (the wrapped model's
+        weights exist then), never from `__init__`; list them in
+        `member_variables`.
+        """
+
+    @property
+    def member_variables(self):
+        """The member's meta-learned variables besides the rule's (MAML++: per-step BatchNorm)."""
         return []
 
-    def _forward_params(self, params, step):
-        """The weights the forward pass of inner step `step` runs with."""
+    def step_weights(self, params, step):
+        """The weights the forward pass of inner step `step` (a scalar int32 tensor)
+        runs with, from the adapted ones `params`; by default `params` themselves."""
         del step
         return params
 
-    def _meta_objective(self, task, params, state, steps, first_order, training):
-        """Adapts to one task; returns `(fast, state, query_pred, query_loss, objective)`.
+    def task_objective(self, task, params, state, steps, first_order, training):
+        """Adapts to one task and returns a `TaskObjective`.
 
-        `objective` is what the meta-gradient differentiates: the query loss
-        after the last step (MAML++: a weighted sum over steps).
+        Args:
+            task: one task's tensors (`tf_maml.episodes.task_parts(task)`).
+            params, state: the model's trainable and non-trainable values.
+            steps: inner steps (a Python int).
+            first_order: True to take the inner gradients as constants (a
+                scalar bool tensor switches it in the graph).
+            training: True in meta-training, False in evaluation.
+
+        MAML's: `steps` steps of the inner rule, the query loss after the
+        last one as the objective.
         """
         support_x, support_y, query_x, query_y, support_weight, query_weight = (
             episodes.task_parts(task))
@@ -50,15 +88,16 @@ class MetaObjective:
             fast, state, support_x, query_x, self.transductive, last_step(steps),
             support_weight, query_weight,
         )
-        loss = self._task_loss(query_x, query_y, y_pred, extra, query_weight, training)
-        return fast, state, y_pred, loss, loss
+        loss = self.task_loss(query_x, query_y, y_pred, extra, query_weight, training)
+        return TaskObjective(fast, state, y_pred, loss, loss)
 
-    # Whether the meta-gradient is differentiated through the adaptation
-    # (Reptile's is not: its tape records nothing).
-    _meta_gradient_from_tape = True
+    def task_meta_gradients(self, tape, objective, params, meta_values, fast):
+        """One task's contribution to the meta-gradient, aligned with `params + meta_values`.
 
-    def _meta_gradients(self, tape, objective, params, meta_values, fast):
-        """One task's contribution to the meta-gradient of `params + meta_values`."""
+        `tape` recorded `task_objective` (unless `differentiates_adaptation`
+        is False); `fast` are the adapted weights. MAML's: the gradient of
+        `objective` (scaled as the compiled optimizer's loss scale asks).
+        """
         del fast
         return tape.gradient(
             self.optimizer.scale_loss(objective),
@@ -73,7 +112,7 @@ class MetaObjective:
     def meta_variables(self):
         """Meta-learned variables besides the model's: the rule's and the member's."""
         self._require_inner_loop()
-        return self.inner_optimizer.variables + self._member_variables()
+        return self.inner_optimizer.variables + list(self.member_variables)
 
     def _require_inner_loop(self):
         if self.inner_loop is None:
@@ -109,12 +148,12 @@ class MetaObjective:
                 params, state, support_x, query_x, self.transductive,
                 support_weights=support_weight, weights=query_weight,
             )
-            pre_loss = self._task_loss(query_x, query_y, pre_pred, pre_extra, query_weight,
+            pre_loss = self.task_loss(query_x, query_y, pre_pred, pre_extra, query_weight,
                                        with_gradients)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
-                if with_gradients and self._meta_gradient_from_tape:
+                if with_gradients and self.differentiates_adaptation:
                     tape.watch(params + meta_values)  # otherwise the tape records nothing
-                fast, state, y_pred, loss, objective = self._meta_objective(
+                fast, state, y_pred, loss, objective = self.task_objective(
                     task, params, state, steps, first_order, with_gradients
                 )
             losses = {"loss": loss, "pre_adaptation_loss": pre_loss}
@@ -126,12 +165,12 @@ class MetaObjective:
                 served_pred, served_extra = self.inner_loop.predict(
                     fast, state, support_x, query_x, False, last_step(steps), support_weight
                 )
-                losses["served_loss"] = self._task_loss(query_x, query_y, served_pred,
+                losses["served_loss"] = self.task_loss(query_x, query_y, served_pred,
                                                         served_extra, query_weight, False)
                 predictions["served_predictions"] = served_pred
         grads = []
         if with_gradients:
-            grads = self._meta_gradients(tape, objective, params, meta_values, fast)
+            grads = self.task_meta_gradients(tape, objective, params, meta_values, fast)
         return state, grads, losses, predictions
 
     def _read_values(self):

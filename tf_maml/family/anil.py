@@ -54,7 +54,7 @@ class ANIL(MAML):
         super().__init__(model, inner_optimizer=rules.masked(rule, adapted), **kwargs)
         self._inner_lr, self.adapted_layers = inner_lr, adapted_layers
 
-    def _member_rule(self, rule):
+    def inner_rule(self, rule):
         return rules.masked(rule, self.inner_optimizer.adapted)  # the same layers adapt
 
     def get_config(self):

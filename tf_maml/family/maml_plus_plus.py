@@ -9,6 +9,7 @@ from tf_maml.arguments import checked_inner_lr, checked_int, refuse
 from tf_maml.episodes import task_parts
 from tf_maml.learners import fixed, hyperparameter
 from tf_maml.meta_learner import MAML
+from tf_maml.meta_objective import TaskObjective
 from tf_maml.rules.base import step_index
 
 
@@ -101,22 +102,26 @@ class MAMLPlusPlus(MAML):
                 "throughout use MAML(first_order=True) or FOMAML."
             )
         inner_lr = checked_inner_lr(inner_lr)
-        # Set before MAML builds the inner loop, which reads them.
-        self.learned_step_sizes = bool(learned_step_sizes)
-        self.multi_step_loss_steps = checked_int(multi_step_loss_steps, "multi_step_loss_steps", 0)
-        self.first_order_steps = checked_int(first_order_steps, "first_order_steps", 0)
-        self.per_step_batch_norm = bool(per_step_batch_norm)
-        self.batch_norm_weights = None
-        rule = rules.lslr(inner_lr, inner_steps) if self.learned_step_sizes else rules.sgd(inner_lr)
-        self._step_size_rule = rule  # before the mask and DA wrap it
-        if self.per_step_batch_norm:  # BatchNorm weights are per step, not adapted
-            rule = rules.masked(rule, _NotBatchNorm())
-        if self.first_order_steps:
-            rule = rules.chain(_SecondOrderAfter(self), rule)
+        step_sizes = rules.lslr(inner_lr, inner_steps) if learned_step_sizes else rules.sgd(inner_lr)
+        # BatchNorm weights are per step (BNWB), not adapted.
+        rule = rules.masked(step_sizes, _NotBatchNorm()) if per_step_batch_norm else step_sizes
         super().__init__(model, inner_steps=inner_steps, inner_optimizer=rule, **kwargs)
         self._inner_lr = inner_lr
+        self._step_size_rule = step_sizes
+        self.learned_step_sizes = bool(learned_step_sizes)
+        self.per_step_batch_norm = bool(per_step_batch_norm)
+        self.multi_step_loss_steps = multi_step_loss_steps
+        self.first_order_steps = first_order_steps
+        self.batch_norm_weights = None
 
-    def _member_rule(self, rule):
+    multi_step_loss_steps = hyperparameter(
+        "multi_step_loss_steps", lambda meta, v: checked_int(v, "multi_step_loss_steps", 0),
+        "Meta-steps of the multi-step loss (MSL); 0: off.")
+    first_order_steps = hyperparameter(
+        "first_order_steps", lambda meta, v: checked_int(v, "first_order_steps", 0),
+        "Meta-steps of first-order meta-gradients before second order (DA); 0: off.")
+
+    def inner_rule(self, rule):
         raise AttributeError(
             f"`inner_optimizer` of MAMLPlusPlus is fixed: its rule is LSLR "
             f"(learned_step_sizes; received {rule!r}).")
@@ -126,7 +131,7 @@ class MAMLPlusPlus(MAML):
         """LSLR's learned step sizes, `[inner_steps]` per variable (None when off)."""
         return self._step_size_rule.learning_rates if self.learned_step_sizes else None
 
-    def _build_member(self):
+    def build_member(self):
         if self.batch_norm_weights is not None:
             return
         variables = self.model.trainable_variables
@@ -149,10 +154,11 @@ class MAMLPlusPlus(MAML):
         for i, copies in zip(self._batch_norm_positions, self.batch_norm_weights):
             copies.assign(np.broadcast_to(variables[i].numpy(), copies.shape))
 
-    def _member_variables(self):
+    @property
+    def member_variables(self):
         return list(self.batch_norm_weights or [])
 
-    def _forward_params(self, params, step):
+    def step_weights(self, params, step):
         if not self.batch_norm_weights:
             return params
         index = step_index(step, self.inner_steps)
@@ -166,9 +172,12 @@ class MAMLPlusPlus(MAML):
             return tf.constant(1.0)
         return tf.cast(self.optimizer.iterations, tf.float32) / float(steps)
 
-    def _meta_objective(self, task, params, state, steps, first_order, training):
+    def task_objective(self, task, params, state, steps, first_order, training):
+        if training and self.first_order_steps:
+            # DA: first order until the switch, in the graph (no retracing).
+            first_order = self._progress(self.first_order_steps) < 1.0
         if not training or not self.multi_step_loss_steps or steps < 2:
-            return super()._meta_objective(task, params, state, steps, first_order, training)
+            return super().task_objective(task, params, state, steps, first_order, training)
         support_x, support_y, query_x, query_y, support_weight, query_weight = task_parts(task)
         weights = multi_step_loss_weights(self._progress(self.multi_step_loss_steps), steps)
         fast, rule_state, objective = params, None, 0.0
@@ -181,9 +190,9 @@ class MAMLPlusPlus(MAML):
                 fast, state, support_x, query_x, self.transductive, step, support_weight,
                 query_weight,
             )
-            loss = self._task_loss(query_x, query_y, y_pred, extra, query_weight, training)
+            loss = self.task_loss(query_x, query_y, y_pred, extra, query_weight, training)
             objective += tf.cast(weights[step], loss.dtype) * loss
-        return fast, state, y_pred, loss, objective
+        return TaskObjective(fast, state, y_pred, loss, objective)
 
     def get_config(self):
         config = super().get_config()
@@ -207,20 +216,3 @@ class _NotBatchNorm:
 
     def __repr__(self):
         return "every layer but BatchNormalization"
-
-
-class _SecondOrderAfter(rules.GradientTransform):
-    """DA: the inner gradients' second-order part switched on after `first_order_steps`.
-
-    0 before the switch, 1 after: the value is the gradient either way; only
-    its derivative (the second-order term) is switched.
-    """
-
-    def __init__(self, meta_learner):
-        super().__init__()
-        self.meta_learner = meta_learner
-
-    def transform(self, grads, state, params, step):
-        meta = self.meta_learner
-        second_order = tf.cast(meta._progress(meta.first_order_steps) >= 1.0, grads[0].dtype)
-        return [tf.stop_gradient(g) + second_order * (g - tf.stop_gradient(g)) for g in grads], state

@@ -37,7 +37,7 @@ class MetaSGD(MAML):
                          **kwargs)
         self._inner_lr = inner_lr
 
-    def _member_rule(self, rule):
+    def inner_rule(self, rule):
         raise AttributeError(
             f"`inner_optimizer` of MetaSGD is fixed: its rule is rules.meta_sgd(inner_lr) "
             f"(received {rule!r}). For another rule with learned step sizes use "

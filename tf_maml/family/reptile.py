@@ -43,7 +43,7 @@ class Reptile(MAML):
     ```
     """
 
-    _meta_gradient_from_tape = False
+    differentiates_adaptation = False
     first_order = hyperparameter(
         "first_order", fixed("first_order", "Reptile never differentiates through the inner loop"),
         "True: Reptile's meta-gradient takes no derivative of the inner loop.")
@@ -67,7 +67,7 @@ class Reptile(MAML):
         self._inner_lr = inner_lr
         self._inner_optimizer_name = inner_optimizer if isinstance(inner_optimizer, str) else None
 
-    def _meta_gradients(self, tape, objective, params, meta_values, fast):
+    def task_meta_gradients(self, tape, objective, params, meta_values, fast):
         del tape, objective
         return [p - f for p, f in zip(params, fast)] + [tf.zeros_like(v) for v in meta_values]
 

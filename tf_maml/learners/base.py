@@ -90,9 +90,14 @@ class MetaLearner(BuildsItself, keras.Model):
         # step is traced in a thread of its own.
         super().__init_subclass__(**kwargs)
         for name in ("train_step", "test_step", "predict_step"):
-            step = cls.__dict__.get(name)
-            if step is not None and not hasattr(step, "within_meta_learning_ops"):
+            step = getattr(cls, name)  # the class's own or a mixin's
+            if not hasattr(step, "within_meta_learning_ops"):
                 setattr(cls, name, _within_meta_learning_ops(step))
+        # Work that reads a subclass's attributes runs after its whole __init__
+        # (`_after_init`), never from inside it: a subclass sets its attributes
+        # after super().__init__(...) as for any Keras layer.
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _then_after_init(cls.__dict__["__init__"])
 
     def __init__(self, model, **kwargs):
         super().__init__(**kwargs)
@@ -101,6 +106,9 @@ class MetaLearner(BuildsItself, keras.Model):
         self.model = model
         # Faults of a step (NaN, bad labels, empty sets); not a weight, never saved.
         self._guard = guards.StepGuard()
+
+    def _after_init(self):
+        """Runs once the outermost `__init__` of the instance's class has returned."""
 
     # ------------------------------------------------------------------
     # Traced steps: hyper-parameters read while tracing, exact ops.
@@ -140,8 +148,9 @@ class MetaLearner(BuildsItself, keras.Model):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement compute_loss().")
 
-    def _task_loss(self, x, y, y_pred, extra_losses=(), sample_weight=None, training=True):
-        """`compute_loss` plus the regularization losses of the forward pass."""
+    def task_loss(self, x, y, y_pred, extra_losses=(), sample_weight=None, training=True):
+        """`compute_loss` plus the regularization losses of the forward pass
+        (`extra_losses`, as `stateless_call` returns them): what both loops descend."""
         loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                  training=training)
         if extra_losses:
@@ -230,3 +239,13 @@ def _within_meta_learning_ops(step):
 
     within_ops.within_meta_learning_ops = True
     return within_ops
+
+
+def _then_after_init(init):
+    @functools.wraps(init)
+    def init_then_after(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if type(self).__init__ is init_then_after:  # the outermost __init__ returned
+            self._after_init()
+
+    return init_then_after

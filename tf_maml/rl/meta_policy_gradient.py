@@ -15,67 +15,14 @@ import tensorflow as tf
 from tf_maml import guards
 from tf_maml import task_loop as task_loop_lib
 from tf_maml.arguments import checked_fraction, checked_int, checked_rule
-from tf_maml.inner_loop import InnerLoop
 from tf_maml.learners import MetaLearner, hyperparameter
 from tf_maml.rl import advantages as advantages_lib
 from tf_maml.rl import envs as envs_lib
-from tf_maml.rl import objectives, policies, rollouts, serving
+from tf_maml.rl import arguments, objectives, policies, rollouts, serving
 from tf_maml.keras_patches import is_validation_within_fit
 from tf_maml.rl.tasks import checked_task_batch
 
 DEFAULT_INNER_LR = 0.1  # the MAML paper's, for 2D navigation
-
-
-def _checked_inner_steps(meta, value):
-    value = checked_int(value, "inner_steps", 0)
-    if getattr(meta, "estimator", None) == "unbiased" and value > 1:
-        raise ValueError(
-            f"estimator='unbiased' takes one inner step in meta-training; received "
-            f"inner_steps={value}. Use estimator='lvc' for several.")
-    return value
-
-
-def _checked_estimator(meta, value):
-    if value not in objectives.ESTIMATORS:
-        raise ValueError(f"`estimator` must be one of {objectives.ESTIMATORS}; received "
-                         f"{value!r}.")
-    if value == "unbiased" and getattr(meta, "inner_steps", 1) > 1:
-        raise ValueError(
-            f"estimator='unbiased' takes one inner step in meta-training; received "
-            f"inner_steps={meta.inner_steps}. Use estimator='lvc' for several.")
-    return value
-
-
-def _checked_baseline(meta, value):
-    if value not in ("linear", None):
-        raise ValueError(f"`baseline` must be 'linear' or None; received {value!r}.")
-    return value
-
-
-def _checked_parallel_tasks(meta, value):
-    if value == "auto":
-        value = 4 if meta.env.pure else 1
-    value = checked_int(value, "parallel_tasks", 1)
-    if not meta.env.pure and value > 1:
-        raise ValueError(
-            f"{type(meta.env).__name__} steps its environments outside the graph: its tasks "
-            f"must run one at a time (parallel_tasks=1); received {value}.")
-    return value
-
-
-def _inner_loop(meta, rule):
-    """The inner loop of `rule` (built by it), or an error if the rule learns variables."""
-    inner_loop = InnerLoop(meta.model, meta._task_loss, rule)
-    if rule.variables:
-        raise ValueError(
-            f"{rule!r} has meta-learned variables (learned step sizes); "
-            "MetaPolicyGradient meta-learns the policy's weights only. Use a rule "
-            "without variables (rules.sgd, rules.adam, rules.chain(...)).")
-    return inner_loop
-
-
-def _number(name, check):
-    return hyperparameter(name, lambda meta, value: check(value, name), f"`{name}` (see the class).")
 
 
 @keras.saving.register_keras_serializable(package="tf_maml.rl")
@@ -147,7 +94,7 @@ class MetaPolicyGradient(MetaLearner):
         if inner_optimizer is None and inner_lr is None:
             inner_lr = DEFAULT_INNER_LR
         rule, self._inner_lr = checked_rule(inner_optimizer, inner_lr)
-        self.inner_loop = _inner_loop(self, rule)
+        self.inner_loop = arguments.inner_loop(self, rule)
         self.estimator = estimator
         self.inner_steps = inner_steps
         self.eval_inner_steps = eval_inner_steps
@@ -165,19 +112,22 @@ class MetaPolicyGradient(MetaLearner):
         self.built = True  # the policy is built; nothing depends on data
 
     # Hyper-parameters: read while a step is traced; assigning one retraces.
-    inner_steps = hyperparameter("inner_steps", _checked_inner_steps,
+    inner_steps = hyperparameter("inner_steps", arguments.checked_inner_steps,
                                  "Inner steps in meta-training (0: joint pretraining).")
-    eval_inner_steps = _number("eval_inner_steps", lambda v, n: checked_int(v, n, 0))
-    trajectories = _number("trajectories", lambda v, n: checked_int(v, n, 1))
-    outer_steps = _number("outer_steps", lambda v, n: checked_int(v, n, 1))
-    clip_ratio = _number("clip_ratio", checked_fraction)
-    discount = _number("discount", checked_fraction)
-    gae_lambda = _number("gae_lambda", lambda v, n: checked_fraction(v, n, zero_allowed=True))
-    first_order = _number("first_order", lambda v, n: bool(v))
-    normalize_advantages = _number("normalize_advantages", lambda v, n: bool(v))
-    estimator = hyperparameter("estimator", _checked_estimator, "`estimator` (see the class).")
-    baseline = hyperparameter("baseline", _checked_baseline, "`baseline` (see the class).")
-    parallel_tasks = hyperparameter("parallel_tasks", _checked_parallel_tasks,
+    eval_inner_steps = arguments.number("eval_inner_steps", lambda v, n: checked_int(v, n, 0))
+    trajectories = arguments.number("trajectories", lambda v, n: checked_int(v, n, 1))
+    outer_steps = arguments.number("outer_steps", lambda v, n: checked_int(v, n, 1))
+    clip_ratio = arguments.number("clip_ratio", checked_fraction)
+    discount = arguments.number("discount", checked_fraction)
+    gae_lambda = arguments.number(
+        "gae_lambda", lambda v, n: checked_fraction(v, n, zero_allowed=True))
+    first_order = arguments.number("first_order", lambda v, n: bool(v))
+    normalize_advantages = arguments.number("normalize_advantages", lambda v, n: bool(v))
+    estimator = hyperparameter("estimator", arguments.checked_estimator,
+                               "`estimator` (see the class).")
+    baseline = hyperparameter("baseline", arguments.checked_baseline,
+                              "`baseline` (see the class).")
+    parallel_tasks = hyperparameter("parallel_tasks", arguments.checked_parallel_tasks,
                                     "`parallel_tasks` (see the class).")
 
     @property
@@ -192,7 +142,7 @@ class MetaPolicyGradient(MetaLearner):
 
     @inner_optimizer.setter
     def inner_optimizer(self, rule):
-        self.inner_loop = _inner_loop(self, checked_rule(rule, None)[0])
+        self.inner_loop = arguments.inner_loop(self, checked_rule(rule, None)[0])
         self._inner_lr = None
         self.retrace()
 

@@ -1,0 +1,59 @@
+"""The arguments of `tf_maml.rl.MetaPolicyGradient`: each checked where it is given or
+assigned, with an error that names it."""
+
+from tf_maml.arguments import checked_int
+from tf_maml.inner_loop import InnerLoop
+from tf_maml.learners import hyperparameter
+from tf_maml.rl import objectives
+
+
+def checked_inner_steps(meta, value):
+    value = checked_int(value, "inner_steps", 0)
+    if getattr(meta, "estimator", None) == "unbiased" and value > 1:
+        raise ValueError(
+            f"estimator='unbiased' takes one inner step in meta-training; received "
+            f"inner_steps={value}. Use estimator='lvc' for several.")
+    return value
+
+
+def checked_estimator(meta, value):
+    if value not in objectives.ESTIMATORS:
+        raise ValueError(f"`estimator` must be one of {objectives.ESTIMATORS}; received "
+                         f"{value!r}.")
+    if value == "unbiased" and getattr(meta, "inner_steps", 1) > 1:
+        raise ValueError(
+            f"estimator='unbiased' takes one inner step in meta-training; received "
+            f"inner_steps={meta.inner_steps}. Use estimator='lvc' for several.")
+    return value
+
+
+def checked_baseline(meta, value):
+    if value not in ("linear", None):
+        raise ValueError(f"`baseline` must be 'linear' or None; received {value!r}.")
+    return value
+
+
+def checked_parallel_tasks(meta, value):
+    if value == "auto":
+        value = 4 if meta.env.pure else 1
+    value = checked_int(value, "parallel_tasks", 1)
+    if not meta.env.pure and value > 1:
+        raise ValueError(
+            f"{type(meta.env).__name__} steps its environments outside the graph: its tasks "
+            f"must run one at a time (parallel_tasks=1); received {value}.")
+    return value
+
+
+def inner_loop(meta, rule):
+    """The inner loop of `rule` (built by it), or an error if the rule learns variables."""
+    inner_loop = InnerLoop(meta.model, meta.task_loss, rule)
+    if rule.variables:
+        raise ValueError(
+            f"{rule!r} has meta-learned variables (learned step sizes); "
+            "MetaPolicyGradient meta-learns the policy's weights only. Use a rule "
+            "without variables (rules.sgd, rules.adam, rules.chain(...)).")
+    return inner_loop
+
+
+def number(name, check):
+    return hyperparameter(name, lambda meta, value: check(value, name), f"`{name}` (see the class).")
