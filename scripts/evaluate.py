@@ -28,8 +28,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-from tf_maml import checkpoints
-from tf_maml.reporting import over_runs
+from tf_maml.runs import checkpoints
+from tf_maml.runs.reporting import over_runs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the meta-learner was trained with.")
 _META = flags.DEFINE_list(

@@ -12,7 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-from tf_maml.reporting import cell, machine, publish_table
+from tf_maml.runs.reporting import cell, machine, publish_table
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config (task, budget).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/family", "Parent of the runs.")

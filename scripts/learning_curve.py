@@ -14,7 +14,9 @@ it starts (hence several starts).
 import numpy as np
 from absl import app, flags
 
-from tf_maml import plots, reporting
+from tf_maml.runs import plots
+
+from tf_maml.runs import reporting
 
 _HISTORY = flags.DEFINE_string("history", None, "history.csv of scripts/train.py.", required=True)
 _STEPS_PER_EPOCH = flags.DEFINE_integer(

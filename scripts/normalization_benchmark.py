@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-from tf_maml.reporting import cell, machine, publish_table
+from tf_maml.runs.reporting import cell, machine, publish_table
 
 # name: (conv4 normalization, transductive)
 VARIANTS = {

@@ -14,7 +14,7 @@ import keras
 from absl import app, flags
 
 import tf_maml
-from tf_maml.reporting import machine, publish_table
+from tf_maml.runs.reporting import machine, publish_table
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory with the Omniglot zips.")
 _BATCHES = flags.DEFINE_integer("batches", 300, "Pipeline batches to time.")

@@ -109,7 +109,7 @@ def main(argv):
     import tensorflow as tf  # noqa: PLC0415
 
     import tf_maml  # noqa: PLC0415
-    from tf_maml import reporting  # noqa: PLC0415
+    from tf_maml.runs import reporting  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
     env = tf_maml.rl.envs.Navigation2D(horizon=_HORIZON.value)

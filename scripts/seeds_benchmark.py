@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-from tf_maml.reporting import cell, machine, over_runs, publish_table
+from tf_maml.runs.reporting import cell, machine, over_runs, publish_table
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The config (task, budget).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (config.seed).")

@@ -18,8 +18,8 @@ import tensorflow as tf
 from absl import app, flags
 
 import tf_maml
-from tf_maml.evaluation import query_results_by_step
-from tf_maml.reporting import machine, publish_table
+from tf_maml.runs.step_curves import query_results_by_step
+from tf_maml.runs.reporting import machine, publish_table
 
 _TASKS = flags.DEFINE_integer(
     "tasks", 600, "Tasks to adapt to and to evaluate (the first adapt() is timed apart).",

@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-from tf_maml.reporting import machine, publish_table
+from tf_maml.runs.reporting import machine, publish_table
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "sinusoid.py"),

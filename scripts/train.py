@@ -17,7 +17,8 @@ from ml_collections import config_flags
 
 import tf_maml.experiment
 import tf_maml.rl.experiment
-from tf_maml import checkpoints, guards
+from tf_maml.runs import checkpoints
+from tf_maml.learners import guards
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")

@@ -20,8 +20,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-import tf_maml.tuning
-from tf_maml import checkpoints
+import tf_maml.runs.tuning
+from tf_maml.runs import checkpoints
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Task config (data, backbone).")
 _TUNER = flags.DEFINE_enum("tuner", "random", ["random", "hyperband", "bayesian"], "Search.")

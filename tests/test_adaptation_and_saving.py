@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tf_maml
-from tf_maml.evaluation import query_results_by_step
+from tf_maml.runs.step_curves import query_results_by_step
 
 from helpers import (
     as_float32, assert_export_serves_like_adapt, classification_episode, conv_bn_pool_net,

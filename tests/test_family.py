@@ -197,7 +197,7 @@ def plain_options(**overrides):
 
 
 def test_msl_weights_anneal_toward_the_last_step():
-    from tf_maml.family import multi_step_loss_weights
+    from tf_maml.learners.family import multi_step_loss_weights
 
     np.testing.assert_allclose(multi_step_loss_weights(0.0, 4), [0.25] * 4, rtol=1e-6)
     np.testing.assert_allclose(multi_step_loss_weights(0.5, 4), [0.125] * 3 + [0.625], rtol=1e-6)

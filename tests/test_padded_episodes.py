@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 import tf_maml
-from tf_maml.evaluation import query_results_by_step
-from tf_maml.guards import EpisodeError
+from tf_maml.runs.step_curves import query_results_by_step
+from tf_maml.learners.guards import EpisodeError
 from tf_maml.layers import TaskNormalization
 
 from helpers import as_float32, assert_gradients_close, classification_episode, conv_bn_pool_net

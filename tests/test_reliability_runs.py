@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import tf_maml
-import tf_maml.experiment
-from tf_maml import checkpoints
+import tf_maml.runs.experiment
+from tf_maml.runs import checkpoints
 
 from helpers import ROOT, SINUSOID_CONFIG, TINY, run_python, run_script, tiny_config, train
 

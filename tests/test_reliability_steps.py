@@ -13,9 +13,9 @@ import tensorflow as tf
 from helpers import as_float32, classification_episode, conv_bn_pool_net, sparse_ce
 
 import tf_maml
-import tf_maml.evaluation
-from tf_maml import support_statistics
-from tf_maml.guards import EpisodeError, TrainingDivergedError
+import tf_maml.runs.step_curves
+from tf_maml.engine import support_statistics
+from tf_maml.learners.guards import EpisodeError, TrainingDivergedError
 
 
 def small_classifier(classes=3, image=(4, 4, 1)):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tf_maml.rl.experiment
-from tf_maml.experiment import ConfigMismatchError
+from tf_maml.runs.experiment import ConfigMismatchError
 
 from helpers import run_script
 from configs import navigation  # helpers put the repository on the path

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import tf_maml
 from tf_maml import rules
-from tf_maml.evaluation import query_results_by_step
+from tf_maml.runs.step_curves import query_results_by_step
 
 from helpers import (
     MEMBERS, ROOT, as_float32, assert_directional_derivatives_match,

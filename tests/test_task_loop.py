@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 import tf_maml
-from tf_maml import task_loop
-from tf_maml.inner_loop import InnerLoop
+from tf_maml.engine import task_loop
+from tf_maml.engine.inner_loop import InnerLoop
 
 from helpers import as_float32, classification_episode, conv_bn_pool_net, sparse_ce
 from helpers import (

@@ -11,8 +11,9 @@ import pytest
 from ml_collections import config_flags  # noqa: F401  (the scripts' config system)
 
 import tf_maml
-import tf_maml.experiment
-from tf_maml import checkpoints, reporting
+import tf_maml.runs.experiment
+from tf_maml.runs import checkpoints
+from tf_maml.runs import reporting
 
 from helpers import OMNIGLOT_DIR, ROOT, SINUSOID_CONFIG, TINY, run_script, tiny_config
 

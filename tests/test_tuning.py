@@ -8,7 +8,7 @@ import keras_tuner
 import pytest
 
 import tf_maml
-from tf_maml.tuning import MetaLearnerHyperModel
+from tf_maml.runs.tuning import MetaLearnerHyperModel
 
 from helpers import SINUSOID_CONFIG, run_script
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tf_maml
-import tf_maml.experiment
+import tf_maml.runs.experiment
 from tf_maml.data import ClassPool, variable_episodes
 
 from helpers import OMNIGLOT_DIR, sparse_ce

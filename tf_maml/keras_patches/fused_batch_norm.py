@@ -20,7 +20,7 @@ computes masked moments (the stock path).
 The fused kernel's gradient ignores its batch mean and variance outputs, so
 a layer whose statistics are themselves differentiated keeps the stock
 path: that is the support-set statistics capture (`stock_kernels()`, see
-tf_maml.support_statistics). So do masks, renormalization,
+tf_maml.engine.support_statistics). So do masks, renormalization,
 synchronized statistics, inputs other than 4-D channels-last float32 or
 16-bit floats, and epsilons below the kernel's minimum. Under a mixed
 precision policy the kernel takes the 16-bit activations and keeps its

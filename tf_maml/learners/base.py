@@ -13,7 +13,8 @@ import functools
 import keras
 import tensorflow as tf
 
-from tf_maml import episodes, guards
+from tf_maml import episodes
+from tf_maml.learners import guards
 from tf_maml.keras_patches import (
     BuildsItself, compute_output_spec, exact_second_order, is_validation_within_fit,
 )

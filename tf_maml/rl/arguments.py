@@ -1,8 +1,8 @@
 """The arguments of `tf_maml.rl.MetaPolicyGradient`: each checked where it is given or
 assigned, with an error that names it."""
 
-from tf_maml.arguments import checked_int
-from tf_maml.inner_loop import InnerLoop
+from tf_maml.learners.arguments import checked_int
+from tf_maml.engine.inner_loop import InnerLoop
 from tf_maml.learners import hyperparameter
 from tf_maml.rl import objectives
 

@@ -15,7 +15,10 @@ import keras
 import numpy as np
 from absl import logging
 
-from tf_maml import checkpoints, evaluation, experiment, plots
+from tf_maml.runs import checkpoints
+from tf_maml.runs import step_curves
+from tf_maml.runs import experiment
+from tf_maml.runs import plots
 from tf_maml.rl import envs, policies
 from tf_maml.rl import plots as rl_plots
 from tf_maml.rl.meta_policy_gradient import MetaPolicyGradient
@@ -91,7 +94,7 @@ def run(config, workdir, allow_config_change=False):
 
 
 def _by_step(report, prefix, returns):
-    mean, confidence = evaluation.mean_and_confidence(returns)
+    mean, confidence = step_curves.mean_and_confidence(returns)
     report[f"{prefix}return_by_step"] = [round(float(m), 3) for m in mean]
     report[f"{prefix}return_confidence_95"] = [round(float(c), 3) for c in confidence]
     return mean, confidence

@@ -12,9 +12,9 @@ pre-update trajectories (as ProMP, Rothfuss et al. 2019).
 import keras
 import tensorflow as tf
 
-from tf_maml import guards
-from tf_maml import task_loop as task_loop_lib
-from tf_maml.arguments import checked_fraction, checked_int, checked_rule
+from tf_maml.learners import guards
+from tf_maml.engine import task_loop as task_loop_lib
+from tf_maml.learners.arguments import checked_fraction, checked_int, checked_rule
 from tf_maml.learners import MetaLearner, hyperparameter
 from tf_maml.rl import advantages as advantages_lib
 from tf_maml.rl import envs as envs_lib

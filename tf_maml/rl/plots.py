@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tf_maml.plots import plt, save_figure
+from tf_maml.runs.plots import plt, save_figure
 
 
 def plot_navigation_paths(sampled, tasks, path, num_tasks=2, steps=(0, 1, 3)):

@@ -7,7 +7,7 @@ Both are pure functions of the meta-learned weights and the trajectories
 import keras
 import tensorflow as tf
 
-from tf_maml.arguments import checked_int
+from tf_maml.learners.arguments import checked_int
 
 
 def _checked_trajectories(meta, observations, actions, rewards, mask):

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tf_maml.arguments import checked_int
+from tf_maml.learners.arguments import checked_int
 
 
 def task_batches(env, meta_batch_size=20, seed=0, num_batches=None, start_batch=0):

@@ -5,7 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tf_maml.arguments import checked_int
+from tf_maml.learners.arguments import checked_int
 from tf_maml.rl.envs.base import Discrete, TaskEnv, checked_tasks
 
 

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from tf_maml.arguments import checked_int
+from tf_maml.learners.arguments import checked_int
 from tf_maml.rl.envs.base import Box, Discrete, TaskEnv, checked_tasks
 
 

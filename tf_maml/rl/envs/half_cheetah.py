@@ -4,7 +4,7 @@ import functools
 
 import keras
 
-from tf_maml.arguments import checked_int
+from tf_maml.learners.arguments import checked_int
 from tf_maml.rl.envs.gym_bridge import GymTaskEnv, checked_task_range, gymnasium
 
 

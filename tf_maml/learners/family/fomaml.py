@@ -3,7 +3,7 @@
 import keras
 
 from tf_maml.learners import hyperparameter
-from tf_maml.meta_learner import MAML
+from tf_maml.learners.maml import MAML
 
 
 def _first_order_only(meta, value):

@@ -5,8 +5,8 @@ import math
 import keras
 import keras_tuner
 
-from tf_maml import family
-from tf_maml.guards import TrainingDivergedError
+from tf_maml.learners import family
+from tf_maml.learners.guards import TrainingDivergedError
 
 # The family's names (tf_maml.family.ALGORITHMS); FOMAML is MAML's first_order choice here.
 ALGORITHMS = tuple(name for name in family.ALGORITHMS if name != "fomaml")

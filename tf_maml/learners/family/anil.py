@@ -4,8 +4,8 @@ import keras
 
 from tf_maml import rules
 from tf_maml.keras_patches import leaf_layers
-from tf_maml.arguments import checked_rule
-from tf_maml.meta_learner import MAML
+from tf_maml.learners.arguments import checked_rule
+from tf_maml.learners.maml import MAML
 
 
 class _Head:

@@ -4,10 +4,10 @@ import keras
 import tensorflow as tf
 
 from tf_maml import rules
-from tf_maml.arguments import refuse
-from tf_maml.arguments import checked_inner_lr
+from tf_maml.learners.arguments import refuse
+from tf_maml.learners.arguments import checked_inner_lr
 from tf_maml.learners import fixed, hyperparameter
-from tf_maml.meta_learner import MAML
+from tf_maml.learners.maml import MAML
 
 INNER_OPTIMIZERS = ("sgd", "adam")
 

@@ -9,10 +9,12 @@ the step.
 import keras
 import tensorflow as tf
 
-from tf_maml import compiled_loss, guards, preparation
+from tf_maml.engine import compiled_loss
+from tf_maml.learners import guards
+from tf_maml.learners import entry_checks
 from tf_maml import episodes as episodes_lib
-from tf_maml import labels as labels_lib
-from tf_maml.inner_loop import last_step
+from tf_maml.learners import labels as labels_lib
+from tf_maml.engine.inner_loop import last_step
 from tf_maml.keras_patches import (
     compile_loss, compile_metrics, is_multi_worker, loss_tracker, update_compile_metrics,
 )
@@ -48,7 +50,7 @@ class MetaSteps:
         support, query, weights = episodes_lib.unpack(data)
         query_x, query_y = query
         # Episodes read from a generator reach the step unchecked: build here, eagerly.
-        preparation.build_loss_and_metrics(
+        entry_checks.build_loss_and_metrics(
             self, episodes_lib.per_example(query_x), episodes_lib.per_example(query_y)
         )
         pairs = self._labelled_outputs(

@@ -13,8 +13,12 @@ import keras
 import numpy as np
 from absl import logging
 
-from tf_maml import checkpoints, data, evaluation, family, nets, plots
-from tf_maml.family import Reptile
+from tf_maml import data, nets
+from tf_maml.runs import checkpoints
+from tf_maml.runs import step_curves
+from tf_maml.learners import family
+from tf_maml.runs import plots
+from tf_maml.learners.family import Reptile
 
 _SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2, "plots": 3}
 
@@ -390,7 +394,7 @@ def evaluate(meta_learner, config, workdir=None):
     figures there.
     """
     test = episodes(config, "test", queries=config.eval_queries)
-    results = evaluation.query_results_by_step(
+    results = step_curves.query_results_by_step(
         meta_learner, test, config.eval_tasks, config.eval_max_steps, verbose=config.verbose
     )
     report = {
@@ -407,7 +411,7 @@ def evaluate(meta_learner, config, workdir=None):
     # Served: each query predicted on its own, as adapt() and export_adaptive() do.
     ylabels.update({f"served_{name}": f"{label}, served" for name, label in ylabels.items()})
     for name, values in results.items():
-        mean, confidence = evaluation.mean_and_confidence(values)
+        mean, confidence = step_curves.mean_and_confidence(values)
         report[f"{name}_by_step"] = [round(float(m), 4) for m in mean]
         report[f"{name}_confidence_95"] = [round(float(c), 4) for c in confidence]
         # Plain SGD can diverge on a rare task; the median shows the typical one.

@@ -12,7 +12,8 @@ import functools
 import keras
 import tensorflow as tf
 
-from tf_maml import episodes, support_statistics
+from tf_maml import episodes
+from tf_maml.engine import support_statistics
 from tf_maml.keras_patches import call_has_training_arg, compute_output_spec, example_weights
 from tf_maml.rules import model_weights
 

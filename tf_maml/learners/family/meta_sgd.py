@@ -3,9 +3,9 @@
 import keras
 
 from tf_maml import rules
-from tf_maml.arguments import refuse
-from tf_maml.arguments import checked_inner_lr
-from tf_maml.meta_learner import MAML
+from tf_maml.learners.arguments import refuse
+from tf_maml.learners.arguments import checked_inner_lr
+from tf_maml.learners.maml import MAML
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")

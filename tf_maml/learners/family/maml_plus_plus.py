@@ -4,12 +4,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_maml import rules, support_statistics
-from tf_maml.arguments import checked_inner_lr, checked_int, refuse
+from tf_maml import rules
+from tf_maml.engine import support_statistics
+from tf_maml.learners.arguments import checked_inner_lr, checked_int, refuse
 from tf_maml.episodes import task_parts
 from tf_maml.learners import fixed, hyperparameter
-from tf_maml.meta_learner import MAML
-from tf_maml.meta_objective import TaskObjective
+from tf_maml.learners.maml import MAML
+from tf_maml.learners.objective import TaskObjective
 from tf_maml.rules.base import step_index
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_maml import episodes as episodes_lib
-from tf_maml import labels
-from tf_maml.inner_loop import last_step
+from tf_maml.learners import labels
+from tf_maml.engine.inner_loop import last_step
 
 
 def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbose=0):

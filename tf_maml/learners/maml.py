@@ -2,9 +2,9 @@
 
 The supervised meta-learner: its arguments, hyper-parameters and config,
 building, adaptation and export. The steps Keras runs are in
-`tf_maml.meta_steps`, what a member may change (the task objective and its
-meta-gradient) in `tf_maml.meta_objective`; a step runs the task loop
-(`tf_maml.task_loop`) over tasks that adapt with the inner loop
+`tf_maml.learners.steps`, what a member may change (the task objective and its
+meta-gradient) in `tf_maml.learners.objective`; a step runs the task loop
+(`tf_maml.engine.task_loop`) over tasks that adapt with the inner loop
 (`tf_maml.inner_loop`) and its update rule (`tf_maml.rules`).
 """
 
@@ -13,15 +13,20 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from tf_maml import adaptation, compiled_loss, preparation, rules, support_statistics
-from tf_maml.arguments import checked_int, checked_rule
-from tf_maml import task_loop as task_loop_lib
+from tf_maml import rules
+from tf_maml.learners import serving
+from tf_maml.engine import compiled_loss
+from tf_maml.learners import entry_checks
+from tf_maml.engine import support_statistics
+from tf_maml.learners.arguments import checked_int, checked_rule
+from tf_maml.engine import task_loop as task_loop_lib
 from tf_maml import episodes as episodes_lib
-from tf_maml.inner_loop import InnerLoop
+from tf_maml.engine.inner_loop import InnerLoop
 from tf_maml.learners.base import MetaLearner, hyperparameter
-from tf_maml.meta_objective import MetaObjective
-from tf_maml.meta_steps import MetaSteps
-from tf_maml.served_metrics import ServedFigures, ServedMetrics
+from tf_maml.learners.objective import MetaObjective
+from tf_maml.learners.recorded_episodes import RecordedEpisodes
+from tf_maml.learners.steps import MetaSteps
+from tf_maml.learners.served_metrics import ServedFigures, ServedMetrics
 from tf_maml.keras_patches import (
     compile_loss, compute_output_spec, fused_kernels, unscale_loss_for_distribution,
 )
@@ -44,7 +49,7 @@ def _flag(name):
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
-class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedFigures,
+class MAML(entry_checks.CheckedEntryPoints, RecordedEpisodes, ServedFigures,
            MetaSteps, MetaObjective, MetaLearner):
     """Model-Agnostic Meta-Learning (Finn et al., 2017) for any Keras model.
 
@@ -60,11 +65,11 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
 
     Logged metrics: `loss`, the query loss after adaptation (the meta-loss);
     `pre_adaptation_loss`, the query loss with the meta-learned initialization;
-    and the compiled metrics on the query predictions after adaptation.
+    and the compiled metrics on the query predictions after serving.
     `evaluate` and `fit(validation_data=...)` adapt with `eval_inner_steps`
     and report the same, without an outer update; a transductive
     meta-learner's also report `served_loss` and `served_<metric>`, each query
-    predicted on its own as `adapt` serves it (`tf_maml.served_metrics`).
+    predicted on its own as `adapt` serves it (`tf_maml.learners.served_metrics`).
 
     Episodes are `((support_x, support_y), (query_x, query_y))` with a leading
     task axis (see `tf_maml.episodes`); for a model with several inputs or
@@ -173,7 +178,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         # What the episodes look like, learnt from the first data handed over
         # (or a saved build config): example shape, input and label specs.
         self._episode_spec = None
-        self._traced_adaptation = adaptation.TracedAdaptation()
+        self._traced_adaptation = serving.TracedAdaptation()
         self._served_metrics = ServedMetrics()
 
     def _after_init(self):
@@ -243,7 +248,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         if getattr(self, "inner_loop", None) is not None:
             self.inner_loop.recompute = self.recompute_inner_steps
         # adapt()'s traces read the hyper-parameters too.
-        self._traced_adaptation = adaptation.TracedAdaptation()
+        self._traced_adaptation = serving.TracedAdaptation()
 
     @property
     def inner_lr(self):
@@ -373,7 +378,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         Returns:
             A `keras.Model`.
         """
-        return adaptation.standalone_model(self, support_x, support_y, steps)
+        return serving.standalone_model(self, support_x, support_y, steps)
 
     def export_adaptive(self, filepath, steps=None):
         """Writes a SavedModel that adapts per call, with no Python needed.
@@ -392,7 +397,7 @@ class MAML(preparation.CheckedEntryPoints, preparation.RecordedEpisodes, ServedF
         predictions = served.adapt_and_predict(support_x, support_y, query_x)
         ```
         """
-        adaptation.export_adaptive(self, filepath, steps)
+        serving.export_adaptive(self, filepath, steps)
 
     @contextlib.contextmanager
     def meta_learning_ops(self):

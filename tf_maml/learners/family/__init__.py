@@ -12,12 +12,12 @@
 `tf_maml.tuning` and the scripts use.
 """
 
-from tf_maml.family.anil import ANIL
-from tf_maml.family.fomaml import FOMAML
-from tf_maml.family.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
-from tf_maml.family.meta_sgd import MetaSGD
-from tf_maml.family.reptile import Reptile
-from tf_maml.meta_learner import MAML
+from tf_maml.learners.family.anil import ANIL
+from tf_maml.learners.family.fomaml import FOMAML
+from tf_maml.learners.family.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
+from tf_maml.learners.family.meta_sgd import MetaSGD
+from tf_maml.learners.family.reptile import Reptile
+from tf_maml.learners.maml import MAML
 
 ALGORITHMS = {
     "maml": MAML,

@@ -15,7 +15,7 @@ choice a public method with MAML's default:
   assigned (ANIL masks it).
 
 None is called from `__init__`. The tasks of a meta-batch run in the task
-loop (`tf_maml.task_loop`); each adapts with the inner loop.
+loop (`tf_maml.engine.task_loop`); each adapts with the inner loop.
 """
 
 import collections
@@ -24,9 +24,10 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from tf_maml import compiled_loss, episodes
-from tf_maml import task_loop as task_loop_lib
-from tf_maml.inner_loop import last_step
+from tf_maml import episodes
+from tf_maml.engine import compiled_loss
+from tf_maml.engine import task_loop as task_loop_lib
+from tf_maml.engine.inner_loop import last_step
 from tf_maml.keras_patches import compile_loss, scale_loss_for_distribution
 
 TaskObjective = collections.namedtuple(

@@ -3,8 +3,10 @@
 import keras
 import tensorflow as tf
 
-from tf_maml import episodes, labels, preparation
-from tf_maml.arguments import checked_int
+from tf_maml import episodes
+from tf_maml.learners import labels
+from tf_maml.learners import entry_checks
+from tf_maml.learners.arguments import checked_int
 from tf_maml.keras_patches import compile_loss
 
 
@@ -114,7 +116,7 @@ def _checked_support_set(meta, support_x, support_y):
     outputs = meta.inner_loop.output_spec(meta.example_spec)
     support_y = _as_tensors(support_y, tf.nest.is_nested(outputs))
     _check_task(meta, support_x, support_y)
-    preparation.build_loss_and_metrics(
+    entry_checks.build_loss_and_metrics(
         meta, meta.example_spec, episodes.per_example(support_y, axes=1), metrics=False
     )
     return support_x, support_y
@@ -141,7 +143,7 @@ def export_adaptive(meta, filepath, steps=None):
     """Writes a SavedModel with an `adapt_and_predict` signature (see MAML)."""
     steps = _checked_steps(meta, steps, "export_adaptive")
     example_spec, label_spec = meta.example_spec, meta.label_spec
-    preparation.build_loss_and_metrics(meta, example_spec, label_spec)
+    entry_checks.build_loss_and_metrics(meta, example_spec, label_spec)
     pairs = meta._labelled_outputs(example_spec, label_spec, "support_y")
     checked = [(i, classes) for i, classes in enumerate(labels.classes(pairs)) if classes]
 
