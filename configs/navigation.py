@@ -18,33 +18,25 @@ arguments).
 
 import ml_collections
 
+from tf_maml.runs.configs import base_config
+
 
 def get_config():
-    config = ml_collections.ConfigDict()
-    config.task = "navigation"
-    config.seed = 0
+    config = base_config(
+        "navigation", meta_batch_size=20, inner_lr=0.1, inner_steps=1, outer_lr=1e-3,
+        meta_steps=500, steps_per_epoch=25, validation_batches=1,
+        # Evaluation: 40 held-out tasks, returns after 0..3 inner steps.
+        eval_tasks=40, eval_max_steps=3, verbose=2,
+    )
     config.env = ml_collections.ConfigDict({"name": "navigation2d", "horizon": 100,
                                             "goal_range": 0.5})
     config.policy = ml_collections.ConfigDict({"hidden": (100, 100), "init_log_std": 0.0})
-    config.meta_batch_size = 20
     config.trajectories = 20
-    config.inner_lr = 0.1
-    config.inner_steps = 1
-    config.first_order = False
     config.estimator = "lvc"
-    config.outer_lr = 1e-3
     config.outer_steps = 5
     config.clip_ratio = 0.3
     config.discount = 0.99
     config.gae_lambda = 1.0
-    config.meta_steps = 500
-    config.steps_per_epoch = 25
-    config.validation_batches = 1
     # Also train one policy on all tasks jointly (the paper's "pretrained" baseline).
     config.pretrained = True
-    config.jit_compile = "auto"
-    # Evaluation: 40 held-out tasks, returns after 0..3 inner steps.
-    config.eval_tasks = 40
-    config.eval_max_steps = 3
-    config.verbose = 2
     return config

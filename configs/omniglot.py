@@ -12,6 +12,8 @@ moments blended with their own): --config.model.normalization=task.
 
 import ml_collections
 
+from tf_maml.runs.configs import supervised_config
+
 # ways, shots, inner_lr, inner_steps (meta-training), meta_batch_size: Finn et al. 2017.
 SETTINGS = {
     "5w1s": (5, 1, 0.4, 1, 32),
@@ -28,20 +30,25 @@ def get_config(setting="5w1s"):
         raise ValueError(f"Unknown Omniglot setting {setting!r}; choose from "
                          f"{sorted(SETTINGS) + ['variable']}.")
     ways, shots, inner_lr, inner_steps, meta_batch_size = SETTINGS[setting]
-    config = ml_collections.ConfigDict()
-    config.task = "omniglot"
-    config.seed = 0
+    config = supervised_config(
+        "omniglot",
+        # Episodes: as the original code, as many query as support examples per class.
+        shots=shots, queries=shots, meta_batch_size=meta_batch_size,
+        inner_lr=inner_lr, inner_steps=inner_steps, eval_inner_steps=10,
+        reptile={"inner_lr": 0.001, "inner_steps": 5, "inner_optimizer": "adam", "epsilon": 1.0},
+        # Outer loop: Adam 1e-3 for 60,000 meta-steps.
+        outer_lr=1e-3, meta_steps=60_000, steps_per_epoch=500, validation_batches=10,
+        steps_per_execution=1,
+        # Evaluation: 600 test tasks, accuracy after 0..10 inner steps.
+        eval_tasks=600, eval_max_steps=10, eval_queries=shots,
+    )
+    config.ways = ways
     # Data: the official zips in data_dir ("" = tensorflow-datasets' omniglot);
     # 1100 / 100 / 423 characters ("maml") or background / evaluation ("lake");
     # each class of a task rotated by a random multiple of 90 degrees.
     config.data_dir = ""
     config.protocol = "maml"
     config.rotation = "per_class"
-    # Episodes: as the original code, as many query as support examples per class.
-    config.ways = ways
-    config.shots = shots
-    config.queries = shots
-    config.meta_batch_size = meta_batch_size
     # "fixed": N-way K-shot tasks as above; "variable": Meta-Dataset's sampler
     # (tf_maml.data.variable_episodes: ways in [min_ways, max_ways], shots per
     # class drawn, `queries` per class, padded to max_support and
@@ -58,30 +65,6 @@ def get_config(setting="5w1s"):
     # papers' protocol) or the support set's (False, as adapt() serves);
     # unset: True for BatchNorm, False for TaskNorm. Reports give both figures.
     config.transductive = ml_collections.config_dict.placeholder(bool)
-    config.inner_lr = inner_lr
-    config.inner_steps = inner_steps
-    config.eval_inner_steps = 10
-    config.first_order = False
-    # The algorithm: maml (first_order=True: FOMAML), meta_sgd, anil,
-    # maml_plus_plus, or reptile (its settings below).
-    config.algorithm = "maml"
-    config.reptile = ml_collections.ConfigDict(
-        {"inner_lr": 0.001, "inner_steps": 5, "inner_optimizer": "adam", "epsilon": 1.0}
-    )
-    # Outer loop: Adam 1e-3 for 60,000 meta-steps.
-    config.outer_lr = 1e-3
-    config.meta_steps = 60_000
-    config.steps_per_epoch = 500
-    config.validation_batches = 10
-    config.jit_compile = "auto"  # XLA where Keras finds an accelerator
-    # Keras dtype policy: "mixed_bfloat16" (CPUs with bf16, TPUs) or "mixed_float16" (GPUs).
-    config.dtype_policy = "float32"
-    config.steps_per_execution = 1
-    # Evaluation: 600 test tasks, accuracy after 0..10 inner steps.
-    config.eval_tasks = 600
-    config.eval_max_steps = 10
-    config.eval_queries = shots
-    config.verbose = 1  # Keras: 0 silent, 1 progress bar, 2 one line per epoch
     return config
 
 

@@ -16,8 +16,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-import tf_maml.rl.experiment
-from tf_maml.runs import checkpoints
+import tf_maml.rl.experiment  # registers the meta-RL tasks
+from tf_maml.runs import checkpoints, tasks
 from tf_maml.learners import guards
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
@@ -38,9 +38,8 @@ def main(argv):
     del argv
     try:
         config = _CONFIG.value
-        reinforcement = config.task in tf_maml.rl.experiment.TASKS
-        runner = tf_maml.rl.experiment if reinforcement else tf_maml.experiment
-        report = runner.run(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+        report = tasks.task_of(config).run(config, _WORKDIR.value,
+                                           allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     except CLEAR_FAILURES as error:
         sys.exit(f"train.py: {type(error).__name__}: {error}")
     print(json.dumps(report, indent=2, allow_nan=False))

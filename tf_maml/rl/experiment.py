@@ -15,10 +15,8 @@ import keras
 import numpy as np
 from absl import logging
 
-from tf_maml.runs import checkpoints
-from tf_maml.runs import step_curves
-from tf_maml.runs import experiment
-from tf_maml.runs import plots
+from tf_maml.runs import checkpoints, experiment, plots, step_curves
+from tf_maml.runs import tasks as tasks_registry
 from tf_maml.rl import envs, policies
 from tf_maml.rl import plots as rl_plots
 from tf_maml.rl.meta_policy_gradient import MetaPolicyGradient
@@ -28,6 +26,21 @@ from tf_maml.rl.tasks import task_batches
 ENVIRONMENTS = {"navigation2d": envs.Navigation2D, "cartpole": envs.CartPole,
                 "half_cheetah_velocity": envs.HalfCheetahVelocity}
 TASKS = ("navigation", "cartpole", "half_cheetah_velocity")
+
+
+class ReinforcementTask:
+    """A meta-RL task of `tf_maml.runs.tasks`: its config names an environment
+    (`config.env`), and `run` below meta-trains and evaluates it."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def run(self, config, workdir, allow_config_change=False):
+        return run(config, workdir, allow_config_change)
+
+
+for _name in TASKS:
+    tasks_registry.register_task(ReinforcementTask(_name))
 _STREAM_OFFSETS = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -81,7 +94,7 @@ def run(config, workdir, allow_config_change=False):
     where it stopped, in either part.
     """
     if config.task not in TASKS:
-        raise ValueError(f"Unknown task {config.task!r}; known: {', '.join(TASKS)}.")
+        raise ValueError(f"{config.task!r} is not a meta-RL task; known: {', '.join(TASKS)}.")
     meta, training_seconds = _train(config, workdir, None, allow_config_change)
     pretrained = None
     if config.pretrained:

@@ -1,7 +1,9 @@
 """A meta-training run from a config: data, model, fit, checkpoints, report.
 
-`scripts/train.py` is a thin absl front end to `run(config, workdir)`; the
-config files in `configs/` list every field read here.
+`scripts/train.py` is a thin absl front end to the run of `config.task`
+(`tf_maml.runs.tasks`); for supervised tasks that is `run(config, workdir)`.
+The config's task gives the episodes, backbone, loss and figures; its
+algorithm's recipe (`tf_maml.runs.members`) the meta-learner and optimizer.
 """
 
 import csv
@@ -13,120 +15,32 @@ import keras
 import numpy as np
 from absl import logging
 
-from tf_maml import data, nets
-from tf_maml.runs import checkpoints
-from tf_maml.runs import step_curves
-from tf_maml.learners import family
-from tf_maml.runs import plots
-from tf_maml.learners.family import Reptile
-
-_SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2, "plots": 3}
-
-
-TASKS = ("sinusoid", "omniglot")
-
-
-SAMPLERS = ("fixed", "variable")
-
-
-def _check_task(config):
-    if config.task not in TASKS:
-        raise ValueError(f"Unknown task {config.task!r}; known: {', '.join(TASKS)}.")
-    sampler = config.get("sampler", "fixed")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"Unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}.")
-    if sampler == "variable" and config.rotation:
-        raise ValueError("The variable sampler draws classes as Meta-Dataset does, without "
-                         f"rotations; set --config.rotation='' (it is {config.rotation!r}).")
-
-
-def num_outputs(config):
-    """Logits of the classifier: the most classes an episode of `config` has."""
-    if config.get("sampler", "fixed") == "variable":
-        return config.variable.max_ways
-    return config.ways
-
-
-def episodes(config, split, num_batches=None, start_batch=0, queries=None):
-    """The episode pipeline of `config.task` for `split`."""
-    _check_task(config)
-    common = dict(
-        queries=queries or config.queries,
-        meta_batch_size=config.meta_batch_size,
-        seed=config.seed * 10 + _SPLIT_SEED_OFFSETS[split],
-        num_batches=num_batches,
-        start_batch=start_batch,
-    )
-    if config.task == "sinusoid":
-        return data.sinusoid_episodes(shots=config.shots, **common)
-    if config.get("sampler", "fixed") == "variable":
-        # Meta-Dataset's episodes of variable ways and shots, padded (weighted).
-        pool, characters = data.load_omniglot(config.data_dir or None)
-        variable = config.variable
-        return data.variable_episodes(
-            data.omniglot_split(pool, characters, "test" if split == "plots" else split,
-                                config.protocol),
-            min_ways=variable.min_ways, max_ways=variable.max_ways,
-            max_support=variable.max_support, **common,
-        )
-    return data.omniglot_episodes(
-        "test" if split == "plots" else split,
-        ways=config.ways,
-        shots=config.shots,
-        data_dir=config.data_dir or None,
-        protocol=config.protocol,
-        rotation=config.rotation or None,
-        **common,
-    )
+from tf_maml.runs import checkpoints, members, plots, step_curves, tasks
+from tf_maml.runs.tasks import episodes
 
 
 def build_backbone(config):
-    """A fresh backbone network for `config.task`."""
-    _check_task(config)
-    if config.task == "sinusoid":
-        return nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
-    return nets.conv4(
-        num_outputs(config), filters=config.model.filters, downsample=config.model.downsample,
-        normalization=config.model.get("normalization", "batch"),
-    )
+    """A fresh backbone network for `config.task` (`tf_maml.runs.tasks`)."""
+    return tasks.task_of(config).backbone(config)
 
 
 def loss_and_metrics(config):
     """The task loss and metrics of `config.task`, for `compile`."""
-    _check_task(config)
-    if config.task == "sinusoid":
-        return "mse", []
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
+    return tasks.task_of(config).loss_and_metrics(config)
 
 
 def build_meta_learner(config):
-    """A compiled meta-learner of `config.algorithm` (default MAML) for `config`."""
-    loss, metrics = loss_and_metrics(config)
-    algorithm = config.get("algorithm", "maml")
-    meta_learner_class = family.meta_learner_class(algorithm)
-    common = dict(
-        eval_inner_steps=config.eval_inner_steps, transductive=config.get("transductive")
-    )
-    if algorithm == "reptile":
-        # Reptile: its own inner loop; epsilon annealed linearly to 0 (Nichol et al.).
-        meta_learner = Reptile(
-            build_backbone(config), inner_lr=config.reptile.inner_lr,
-            inner_steps=config.reptile.inner_steps,
-            inner_optimizer=config.reptile.inner_optimizer, **common,
-        )
-        epsilon = keras.optimizers.schedules.PolynomialDecay(
-            config.reptile.epsilon, config.meta_steps, end_learning_rate=0.0
-        )
-        optimizer = keras.optimizers.SGD(epsilon)
-    else:
-        # A member that cannot honour first_order=True (MAML++) says so.
-        meta_learner = meta_learner_class(
-            build_backbone(config), inner_lr=config.inner_lr, inner_steps=config.inner_steps,
-            first_order=config.first_order, **common,
-        )
-        optimizer = keras.optimizers.Adam(config.outer_lr)
+    """A compiled meta-learner of `config.algorithm` (default MAML) for `config`, made by
+    the member's recipe (`tf_maml.runs.members`)."""
+    task = tasks.task_of(config)
+    task.check(config)
+    loss, metrics = task.loss_and_metrics(config)
+    recipe = members.recipe(config.get("algorithm", "maml"))
+    meta_learner = recipe.build(
+        task.backbone(config), config, eval_inner_steps=config.eval_inner_steps,
+        transductive=config.get("transductive"))
     meta_learner.compile(
-        optimizer=optimizer,
+        optimizer=recipe.optimizer(config),
         loss=loss,
         metrics=metrics,
         jit_compile=config.jit_compile,
@@ -364,7 +278,7 @@ def check_meta_learner_matches(meta_learner, config, recorded=None):
     if given, the `recorded` config of its workdir (config.json) field by field.
     """
     algorithm = config.get("algorithm", "maml")
-    expected = family.ALGORITHMS.get(algorithm)
+    expected = members.RECIPES[algorithm].member if algorithm in members.RECIPES else None
     problems = []
     if expected is not None and type(meta_learner) is not expected:
         problems.append(
@@ -406,8 +320,8 @@ def evaluate(meta_learner, config, workdir=None):
         # What accuracy_by_step means: query-batch statistics (True) or the support set's.
         "transductive": bool(meta_learner.transductive),
     }
-    ylabels = {"loss": "query MSE" if config.task == "sinusoid" else "query loss",
-               "accuracy": "query accuracy"}
+    task = tasks.task_of(config)
+    ylabels = {"loss": task.loss_label, "accuracy": "query accuracy"}
     # Served: each query predicted on its own, as adapt() and export_adaptive() do.
     ylabels.update({f"served_{name}": f"{label}, served" for name, label in ylabels.items()})
     for name, values in results.items():
@@ -420,11 +334,7 @@ def evaluate(meta_learner, config, workdir=None):
             plots.plot_by_step(
                 mean, confidence, os.path.join(workdir, f"{name}_by_step.png"), ylabels[name]
             )
-    if workdir is not None and config.task == "sinusoid":
-        plots.plot_sinusoid_fits(
-            meta_learner,
-            episodes(config, "plots", num_batches=1, queries=100),
-            os.path.join(workdir, "sinusoid_fits.png"),
-        )
+    if workdir is not None:
+        task.figures(meta_learner, config, workdir)
     logging.info("query results by step: %s", {k: v for k, v in report.items() if "by_step" in k})
     return report

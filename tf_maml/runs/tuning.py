@@ -2,16 +2,13 @@
 
 import math
 
-import keras
 import keras_tuner
 
-from tf_maml.learners import family
 from tf_maml.learners.guards import TrainingDivergedError
+from tf_maml.runs import members
 
-# The family's names (tf_maml.family.ALGORITHMS); FOMAML is MAML's first_order choice here.
-ALGORITHMS = tuple(name for name in family.ALGORITHMS if name != "fomaml")
-# Members whose first_order the search chooses.
-FIRST_ORDER_CHOICE = ("maml", "anil")
+# The members a search chooses from (FOMAML is MAML's first_order choice here).
+ALGORITHMS = tuple(name for name, recipe in members.RECIPES.items() if recipe.searched)
 
 
 class MetaLearnerHyperModel(keras_tuner.HyperModel):
@@ -86,18 +83,10 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
         algorithm = hp.Choice("algorithm", list(self.algorithms))
         inner_lr = hp.Float("inner_lr", 1e-3, 1.0, sampling="log")
         inner_steps = hp.Int("inner_steps", 1, 5)
-        common = dict(inner_lr=inner_lr, inner_steps=inner_steps,
-                      eval_inner_steps=self.eval_inner_steps)
-        meta_learner_class = family.meta_learner_class(algorithm)
-        if algorithm == "reptile":
-            meta_learner = meta_learner_class(self.build_model(), **common)
-            epsilon = hp.Float("epsilon", 0.05, 1.0, sampling="log")
-            optimizer = keras.optimizers.SGD(epsilon)
-        else:
-            # MAML++: its schedules at their defaults.
-            first_order = algorithm in FIRST_ORDER_CHOICE and hp.Boolean("first_order")
-            meta_learner = meta_learner_class(self.build_model(), first_order=first_order, **common)
-            optimizer = keras.optimizers.Adam(hp.Float("outer_lr", 1e-4, 1e-2, sampling="log"))
+        # The rest of the space is the member's (tf_maml.runs.members).
+        meta_learner, optimizer = members.recipe(algorithm).tuned(
+            hp, self.build_model(), inner_lr=inner_lr, inner_steps=inner_steps,
+            eval_inner_steps=self.eval_inner_steps)
         meta_learner.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
         return meta_learner
 

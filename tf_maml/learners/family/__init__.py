@@ -8,8 +8,8 @@
 | MAMLPlusPlus | its rule (`rules.lslr`), a multi-step loss, per-step BatchNorm weights |
 | Reptile | its meta-gradient: `theta - theta'` |
 
-`ALGORITHMS` is the one registry of names that configs, `tf_maml.experiment`,
-`tf_maml.tuning` and the scripts use.
+`ALGORITHMS` names the classes; runs and searches build them from configs with
+the recipes of `tf_maml.runs.members`.
 """
 
 from tf_maml.learners.family.anil import ANIL

@@ -1,0 +1,56 @@
+"""The config base every run's config starts from: the fields all runs read, in one place.
+
+`configs/*.py` build on it (as big_vision's configs on their common fields):
+`base_config` holds what every run reads (the task, seeds, the inner and
+outer loop's size and steps, evaluation, Keras' settings), `supervised_config`
+adds what runs of episodes read (the algorithm and Reptile's settings, shots
+and queries, the dtype policy). Required fields are keyword arguments, so a
+config that forgets one fails where it is written.
+"""
+
+import ml_collections
+
+
+def base_config(task, *, meta_batch_size, inner_lr, inner_steps, outer_lr, meta_steps,
+                steps_per_epoch, validation_batches, eval_tasks, eval_max_steps, seed=0,
+                first_order=False, jit_compile="auto", verbose=1):
+    """The fields every run reads (`scripts/train.py` looks `task` up in
+    `tf_maml.runs.tasks`). `jit_compile="auto"`: XLA where Keras finds an
+    accelerator; `verbose`: Keras' 0 silent, 1 progress bar, 2 one line per epoch."""
+    config = ml_collections.ConfigDict()
+    config.task = task
+    config.seed = seed
+    config.meta_batch_size = meta_batch_size
+    config.inner_lr = inner_lr
+    config.inner_steps = inner_steps
+    config.first_order = first_order
+    config.outer_lr = outer_lr
+    config.meta_steps = meta_steps
+    config.steps_per_epoch = steps_per_epoch
+    config.validation_batches = validation_batches
+    config.jit_compile = jit_compile
+    config.eval_tasks = eval_tasks
+    config.eval_max_steps = eval_max_steps
+    config.verbose = verbose
+    return config
+
+
+def supervised_config(task, *, shots, queries, reptile, eval_queries, steps_per_execution,
+                      eval_inner_steps=10, algorithm="maml", dtype_policy="float32", **base):
+    """`base_config` and the fields of runs of episodes.
+
+    `algorithm`: maml (first_order=True: FOMAML), meta_sgd, anil, maml_plus_plus,
+    or reptile, whose own settings `reptile` holds (inner_lr, inner_steps,
+    inner_optimizer, epsilon); `dtype_policy`: Keras' ("mixed_bfloat16" for
+    CPUs with bf16 and TPUs, "mixed_float16" for GPUs).
+    """
+    config = base_config(task, **base)
+    config.shots = shots
+    config.queries = queries
+    config.eval_inner_steps = eval_inner_steps
+    config.algorithm = algorithm
+    config.reptile = ml_collections.ConfigDict(reptile)
+    config.dtype_policy = dtype_policy
+    config.steps_per_execution = steps_per_execution
+    config.eval_queries = eval_queries
+    return config

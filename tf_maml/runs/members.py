@@ -1,0 +1,78 @@
+"""How a run builds each member of the family from its config, and how a search tunes it.
+
+The one place that reads a member's settings from a config or a keras-tuner
+search space (the meta-learners themselves never read configs): a `Recipe`
+per name of `tf_maml.family.ALGORITHMS`. A member of your own joins runs and
+searches with `RECIPES[name] = Recipe(...)`, with no change to the runners.
+"""
+
+import keras
+
+from tf_maml.learners import family
+
+
+class Recipe:
+    """A member from a config (`build`, `optimizer`) or from keras-tuner's `hp` (`tuned`).
+
+    The default is MAML's: `inner_lr`, `inner_steps` and `first_order` from
+    the config, Adam of `outer_lr`; in a search, `inner_lr` (1e-3..1, log),
+    `inner_steps` (1..5), `first_order` (where `tunes_first_order`) and Adam's
+    `outer_lr` (1e-4..1e-2, log).
+    """
+
+    def __init__(self, member, tunes_first_order=False, searched=True):
+        self.member, self.tunes_first_order = member, tunes_first_order
+        # False where another recipe's search covers the member (FOMAML: MAML's first_order).
+        self.searched = searched
+
+    def build(self, backbone, config, **common):
+        # A member that cannot honour first_order=True (MAML++) says so.
+        return self.member(backbone, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
+                           first_order=config.first_order, **common)
+
+    def optimizer(self, config):
+        return keras.optimizers.Adam(config.outer_lr)
+
+    def tuned(self, hp, backbone, **common):
+        """`(meta_learner, optimizer)` with hyper-parameters declared in `hp` where used."""
+        if self.tunes_first_order:
+            common["first_order"] = hp.Boolean("first_order")
+        meta_learner = self.member(backbone, **common)  # MAML++: its schedules' defaults
+        return meta_learner, keras.optimizers.Adam(
+            hp.Float("outer_lr", 1e-4, 1e-2, sampling="log"))
+
+
+class ReptileRecipe(Recipe):
+    """Reptile: its own inner loop (`config.reptile`), and SGD of epsilon annealed
+    linearly to 0 over the run (Nichol et al.); in a search, epsilon (0.05..1, log)."""
+
+    def build(self, backbone, config, **common):
+        settings = config.reptile
+        return self.member(backbone, inner_lr=settings.inner_lr,
+                           inner_steps=settings.inner_steps,
+                           inner_optimizer=settings.inner_optimizer, **common)
+
+    def optimizer(self, config):
+        return keras.optimizers.SGD(keras.optimizers.schedules.PolynomialDecay(
+            config.reptile.epsilon, config.meta_steps, end_learning_rate=0.0))
+
+    def tuned(self, hp, backbone, **common):
+        return self.member(backbone, **common), keras.optimizers.SGD(
+            hp.Float("epsilon", 0.05, 1.0, sampling="log"))
+
+
+RECIPES = {
+    "maml": Recipe(family.MAML, tunes_first_order=True),
+    "fomaml": Recipe(family.FOMAML, searched=False),
+    "meta_sgd": Recipe(family.MetaSGD),
+    "anil": Recipe(family.ANIL, tunes_first_order=True),
+    "maml_plus_plus": Recipe(family.MAMLPlusPlus),
+    "reptile": ReptileRecipe(family.Reptile),
+}
+
+
+def recipe(algorithm):
+    """The recipe of `algorithm`, or an error listing the known names."""
+    if algorithm not in RECIPES:
+        raise ValueError(f"Unknown algorithm {algorithm!r}; known: {', '.join(RECIPES)}.")
+    return RECIPES[algorithm]

@@ -1,0 +1,154 @@
+"""The tasks a run can meta-learn, registered by the name configs give (`config.task`).
+
+A task says what a run of it needs from its config: its episodes, the
+backbone network, the loss and metrics, its extra figures, and the runner
+that trains and evaluates it (`run`). `scripts/train.py` looks the config's
+task up here, so a new task is a `register_task(...)` away, with no change
+to the runners or the scripts. Supervised tasks (sinusoid, Omniglot) are
+defined here; `tf_maml.rl.experiment` registers the meta-RL ones.
+"""
+
+import os
+
+import keras
+
+from tf_maml import data, nets
+from tf_maml.runs import plots
+
+TASKS = {}
+
+# Each split draws from its own seed stream.
+_SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1, "test": 2, "plots": 3}
+
+
+def register_task(task):
+    """Makes `task` (with a `name` and a `run(config, workdir, allow_config_change)`)
+    the one configs name `task.name`."""
+    TASKS[task.name] = task
+    return task
+
+
+def task_of(config):
+    """The registered task `config.task` names, or an error listing the known ones."""
+    if config.task not in TASKS:
+        raise ValueError(f"Unknown task {config.task!r}; known: {', '.join(sorted(TASKS))}.")
+    return TASKS[config.task]
+
+
+class SupervisedTask:
+    """A task of episodes, meta-trained by `tf_maml.runs.experiment.run`."""
+
+    name = None
+    loss_label = "query loss"
+
+    def check(self, config):
+        """Refuses a config this task cannot run, before any compute."""
+
+    def episodes(self, config, split, **common):
+        """The episode pipeline of `split`; `common`: `queries`, `meta_batch_size`,
+        `seed`, `num_batches`, `start_batch`."""
+        raise NotImplementedError
+
+    def backbone(self, config):
+        """A fresh network for the config."""
+        raise NotImplementedError
+
+    def loss_and_metrics(self, config):
+        """`(loss, metrics)` for `compile`."""
+        raise NotImplementedError
+
+    def figures(self, meta_learner, config, workdir):
+        """Figures of this task beyond the results by step."""
+
+    def run(self, config, workdir, allow_config_change=False):
+        from tf_maml.runs import experiment  # noqa: PLC0415 (experiment reads this registry)
+
+        return experiment.run(config, workdir, allow_config_change)
+
+
+def episodes(config, split, num_batches=None, start_batch=0, queries=None):
+    """The episode pipeline of `config.task` for `split` ("train", "validation", "test",
+    "plots"), each split from its own seed."""
+    task = task_of(config)
+    task.check(config)
+    return task.episodes(
+        config, split, queries=queries or config.queries,
+        meta_batch_size=config.meta_batch_size,
+        seed=config.seed * 10 + _SPLIT_SEED_OFFSETS[split],
+        num_batches=num_batches, start_batch=start_batch,
+    )
+
+
+class Sinusoid(SupervisedTask):
+    """Sinusoid regression (Finn et al., 2017, section 5.1)."""
+
+    name = "sinusoid"
+    loss_label = "query MSE"
+
+    def episodes(self, config, split, **common):
+        return data.sinusoid_episodes(shots=config.shots, **common)
+
+    def backbone(self, config):
+        return nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
+
+    def loss_and_metrics(self, config):
+        return "mse", []
+
+    def figures(self, meta_learner, config, workdir):
+        plots.plot_sinusoid_fits(
+            meta_learner, episodes(config, "plots", num_batches=1, queries=100),
+            os.path.join(workdir, "sinusoid_fits.png"))
+
+
+register_task(Sinusoid())
+SAMPLERS = ("fixed", "variable")
+
+
+class Omniglot(SupervisedTask):
+    """Few-shot classification of Omniglot characters, fixed or variable ways and shots."""
+
+    name = "omniglot"
+
+    def check(self, config):
+        sampler = config.get("sampler", "fixed")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}.")
+        if sampler == "variable" and config.rotation:
+            raise ValueError("The variable sampler draws classes as Meta-Dataset does, without "
+                             f"rotations; set --config.rotation='' (it is {config.rotation!r}).")
+
+    def episodes(self, config, split, **common):
+        split = "test" if split == "plots" else split
+        if config.get("sampler", "fixed") == "variable":
+            # Meta-Dataset's episodes of variable ways and shots, padded (weighted).
+            pool, characters = data.load_omniglot(config.data_dir or None)
+            variable = config.variable
+            return data.variable_episodes(
+                data.omniglot_split(pool, characters, split, config.protocol),
+                min_ways=variable.min_ways, max_ways=variable.max_ways,
+                max_support=variable.max_support, **common,
+            )
+        return data.omniglot_episodes(
+            split, ways=config.ways, shots=config.shots, data_dir=config.data_dir or None,
+            protocol=config.protocol, rotation=config.rotation or None, **common,
+        )
+
+    @staticmethod
+    def num_outputs(config):
+        """Logits of the classifier: the most classes an episode of `config` has."""
+        if config.get("sampler", "fixed") == "variable":
+            return config.variable.max_ways
+        return config.ways
+
+    def backbone(self, config):
+        return nets.conv4(
+            self.num_outputs(config), filters=config.model.filters,
+            downsample=config.model.downsample,
+            normalization=config.model.get("normalization", "batch"),
+        )
+
+    def loss_and_metrics(self, config):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
+
+
+register_task(Omniglot())
