@@ -39,34 +39,9 @@ def few_shot_episodes_from_class_datasets(
             a dataset of known size holding fewer than `shots + queries`
             examples (the stream would silently end when its class is drawn).
     """
-    if isinstance(class_datasets, dict):  # as class_datasets_from_directory returns them
-        names = [f"class_datasets[{name!r}]" for name in class_datasets]
-        class_datasets = list(class_datasets.values())
-    else:
-        class_datasets = list(class_datasets)
-        names = [f"class_datasets[{i}]" for i in range(len(class_datasets))]
-    if not class_datasets:
-        raise ValueError(
-            "`class_datasets` must hold at least one dataset (one per class); received none."
-        )
-    for position, dataset in enumerate(class_datasets):
-        if not isinstance(dataset, tf.data.Dataset):
-            raise ValueError(
-                f"`{names[position]}` must be a tf.data.Dataset of one class's "
-                f"examples; received {type(dataset).__name__}."
-            )
-    check_episode_sizes(ways, shots, queries, meta_batch_size)
-    if ways > len(class_datasets):
-        raise ValueError(f"ways={ways} exceeds the {len(class_datasets)} class datasets.")
+    class_datasets = _checked_class_datasets(class_datasets, ways, shots, queries,
+                                             meta_batch_size)
     per_class = shots + queries
-    for position, dataset in enumerate(class_datasets):
-        size = int(dataset.cardinality())  # < 0: infinite or unknown, not checked
-        if 0 <= size < per_class:
-            raise ValueError(
-                f"`{names[position]}` holds {size} examples, fewer than "
-                f"shots + queries = {per_class}, so it could never fill a task; lower "
-                "`shots` or `queries`, or drop that class."
-            )
     groups = [
         dataset.shuffle(shuffle_buffer, seed=seed + i, reshuffle_each_iteration=True)
         .batch(per_class, drop_remainder=True)  # a group never spans two passes
@@ -101,3 +76,35 @@ def few_shot_episodes_from_class_datasets(
         .batch(meta_batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def _checked_class_datasets(class_datasets, ways, shots, queries, meta_batch_size):
+    """The class datasets as a list, or an error naming the one that cannot serve."""
+    if isinstance(class_datasets, dict):  # as class_datasets_from_directory returns them
+        names = [f"class_datasets[{name!r}]" for name in class_datasets]
+        class_datasets = list(class_datasets.values())
+    else:
+        class_datasets = list(class_datasets)
+        names = [f"class_datasets[{i}]" for i in range(len(class_datasets))]
+    if not class_datasets:
+        raise ValueError(
+            "`class_datasets` must hold at least one dataset (one per class); received none."
+        )
+    for position, dataset in enumerate(class_datasets):
+        if not isinstance(dataset, tf.data.Dataset):
+            raise ValueError(
+                f"`{names[position]}` must be a tf.data.Dataset of one class's "
+                f"examples; received {type(dataset).__name__}."
+            )
+    check_episode_sizes(ways, shots, queries, meta_batch_size)
+    if ways > len(class_datasets):
+        raise ValueError(f"ways={ways} exceeds the {len(class_datasets)} class datasets.")
+    for position, dataset in enumerate(class_datasets):
+        size = int(dataset.cardinality())  # < 0: infinite or unknown, not checked
+        if 0 <= size < shots + queries:
+            raise ValueError(
+                f"`{names[position]}` holds {size} examples, fewer than "
+                f"shots + queries = {shots + queries}, so it could never fill a task; lower "
+                "`shots` or `queries`, or drop that class."
+            )
+    return class_datasets

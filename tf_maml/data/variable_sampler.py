@@ -60,22 +60,7 @@ def variable_episodes(pool, min_ways=5, max_ways=50, max_support=500, queries=10
         query_y, query_weight))`: `support_x` `[meta_batch_size, max_support,
         *example_shape]` float32, int32 labels, float32 weights.
     """
-    check_counts({"min_ways": min_ways, "max_ways": max_ways, "max_support": max_support,
-                  "queries": queries, "meta_batch_size": meta_batch_size}, _MEANINGS)
-    if min_ways > max_ways:
-        raise ValueError(f"min_ways={min_ways} exceeds max_ways={max_ways}.")
-    if min_ways > pool.num_classes:
-        raise ValueError(f"min_ways={min_ways} exceeds the {pool.num_classes} classes of the pool.")
-    if max_support < max_ways:
-        raise ValueError(f"max_support={max_support} is below max_ways={max_ways}: every class "
-                         "of a task needs a support example.")
-    small = pool.counts < queries + 1
-    if small.any():
-        raise ValueError(
-            f"{int(small.sum())} class(es) hold fewer than queries + 1 = {queries + 1} "
-            f"examples, e.g. {plain_ids(pool.class_ids[small][:5])} (the smallest has "
-            f"{pool.counts.min()}); lower `queries`, or leave those classes out (pool.select)."
-        )
+    _check_arguments(pool, min_ways, max_ways, max_support, queries, meta_batch_size)
     images, counts, scale = pool_constants(pool, scale)
     classes = pool.num_classes
     top_ways = min(max_ways, classes)  # classes drawn per task, the first `ways` used
@@ -90,16 +75,7 @@ def variable_episodes(pool, min_ways=5, max_ways=50, max_support=500, queries=10
         drawn = tf.math.top_k(tf.random.stateless_uniform([classes], seeds[1]), top_ways).indices
         used = tf.range(top_ways) < ways  # [top_ways]
         sizes = tf.gather(counts, drawn)
-        available = tf.cast(sizes - queries, tf.float32)  # examples a class can give the support
-        beta = 1.0 - tf.random.stateless_uniform([], seeds[2])  # in (0, 1]
-        wanted = tf.where(used, tf.math.ceil(beta * tf.minimum(available, MAX_SUPPORT_PER_CLASS)), 0.0)
-        support_size = tf.minimum(float(max_support), tf.reduce_sum(wanted))
-        log_weight = tf.random.stateless_uniform([top_ways], seeds[3], *LOG_WEIGHT_RANGE)
-        share = tf.where(used, tf.exp(log_weight) * tf.cast(sizes, tf.float32), 0.0)
-        share /= tf.reduce_sum(share)
-        spare = support_size - tf.cast(ways, tf.float32)
-        shots = tf.minimum(tf.floor(share * spare) + 1.0, available)
-        shots = tf.cast(tf.where(used, shots, 0.0), tf.int32)  # [top_ways]
+        shots = _shots(seeds[2:4], ways, used, sizes, queries, max_support)
         # Each class's examples in random order; slots past its size never drawn.
         keys = tf.random.stateless_uniform([top_ways, max_count], seeds[4])
         keys = tf.where(tf.range(max_count) < sizes[:, None], keys, -1.0)
@@ -133,3 +109,37 @@ def variable_episodes(pool, min_ways=5, max_ways=50, max_support=500, queries=10
             .batch(meta_batch_size, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))
 
+
+def _shots(seeds, ways, used, sizes, queries, max_support):
+    """Each drawn class's shots, `[top_ways]` int32 (0 for the unused), as Meta-Dataset
+    draws them: a support size, then shares by class size times exp of a log-weight."""
+    available = tf.cast(sizes - queries, tf.float32)  # examples a class can give the support
+    beta = 1.0 - tf.random.stateless_uniform([], seeds[0])  # in (0, 1]
+    wanted = tf.where(used, tf.math.ceil(beta * tf.minimum(available, MAX_SUPPORT_PER_CLASS)), 0.0)
+    support_size = tf.minimum(float(max_support), tf.reduce_sum(wanted))
+    log_weight = tf.random.stateless_uniform(sizes.shape, seeds[1], *LOG_WEIGHT_RANGE)
+    share = tf.where(used, tf.exp(log_weight) * tf.cast(sizes, tf.float32), 0.0)
+    share /= tf.reduce_sum(share)
+    spare = support_size - tf.cast(ways, tf.float32)
+    shots = tf.minimum(tf.floor(share * spare) + 1.0, available)
+    return tf.cast(tf.where(used, shots, 0.0), tf.int32)
+
+
+def _check_arguments(pool, min_ways, max_ways, max_support, queries, meta_batch_size):
+    """Refuses sizes the pool cannot serve, naming them."""
+    check_counts({"min_ways": min_ways, "max_ways": max_ways, "max_support": max_support,
+                  "queries": queries, "meta_batch_size": meta_batch_size}, _MEANINGS)
+    if min_ways > max_ways:
+        raise ValueError(f"min_ways={min_ways} exceeds max_ways={max_ways}.")
+    if min_ways > pool.num_classes:
+        raise ValueError(f"min_ways={min_ways} exceeds the {pool.num_classes} classes of the pool.")
+    if max_support < max_ways:
+        raise ValueError(f"max_support={max_support} is below max_ways={max_ways}: every class "
+                         "of a task needs a support example.")
+    small = pool.counts < queries + 1
+    if small.any():
+        raise ValueError(
+            f"{int(small.sum())} class(es) hold fewer than queries + 1 = {queries + 1} "
+            f"examples, e.g. {plain_ids(pool.class_ids[small][:5])} (the smallest has "
+            f"{pool.counts.min()}); lower `queries`, or leave those classes out (pool.select)."
+        )

@@ -41,7 +41,6 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
         `"served_accuracy"` for classification episodes.
     """
     spec = episodes_lib.check_spec(episodes.element_spec)
-    loop = meta_learner.inner_loop
     all_classes = labels.classes(meta_learner._labelled_outputs(spec.x, spec.y))
     # Accuracy for one output of class labels; with several outputs, the loss.
     classes = all_classes[0] if len(all_classes) == 1 else None
@@ -54,34 +53,11 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
 
     @tf.function
     def batch_results(tasks):
-        params, state = loop.current_values()
+        params, state = meta_learner.inner_loop.current_values()
 
         def one_task(task):
-            sx, sy, qx, qy, sw, qw = episodes_lib.task_parts(task)
-            fast, task_state, rule_state = params, state, None
-            by_step = {name: [] for name in names}
-            for step in range(max_steps + 1):
-                if step:
-                    fast, task_state, rule_state = loop.adapt(
-                        fast, task_state, sx, sy, 1, True, rule_state, first_step=step - 1,
-                        weights=sw,
-                    )
-                for prefix, transductive in figures:
-                    y_pred, extra = loop.predict(
-                        fast, task_state, sx, qx, transductive, last_step(step), sw, qw
-                    )
-                    loss = meta_learner.task_loss(qx, qy, y_pred, extra, qw, False)
-                    by_step[prefix + "loss"].append(tf.cast(loss, tf.float64))
-                    if classification:
-                        hits = tf.equal(tf.argmax(y_pred, axis=-1, output_type=qy.dtype), qy)
-                        hits = tf.cast(hits, tf.float64)
-                        if qw is None:
-                            accuracy = tf.reduce_mean(hits)
-                        else:  # over the real queries, as compiled `metrics` count them
-                            real = tf.cast(qw > 0, tf.float64)
-                            accuracy = tf.reduce_sum(hits * real) / tf.reduce_sum(real)
-                        by_step[prefix + "accuracy"].append(accuracy)
-            return {name: tf.stack(values) for name, values in by_step.items()}
+            return _task_curves(meta_learner, task, params, state, max_steps, figures,
+                                classification)
 
         signature = {name: tf.TensorSpec([max_steps + 1], tf.float64) for name in names}
         return tf.map_fn(one_task, tasks, fn_output_signature=signature)
@@ -91,12 +67,7 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     for index, (support, query) in enumerate(episodes):
         support, query, weights = episodes_lib.unpack((support, query))
         if classes:  # a TensorFlow op error otherwise, naming no batch
-            support_weight, query_weight = weights if weights is not None else (None, None)
-            values = np.concatenate([
-                np.ravel(episodes_lib.valid_examples(support[1], support_weight)),
-                np.ravel(episodes_lib.valid_examples(query[1], query_weight)),
-            ])
-            labels.check_label_range(values, classes, name=f"evaluation batch {index + 1}")
+            _check_labels(support, query, weights, classes, index)
         tasks = episodes_lib.task_tuple(support, query, weights)
         results.append({k: v.numpy() for k, v in batch_results(tasks).items()})
         count += len(results[-1]["loss"])
@@ -109,6 +80,49 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
     if not meta_learner.transductive:
         results.update({"served_" + key: values for key, values in list(results.items())})
     return results
+
+
+def _task_curves(meta_learner, task, params, state, max_steps, figures, classification):
+    """One task's figures after 0..`max_steps` steps: `{name: [max_steps + 1]}` float64.
+
+    `figures`: `(prefix, transductive)` of each set of figures (the served
+    one predicts each query with the support set's statistics).
+    """
+    loop = meta_learner.inner_loop
+    sx, sy, qx, qy, sw, qw = episodes_lib.task_parts(task)
+    fast, task_state, rule_state = params, state, None
+    by_step = {}
+    for step in range(max_steps + 1):
+        if step:  # one more step, the rule's state kept
+            fast, task_state, rule_state = loop.adapt(
+                fast, task_state, sx, sy, 1, True, rule_state, first_step=step - 1, weights=sw)
+        for prefix, transductive in figures:
+            y_pred, extra = loop.predict(
+                fast, task_state, sx, qx, transductive, last_step(step), sw, qw)
+            loss = meta_learner.task_loss(qx, qy, y_pred, extra, qw, False)
+            by_step.setdefault(prefix + "loss", []).append(tf.cast(loss, tf.float64))
+            if classification:
+                by_step.setdefault(prefix + "accuracy", []).append(_accuracy(y_pred, qy, qw))
+    return {name: tf.stack(values) for name, values in by_step.items()}
+
+
+def _accuracy(y_pred, y, weights):
+    """Accuracy over the real queries (weight > 0), as compiled `metrics` count them."""
+    hits = tf.cast(tf.equal(tf.argmax(y_pred, axis=-1, output_type=y.dtype), y), tf.float64)
+    if weights is None:
+        return tf.reduce_mean(hits)
+    real = tf.cast(weights > 0, tf.float64)
+    return tf.reduce_sum(hits * real) / tf.reduce_sum(real)
+
+
+def _check_labels(support, query, weights, classes, index):
+    """Refuses an evaluation batch with real labels outside [0, classes), naming it."""
+    support_weight, query_weight = weights if weights is not None else (None, None)
+    values = np.concatenate([
+        np.ravel(episodes_lib.valid_examples(support[1], support_weight)),
+        np.ravel(episodes_lib.valid_examples(query[1], query_weight)),
+    ])
+    labels.check_label_range(values, classes, name=f"evaluation batch {index + 1}")
 
 
 def mean_and_confidence(values, axis=0):
