@@ -85,3 +85,10 @@ def test_every_documented_name_resolves_under_its_documented_path():
     for old, new in tf_maml.DOCUMENTED_PATHS.items():  # one module under both paths
         assert importlib.import_module(f"tf_maml.{old}") is importlib.import_module(
             f"tf_maml.{new}")
+
+
+def test_the_meta_learners_share_the_one_base():
+    assert tf_maml.MetaLearner is tf_maml.learners.MetaLearner
+    for member in (tf_maml.MAML, tf_maml.FOMAML, tf_maml.MetaSGD, tf_maml.ANIL,
+                   tf_maml.MAMLPlusPlus, tf_maml.Reptile, tf_maml.rl.MetaPolicyGradient):
+        assert issubclass(member, tf_maml.MetaLearner), member

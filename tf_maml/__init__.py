@@ -26,6 +26,7 @@ from tf_maml import rl  # noqa: E402
 from tf_maml import rules  # noqa: E402
 from tf_maml.keras_patches import exact_second_order  # noqa: E402
 from tf_maml.learners import family  # noqa: E402
+from tf_maml.learners.base import MetaLearner  # noqa: E402
 from tf_maml.learners.family import ANIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile  # noqa: E402
 from tf_maml.learners.maml import MAML  # noqa: E402
 from tf_maml.learners.objective import TaskObjective  # noqa: E402
@@ -54,6 +55,7 @@ __all__ = [
     "FOMAML",
     "MAML",
     "MAMLPlusPlus",
+    "MetaLearner",
     "MetaSGD",
     "Reptile",
     "TaskObjective",

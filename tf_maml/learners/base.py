@@ -78,7 +78,9 @@ class MetaLearner(BuildsItself, keras.Model):
       query set (an override applies to both);
     - `adapted_model(params, state)`: a standalone copy of `model` holding
       given weights, what `adapt` returns;
-    - the RNG seed state of `model` (Dropout) saved with the weights.
+    - `get_config` / `from_config` of the wrapped model (subclasses add their
+      hyper-parameters), and the RNG seed state of `model` (Dropout) saved
+      with the weights.
 
     Args:
         model: the `keras.Model` whose weights are meta-learned.
@@ -110,6 +112,22 @@ class MetaLearner(BuildsItself, keras.Model):
 
     def _after_init(self):
         """Runs once the outermost `__init__` of the instance's class has returned."""
+
+    # The constructor argument that takes the wrapped model (RL's: "policy").
+    model_argument = "model"
+
+    def get_config(self):
+        """The constructor's arguments: the wrapped model's config and, from subclasses,
+        each hyper-parameter, so a `.keras` file remakes the meta-learner."""
+        return {"name": self.name, "trainable": self.trainable,
+                self.model_argument: keras.saving.serialize_keras_object(self.model)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config[cls.model_argument] = keras.saving.deserialize_keras_object(
+            config[cls.model_argument], custom_objects=custom_objects)
+        return cls(**config)
 
     # ------------------------------------------------------------------
     # Traced steps: hyper-parameters read while tracing, exact ops.

@@ -91,7 +91,7 @@ class MAML(entry_checks.CheckedEntryPoints, RecordedEpisodes, ServedFigures,
     Second derivatives are exact for stock Keras layers, BatchNormalization
     and max-pooling under XLA included (see `tf_maml.keras_patches.exact_gradients`).
 
-    Keras habits hold (`tf_maml.learners.MetaLearner`): the hyper-parameters
+    Keras habits hold (`tf_maml.MetaLearner`): the hyper-parameters
     below, assigned after `fit` or `evaluate`, apply from the next call as if
     the meta-learner had been made with them (a member raises, naming the
     attribute, where its own construction fixes one); and `compute_loss`,
@@ -266,7 +266,7 @@ class MAML(entry_checks.CheckedEntryPoints, RecordedEpisodes, ServedFigures,
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss of one task (of its examples of non-zero weight).
 
-        See `tf_maml.learners.MetaLearner.compute_loss`: override it to change
+        See `tf_maml.MetaLearner.compute_loss`: override it to change
         the task loss of the inner and the outer loop alike.
         """
         del x, training
@@ -317,9 +317,7 @@ class MAML(entry_checks.CheckedEntryPoints, RecordedEpisodes, ServedFigures,
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "model": keras.saving.serialize_keras_object(self.model),
+            **super().get_config(),
             "inner_lr": self.inner_lr,
             "inner_steps": self.inner_steps,
             "first_order": self.first_order,
@@ -335,14 +333,6 @@ class MAML(entry_checks.CheckedEntryPoints, RecordedEpisodes, ServedFigures,
     def _rule_config(self):
         """The `inner_optimizer` argument to save: None when `inner_lr` gave the rule."""
         return None if self.inner_lr is not None else rules.serialize(self.inner_optimizer)
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
-        )
-        return cls(model, **config)
 
     # ------------------------------------------------------------------
     # fit / evaluate / predict: episodes checked when handed over, faults of

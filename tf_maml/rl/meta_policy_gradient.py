@@ -417,10 +417,11 @@ class MetaPolicyGradient(MetaLearner):
         """
         serving.export_adaptive(self, filepath, steps)
 
+    model_argument = "policy"
+
     def get_config(self):
         return {
             **super().get_config(),
-            "policy": keras.saving.serialize_keras_object(self.policy),
             "env": envs_lib.serialize(self.env),
             "inner_lr": self._inner_lr,
             "inner_optimizer": (None if self._inner_lr is not None
@@ -433,9 +434,3 @@ class MetaPolicyGradient(MetaLearner):
             "normalize_advantages": self.normalize_advantages,
             "parallel_tasks": self.parallel_tasks,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["policy"] = keras.saving.deserialize_keras_object(config["policy"])
-        return cls(**config)
