@@ -18,6 +18,7 @@ from ml_collections import config_flags
 import tf_maml.experiment
 import tf_maml.rl.experiment  # registers the meta-RL tasks
 from tf_maml.runs import checkpoints, tasks
+from tf_maml.runs.workdir_lock import WorkdirLockedError
 from tf_maml.learners import guards
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
@@ -30,7 +31,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 # Failures with a message that says it all: no traceback, exit code 1.
 CLEAR_FAILURES = (
     guards.TrainingDivergedError, guards.EpisodeError, checkpoints.DamagedFileError,
-    tf_maml.experiment.ConfigMismatchError,
+    tf_maml.experiment.ConfigMismatchError, WorkdirLockedError,
 )
 
 

@@ -60,6 +60,14 @@ def run_python(args, *, cwd=ROOT, returncode=0, timeout=None):
     return result
 
 
+def start_python(args, *, cwd=ROOT):
+    """`python *args` started in the background (a `subprocess.Popen`, stdout piped as
+    text): for a process that must run while the test acts, as `run_python` says."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
+
+
 def run_script(name, *args, **kwargs):
     """Runs scripts/`name` with `args` from the repository root (see `run_python`)."""
     return run_python([os.path.join(ROOT, "scripts", name), *args], **kwargs)

@@ -17,7 +17,9 @@ import tf_maml
 import tf_maml.runs.experiment
 from tf_maml.runs import checkpoints
 
-from helpers import ROOT, SINUSOID_CONFIG, TINY, run_python, run_script, tiny_config, train
+from helpers import (
+    ROOT, SINUSOID_CONFIG, TINY, run_python, run_script, start_python, tiny_config, train,
+)
 
 # Runs scripts/train.py with `method` of keras.Model patched: its `count`-th
 # call writes its file, cuts it to half its size and SIGKILLs the process.
@@ -191,3 +193,31 @@ def test_evaluate_refuses_a_config_the_meta_learner_was_not_trained_with(uninter
 def test_meta_steps_not_a_multiple_names_the_flag_to_change(tmp_path):
     with pytest.raises(ValueError, match="change --config.meta_steps .e.g. to 20 or 30. or --config.steps_per_epoch"):
         tf_maml.experiment.run(tiny_config(meta_steps=25), str(tmp_path))
+
+
+def test_a_workdir_takes_one_run_at_a_time(tmp_path):
+    """A second run in a workdir in use is refused naming the holder's process id, before
+    any compute; the lock is released when the run ends, and a killed holder's lock is
+    taken by the next run."""
+    from tf_maml.runs.workdir_lock import LOCK_FILE, WorkdirLockedError, run_lock
+
+    holder = start_python(["-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from tf_maml.runs.workdir_lock import run_lock\n"
+        "with run_lock(sys.argv[2]):\n"
+        "    print('held', flush=True); time.sleep(600)"), ROOT, tmp_path])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkdirLockedError, match=f"process {holder.pid}\\); one workdir"):
+            tf_maml.experiment.run(tiny_config(), str(tmp_path))
+        assert not os.path.exists(tmp_path / "config.json")  # refused before any work
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / LOCK_FILE).read_text() == str(holder.pid)  # killed: left behind
+    with run_lock(str(tmp_path)):  # the OS released it: taken
+        assert (tmp_path / LOCK_FILE).read_text() == str(os.getpid())
+        with pytest.raises(WorkdirLockedError):  # a second holder in this process too
+            with run_lock(str(tmp_path)):
+                pass
+    assert (tmp_path / LOCK_FILE).read_text() == ""  # released on exit

@@ -17,6 +17,7 @@ from absl import logging
 
 from tf_maml.runs import checkpoints, experiment, plots, step_curves
 from tf_maml.runs import tasks as tasks_registry
+from tf_maml.runs.workdir_lock import run_lock
 from tf_maml.rl import envs, policies
 from tf_maml.rl import plots as rl_plots
 from tf_maml.rl.meta_policy_gradient import MetaPolicyGradient
@@ -95,14 +96,15 @@ def run(config, workdir, allow_config_change=False):
     """
     if config.task not in TASKS:
         raise ValueError(f"{config.task!r} is not a meta-RL task; known: {', '.join(TASKS)}.")
-    meta, training_seconds = _train(config, workdir, None, allow_config_change)
-    pretrained = None
-    if config.pretrained:
-        pretrained, _ = _train(config, os.path.join(workdir, "pretrained"), 0,
-                               allow_config_change)
-    report = evaluate(meta, config, workdir, pretrained)
-    report.update(training_seconds=training_seconds)
-    checkpoints.write_json(os.path.join(workdir, "report.json"), report)
+    with run_lock(workdir):
+        meta, training_seconds = _train(config, workdir, None, allow_config_change)
+        pretrained = None
+        if config.pretrained:
+            pretrained, _ = _train(config, os.path.join(workdir, "pretrained"), 0,
+                                   allow_config_change)
+        report = evaluate(meta, config, workdir, pretrained)
+        report.update(training_seconds=training_seconds)
+        checkpoints.write_json(os.path.join(workdir, "report.json"), report)
     return checkpoints.finite_or_none(report)
 
 

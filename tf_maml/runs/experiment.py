@@ -17,6 +17,7 @@ from absl import logging
 
 from tf_maml.runs import checkpoints, members, plots, step_curves, tasks
 from tf_maml.runs.tasks import episodes
+from tf_maml.runs.workdir_lock import run_lock
 
 
 def build_backbone(config):
@@ -245,17 +246,17 @@ def run(config, workdir, allow_config_change=False):
     atomically. Run again with the same `workdir`, it resumes an interrupted
     run, or only re-evaluates a finished one; a config that differs in a
     field that matters (not in `HARMLESS_FIELDS`) is refused unless
-    `allow_config_change`.
+    `allow_config_change`. One run at a time per workdir (`run_lock`).
     """
-    meta_learner, training_seconds = trained_meta_learner(
-        config, workdir, build_meta_learner,
-        lambda start_batch: episodes(config, "train", start_batch=start_batch),
-        lambda: episodes(config, "validation", num_batches=config.validation_batches),
-        allow_config_change)
-    report_path = os.path.join(workdir, "report.json")
-    report = evaluate(meta_learner, config, workdir)
-    report.update(training_seconds=training_seconds)
-    checkpoints.write_json(report_path, report)
+    with run_lock(workdir):
+        meta_learner, training_seconds = trained_meta_learner(
+            config, workdir, build_meta_learner,
+            lambda start_batch: episodes(config, "train", start_batch=start_batch),
+            lambda: episodes(config, "validation", num_batches=config.validation_batches),
+            allow_config_change)
+        report = evaluate(meta_learner, config, workdir)
+        report.update(training_seconds=training_seconds)
+        checkpoints.write_json(os.path.join(workdir, "report.json"), report)
     return checkpoints.finite_or_none(report)
 
 
