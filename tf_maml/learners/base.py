@@ -40,6 +40,11 @@ def hyperparameter(name, check, doc):
     return property(get, set_, doc=doc)
 
 
+def flag(name):
+    """A True/False `hyperparameter` (any value taken as its truth)."""
+    return hyperparameter(name, lambda meta, value: bool(value), f"`{name}` (see the class).")
+
+
 def fixed(name, why):
     """A `hyperparameter` check for a value a member fixes when it is made: the first
     assignment (from `__init__`) passes, later ones raise naming the attribute."""

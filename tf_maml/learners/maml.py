@@ -22,7 +22,7 @@ from tf_maml.learners.arguments import checked_int, checked_rule
 from tf_maml.engine import task_loop as task_loop_lib
 from tf_maml import episodes as episodes_lib
 from tf_maml.engine.inner_loop import InnerLoop
-from tf_maml.learners.base import MetaLearner, hyperparameter
+from tf_maml.learners.base import MetaLearner, flag, hyperparameter
 from tf_maml.learners.objective import MetaObjective
 from tf_maml.learners.recorded_episodes import RecordedEpisodes
 from tf_maml.learners.steps import MetaSteps
@@ -42,10 +42,6 @@ def _checked_task_loop(meta, value):
 
 def _checked_parallel_tasks(meta, value):
     return value if value == "auto" else checked_int(value, "parallel_tasks", 1)
-
-
-def _flag(name):
-    return hyperparameter(name, lambda meta, value: bool(value), f"`{name}` (see the class).")
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
@@ -194,10 +190,10 @@ class MAML(entry_checks.CheckedEntryPoints, RecordedEpisodes, ServedFigures,
     inner_steps = hyperparameter(
         "inner_steps", lambda meta, value: checked_int(value, "inner_steps", 1),
         "Inner steps per task in meta-training.")
-    first_order = _flag("first_order")
-    transductive = _flag("transductive")
-    recompute_inner_steps = _flag("recompute_inner_steps")
-    fused_batch_norm = _flag("fused_batch_norm")
+    first_order = flag("first_order")
+    transductive = flag("transductive")
+    recompute_inner_steps = flag("recompute_inner_steps")
+    fused_batch_norm = flag("fused_batch_norm")
     task_loop = hyperparameter("task_loop", _checked_task_loop, "`task_loop` (see the class).")
     parallel_tasks = hyperparameter("parallel_tasks", _checked_parallel_tasks,
                                     "`parallel_tasks` (see the class).")

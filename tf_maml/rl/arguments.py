@@ -7,12 +7,17 @@ from tf_maml.learners import hyperparameter
 from tf_maml.rl import objectives
 
 
-def checked_inner_steps(meta, value):
-    value = checked_int(value, "inner_steps", 0)
-    if getattr(meta, "estimator", None) == "unbiased" and value > 1:
+def _check_unbiased_steps(estimator, inner_steps):
+    """The unbiased estimator is derived for one inner step."""
+    if estimator == "unbiased" and inner_steps > 1:
         raise ValueError(
             f"estimator='unbiased' takes one inner step in meta-training; received "
-            f"inner_steps={value}. Use estimator='lvc' for several.")
+            f"inner_steps={inner_steps}. Use estimator='lvc' for several.")
+
+
+def checked_inner_steps(meta, value):
+    value = checked_int(value, "inner_steps", 0)
+    _check_unbiased_steps(getattr(meta, "estimator", None), value)
     return value
 
 
@@ -20,10 +25,7 @@ def checked_estimator(meta, value):
     if value not in objectives.ESTIMATORS:
         raise ValueError(f"`estimator` must be one of {objectives.ESTIMATORS}; received "
                          f"{value!r}.")
-    if value == "unbiased" and getattr(meta, "inner_steps", 1) > 1:
-        raise ValueError(
-            f"estimator='unbiased' takes one inner step in meta-training; received "
-            f"inner_steps={meta.inner_steps}. Use estimator='lvc' for several.")
+    _check_unbiased_steps(value, getattr(meta, "inner_steps", 1))
     return value
 
 

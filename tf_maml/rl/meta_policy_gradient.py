@@ -15,7 +15,7 @@ import tensorflow as tf
 from tf_maml.learners import guards
 from tf_maml.engine import task_loop as task_loop_lib
 from tf_maml.learners.arguments import checked_fraction, checked_int, checked_rule
-from tf_maml.learners import MetaLearner, hyperparameter
+from tf_maml.learners import MetaLearner, flag, hyperparameter
 from tf_maml.rl import advantages as advantages_lib
 from tf_maml.rl import envs as envs_lib
 from tf_maml.rl import arguments, objectives, policies, rollouts, serving
@@ -121,8 +121,8 @@ class MetaPolicyGradient(MetaLearner):
     discount = arguments.number("discount", checked_fraction)
     gae_lambda = arguments.number(
         "gae_lambda", lambda v, n: checked_fraction(v, n, zero_allowed=True))
-    first_order = arguments.number("first_order", lambda v, n: bool(v))
-    normalize_advantages = arguments.number("normalize_advantages", lambda v, n: bool(v))
+    first_order = flag("first_order")
+    normalize_advantages = flag("normalize_advantages")
     estimator = hyperparameter("estimator", arguments.checked_estimator,
                                "`estimator` (see the class).")
     baseline = hyperparameter("baseline", arguments.checked_baseline,
