@@ -28,7 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import tf_maml.experiment
-from tf_maml.runs import checkpoints
+from tf_maml.runs import checkpoints, config_checks
 from tf_maml.runs.reporting import over_runs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the meta-learner was trained with.")
@@ -50,7 +50,8 @@ def main(argv):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"No such file: {path}")
         reports = [_evaluate(path) for path in paths]
-    except (checkpoints.DamagedFileError, tf_maml.experiment.ConfigMismatchError,
+    except (checkpoints.DamagedFileError, checkpoints.SaveError,
+            tf_maml.experiment.ConfigMismatchError,
             FileNotFoundError) as error:
         sys.exit(f"evaluate.py: {type(error).__name__}: {error}")
     steps = _CONFIG.value.eval_max_steps
@@ -93,4 +94,4 @@ def _evaluate(path):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config_checks.parse_flags)

@@ -1,15 +1,19 @@
-"""Serving speed: `adapt()` task by task, and the batched evaluation, on Omniglot-shaped tasks.
+"""Serving speed: `adapt()` and the adaptive SavedModel task by task, and the batched
+evaluation, on Omniglot-shaped tasks.
 
 Random 28x28 tasks through the papers' conv4 (speed does not depend on the pixels):
 `adapt()` once per task, as a process serving one request at a time would (the first
-call, which traces, timed apart), then `evaluation.query_results_by_step`, which gives
+call, which traces, timed apart); the `export_adaptive` SavedModel's `adapt_and_predict`
+called once per task the same way; then `evaluation.query_results_by_step`, which gives
 every task's accuracy after 0..steps steps, as reported and as served, in one compiled
 evaluation over meta-batches (what scripts/evaluate.py runs).
 
   python scripts/serving_benchmark.py --tasks=600 --ways=5 --shots=1 --steps=10
+  python scripts/serving_benchmark.py --tasks=200 --steps=1 --noevaluation   # the checks' cost
 """
 
 import json
+import tempfile
 import time
 
 import keras
@@ -31,6 +35,8 @@ _QUERIES = flags.DEFINE_integer(
 _STEPS = flags.DEFINE_integer("steps", 10, "Inner steps of 0.4.", lower_bound=0)
 _META_BATCH = flags.DEFINE_integer(
     "meta_batch_size", 25, "Tasks per evaluation batch.", lower_bound=1)
+_EVALUATION = flags.DEFINE_bool("evaluation", True, "Also time the batched evaluation.")
+_LABEL = flags.DEFINE_string("label", "", "A name for this run in the JSON line (e.g. a commit).")
 _OUT = flags.DEFINE_string("out", None, "Append the results as a JSON line here.")
 
 
@@ -58,26 +64,45 @@ def main(argv):
         maml.adapt(support_x[t], support_y[t])
     per_task = (time.perf_counter() - start) / (tasks - 1)
 
-    episodes = tf.data.Dataset.from_tensor_slices(
-        ((support_x, support_y), (query_x, query_y))
-    ).batch(_META_BATCH.value)
-    start = time.perf_counter()
-    results = query_results_by_step(maml, episodes, tasks, steps)
-    evaluation = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as directory:
+        maml.fit(tf.data.Dataset.from_tensors(  # export_adaptive reads the episodes' format
+            ((support_x[:1], support_y[:1]), (query_x[:1], query_y[:1]))), verbose=0)
+        maml.export_adaptive(directory)
+        served = tf.saved_model.load(directory)
+        start = time.perf_counter()
+        served.adapt_and_predict(support_x[0], support_y[0], query_x[0])
+        served_first = time.perf_counter() - start
+        start = time.perf_counter()
+        for t in range(1, tasks):
+            served.adapt_and_predict(support_x[t], support_y[t], query_x[t]).numpy()
+        served_per_task = (time.perf_counter() - start) / (tasks - 1)
+
+    evaluation, results = None, {}
+    if _EVALUATION.value:
+        episodes = tf.data.Dataset.from_tensor_slices(
+            ((support_x, support_y), (query_x, query_y))
+        ).batch(_META_BATCH.value)
+        start = time.perf_counter()
+        results = query_results_by_step(maml, episodes, tasks, steps)
+        evaluation = time.perf_counter() - start
 
     record = {
-        "tasks": tasks, "ways": ways, "shots": _SHOTS.value, "steps": steps,
-        "adapt_first_s": round(first, 3), "adapt_per_task_s": round(per_task, 4),
-        "evaluation_s": round(evaluation, 2), "evaluated": sorted(results),
+        "label": _LABEL.value, "tasks": tasks, "ways": ways, "shots": _SHOTS.value,
+        "steps": steps, "adapt_first_s": round(first, 3), "adapt_per_task_s": round(per_task, 4),
+        "served_first_s": round(served_first, 3),
+        "served_per_task_s": round(served_per_task, 4),
+        "evaluation_s": evaluation and round(evaluation, 2), "evaluated": sorted(results),
         "machine": machine(),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     publish_table([
-        "| tasks | adapt(), first call (s) | adapt() per task (s) | batched evaluation (s) |",
-        "|---|---|---|---|",
+        "| tasks | adapt(), first call (s) | adapt() per task (s) | served, first call (s) "
+        "| served per task (s) | batched evaluation (s) |",
+        "|---|---|---|---|---|---|",
         f"| {tasks} ({ways}-way {_SHOTS.value}-shot, {steps} steps) | {first:.2f} | "
-        f"{per_task:.3f} | {evaluation:.1f} |",
-        "", f"Evaluated: {', '.join(sorted(results))}. Machine: {machine()}.",
+        f"{per_task:.4f} | {served_first:.2f} | {served_per_task:.4f} | "
+        f"{'-' if evaluation is None else f'{evaluation:.1f}'} |",
+        "", f"Evaluated: {', '.join(sorted(results)) or '-'}. Machine: {machine()}.",
     ])
     if _OUT.value:
         with open(_OUT.value, "a") as f:

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 import tf_maml.experiment
 import tf_maml.rl.experiment  # registers the meta-RL tasks
-from tf_maml.runs import checkpoints, tasks
+from tf_maml.runs import checkpoints, config_checks, tasks
 from tf_maml.runs.workdir_lock import WorkdirLockedError
 from tf_maml.learners import guards
 
@@ -31,7 +31,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 # Failures with a message that says it all: no traceback, exit code 1.
 CLEAR_FAILURES = (
     guards.TrainingDivergedError, guards.EpisodeError, checkpoints.DamagedFileError,
-    tf_maml.experiment.ConfigMismatchError, WorkdirLockedError,
+    checkpoints.SaveError, tf_maml.experiment.ConfigMismatchError, WorkdirLockedError,
 )
 
 
@@ -47,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config_checks.parse_flags)

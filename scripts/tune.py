@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 import tf_maml.experiment
 import tf_maml.runs.tuning
-from tf_maml.runs import checkpoints
+from tf_maml.runs import checkpoints, config_checks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Task config (data, backbone).")
 _TUNER = flags.DEFINE_enum("tuner", "random", ["random", "hyperband", "bayesian"], "Search.")
@@ -69,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config_checks.parse_flags)

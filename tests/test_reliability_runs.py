@@ -221,3 +221,59 @@ def test_a_workdir_takes_one_run_at_a_time(tmp_path):
             with run_lock(str(tmp_path)):
                 pass
     assert (tmp_path / LOCK_FILE).read_text() == ""  # released on exit
+
+
+# ---------------------------------------------------------------------------
+# 7. Issue 26: every input named where it enters; a failed save in one line.
+
+def test_a_copied_meta_keras_is_checked_against_the_config_it_is_evaluated_under(
+        tmp_path, uninterrupted):
+    copied = tmp_path / "meta.keras"  # no config.json beside it
+    copied.write_bytes((uninterrupted / "meta.keras").read_bytes())
+    meta = checkpoints.load_model(str(copied))
+    tf_maml.experiment.check_meta_learner_matches(meta, tiny_config())
+    with pytest.raises(tf_maml.experiment.ConfigMismatchError,
+                       match="inner_lr: the file holds 0.01, the config gives 0.5"):
+        tf_maml.experiment.check_meta_learner_matches(meta, tiny_config(inner_lr=0.5))
+    with pytest.raises(tf_maml.experiment.ConfigMismatchError,
+                       match=r"model: the file's has 4 weights, the config's 6; weight 0 .*"
+                             r"is \(1, 8\) in the file, \(1, 16\) for the config"):
+        wider = tiny_config()
+        wider.model.hidden = (16, 16)
+        tf_maml.experiment.check_meta_learner_matches(meta, wider)
+
+
+def test_an_unknown_config_field_is_named_with_the_closest(tmp_path):
+    result = run_script("train.py", SINUSOID_CONFIG, "--config.inner_step=1",
+                        f"--workdir={tmp_path}", returncode=1)
+    assert ("train.py: --config.inner_step: " in result.stderr and "has no field 'inner_step'; "
+            "did you mean inner_steps" in result.stderr)
+    assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
+
+
+@pytest.fixture
+def full_disk():
+    """The process' files limited to 2 KiB, as a full disk: a longer write fails (EFBIG)."""
+    import resource  # noqa: PLC0415
+
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not a signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2048, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_full_disk_during_a_save_names_the_file_and_keeps_the_good_one(tmp_path, full_disk):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(64)])
+    path = tmp_path / "meta.keras"
+    path.write_bytes(b"the good file")
+    with pytest.raises(checkpoints.SaveError, match=rf"^Could not write {path}: File too "
+                       r"large \(OSError\); the previous file is kept unchanged\."):
+        checkpoints.save_model(model, str(path))
+    report = tmp_path / "report.json"
+    with pytest.raises(checkpoints.SaveError, match=rf"^Could not write {report}: .*none existed"):
+        checkpoints.write_json(report, {"values": list(range(2000))})
+    assert path.read_bytes() == b"the good file" and sorted(os.listdir(tmp_path)) == ["meta.keras"]

@@ -53,15 +53,23 @@ def weights(model):
 # ---------------------------------------------------------------------------
 # 2. Divergence: a non-finite meta-loss or meta-gradient is a failure.
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_non_finite_meta_gradient_stops_training_and_skips_the_update(jit_compile):
+@pytest.mark.parametrize("jit_compile, poison, error, message", [
+    # Finite input whose forward pass overflows: the steps are blamed.
+    (False, 3e38, TrainingDivergedError, "meta-step 3 is not finite.*skipped.*Its input was "
+     "finite: the steps diverged"),
+    # A NaN in the data: the data is named, not the step sizes (issue 26).
+    (True, np.nan, EpisodeError, "meta-step 3 holds a NaN or infinite value in support_x.*"
+     "skipped.*The data is at fault"),
+])
+def test_non_finite_meta_gradient_stops_training_and_skips_the_update(
+        jit_compile, poison, error, message):
     good = batches(4)
     poisoned = list(good)
     poisoned[2] = ((good[2][0][0].copy(), good[2][0][1]), good[2][1])
-    poisoned[2][0][0][0, 0, 0, 0, 0] = np.nan
+    poisoned[2][0][0][0] = poison
     maml = compiled(small_classifier(), jit_compile=jit_compile)
     initial = weights(maml.model)
-    with pytest.raises(TrainingDivergedError, match="meta-step 3 is not finite.*skipped"):
+    with pytest.raises(error, match=message):
         maml.fit(dataset(poisoned), epochs=1, verbose=0)
     # The weights are those after the two good steps, bit for bit.
     clean = compiled(small_classifier(), jit_compile=jit_compile)

@@ -120,12 +120,22 @@ def test_non_finite_meta_gradient_stops_training_and_keeps_weights():
                                          trajectories=2, outer_steps=1)
     meta.compile(optimizer="adam")
     before = [v.numpy() for v in meta.policy.weights]
-    with pytest.raises(tf_maml.guards.TrainingDivergedError, match="meta-step 1 is not"):
+    # The environment is named as the cause, not the step sizes (issue 26).
+    with pytest.raises(tf_maml.guards.EpisodeError, match="meta-step 1 holds a NaN or "
+                       "infinite value in the rewards the environment returned"):
         meta.fit(tf_maml.rl.task_batches(env, 2, num_batches=2), verbose=0)
     for a, b in zip(before, [v.numpy() for v in meta.policy.weights]):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(tf_maml.guards.TrainingDivergedError, match="evaluation"):
+    with pytest.raises(tf_maml.guards.EpisodeError, match="An evaluation .* the rewards the "
+                       "environment returned"):
         meta.evaluate(tf_maml.rl.task_batches(env, 2, num_batches=1), verbose=0)
+    # Finite rewards whose policy gradient overflows: the steps are blamed.
+    meta = tf_maml.rl.MetaPolicyGradient(tf_maml.rl.policies.mlp(ENV, hidden=(4,)), ENV,
+                                         inner_lr=1e30, trajectories=2, outer_steps=1)
+    meta.compile(optimizer="adam")
+    with pytest.raises(tf_maml.guards.TrainingDivergedError, match="meta-step 1 is not finite"
+                       ".*Its input was finite: the steps diverged"):
+        meta.fit(tf_maml.rl.task_batches(ENV, 2, num_batches=1), verbose=0)
 
 
 def test_bad_arguments_and_data_are_refused_before_compute():

@@ -30,6 +30,9 @@ from tf_maml.learners.base import MetaLearner  # noqa: E402
 from tf_maml.learners.family import ANIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile  # noqa: E402
 from tf_maml.learners.maml import MAML  # noqa: E402
 from tf_maml.learners.objective import TaskObjective  # noqa: E402
+from tf_maml.learners.request_guards import (  # noqa: E402
+    AdaptationDivergedError, NonFiniteInputError,
+)
 from tf_maml.runs import tuning  # noqa: E402
 
 # The package is laid out by layer (docs/concepts.md, "The parts"); the modules
@@ -52,11 +55,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANIL",
+    "AdaptationDivergedError",
     "FOMAML",
     "MAML",
     "MAMLPlusPlus",
     "MetaLearner",
     "MetaSGD",
+    "NonFiniteInputError",
     "Reptile",
     "TaskObjective",
     "data",

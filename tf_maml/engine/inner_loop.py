@@ -141,6 +141,7 @@ class InnerLoop:
             second = 1.0 - tf.cast(first_order, grads[0].dtype) if grads else None
             grads = [tf.stop_gradient(g) + second * (g - tf.stop_gradient(g)) for g in grads]
         updated, rule_state = self.rule.update(grads, rule_state, adapted, step)
+        _check_update(self.rule, updated, adapted)
         # Moving statistics and RNG seeds move on, outside the differentiated path.
         return self._with_adapted(params, updated), [tf.stop_gradient(s) for s in new_state], rule_state
 
@@ -247,3 +248,18 @@ class InnerLoop:
         for i, value in zip(self.adapted, values):
             params[i] = value
         return params
+
+
+def _check_update(rule, updated, params):
+    """A rule's `update` must give one new value per weight, each of its weight's shape."""
+    name = f"{type(rule).__name__}.update ({rule!r})"
+    if not isinstance(updated, (list, tuple)) or len(updated) != len(params):
+        count = len(updated) if isinstance(updated, (list, tuple)) else type(updated).__name__
+        raise ValueError(
+            f"{name} returned {count} new weights for the {len(params)} weights it was given; "
+            "it must return one new value per weight, in their order.")
+    for i, (new, old) in enumerate(zip(updated, params)):
+        if not tf.TensorShape(getattr(new, "shape", None)).is_compatible_with(old.shape):
+            raise ValueError(
+                f"{name} returned shape {tuple(new.shape)} for weight {i}, of shape "
+                f"{tuple(old.shape)}; each new value must have its weight's shape.")

@@ -25,14 +25,19 @@ def checked_fraction(value, name, zero_allowed=False):
     return float(value)
 
 
-def checked_inner_lr(inner_lr):
+def checked_positive(value, name):
+    """`value` as a finite float > 0, or an error naming it."""
     try:
-        value = float(inner_lr)
+        number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`inner_lr` must be a positive number; received {inner_lr!r}.") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`inner_lr` must be a positive number; received {value}.")
-    return value
+        raise ValueError(f"`{name}` must be a positive number; received {value!r}.") from None
+    if isinstance(value, bool) or not np.isfinite(number) or number <= 0:
+        raise ValueError(f"`{name}` must be a positive number; received {value!r}.")
+    return number
+
+
+def checked_inner_lr(inner_lr):
+    return checked_positive(inner_lr, "inner_lr")
 
 
 def checked_rule(inner_optimizer, inner_lr):

@@ -11,6 +11,7 @@ adapted model that `adapt` returns.
 import functools
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_maml import episodes
@@ -185,18 +186,31 @@ class MetaLearner(BuildsItself, keras.Model):
     # Keras' entry points, with the step guard.
 
     def divergence_hint(self):
-        """The likely causes of a non-finite loss, for the error message."""
+        """The likely causes of a non-finite loss from finite input, for the error message."""
         return "Lower the outer learning rate or the inner step size."
+
+    def fault_hint(self):
+        """What a non-finite loss, gradient or adaptation from finite input comes from:
+        weights that are already not finite (set or loaded so: a step whose update is
+        not finite is skipped), else the steps (`divergence_hint`)."""
+        bad = [v.path for v in self.weights
+               if keras.backend.is_float_dtype(v.dtype)
+               and not np.isfinite(keras.ops.convert_to_numpy(v)).all()]
+        if bad:
+            return (f"The meta-learner's weights are not finite before the step ({len(bad)} "
+                    f"weights, e.g. {', '.join(bad[:3])}): they were set or loaded so, as no "
+                    "step writes a non-finite update. Load a good file or rebuild the model.")
+        return f"Its input was finite: the steps diverged. {self.divergence_hint()}"
 
     def _with_fault_callback(self, kwargs):
         if is_validation_within_fit(kwargs):  # runs with fit's callbacks
             return kwargs
-        return guards.with_fault_callback(kwargs, self._guard, self.divergence_hint)
+        return guards.with_fault_callback(kwargs, self._guard, self.fault_hint)
 
     def _raise_if_fault(self, phase, call):
         self._guard.reset()
         result = call()
-        self._guard.raise_if_fault(phase, self.divergence_hint())
+        self._guard.raise_if_fault(phase, self.fault_hint())
         return result
 
     def fit(self, x=None, y=None, *args, **kwargs):
@@ -206,6 +220,9 @@ class MetaLearner(BuildsItself, keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         return super().evaluate(x, y, *args, **self._with_fault_callback(kwargs))
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(x, *args, **self._with_fault_callback(kwargs))
 
     def train_on_batch(self, x=None, y=None, *args, **kwargs):
         return self._raise_if_fault(

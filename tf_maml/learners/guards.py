@@ -17,9 +17,10 @@ import tensorflow as tf
 
 from tf_maml import episodes
 
-# Fault codes, by priority: an empty set explains bad labels or a NaN, and
-# bad labels explain a NaN.
-OK, EMPTY, LABELS, NONFINITE = 0, 1, 2, 3
+# Fault codes. Steps pass them to `StepGuard.record` by priority: a NaN or a
+# negative weight in the input (negative weights make a set look empty), an
+# empty set (it explains bad labels or a NaN), bad labels, a non-finite loss.
+OK, EMPTY, LABELS, INPUT, NONFINITE = 0, 1, 2, 3, 4
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -47,6 +48,27 @@ def all_finite(tensors):
     """
     total = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in tensors])
     return tf.math.is_finite(total)
+
+
+def input_fault(named):
+    """`(bad, detail)`: whether an input holds a NaN or infinity, or a weight a negative value.
+
+    `named`: `(name, tensor, is_weight)` triples (None tensors and integer
+    ones are skipped). `detail`: `[index in named, 1 if negative else 0, 0]`
+    of the first bad one. An exact test per value (an input's sum may
+    overflow where no value does); inputs are small beside a step's work.
+    """
+    bad, detail = tf.constant(False), tf.zeros([3], tf.int32)
+    for i, (_, value, is_weight) in reversed(list(enumerate(named))):
+        if value is None or not value.dtype.is_floating:
+            continue
+        nonfinite = ~tf.reduce_all(tf.math.is_finite(value))
+        negative = tf.reduce_any(value < 0) if is_weight else tf.constant(False)
+        bad_i = nonfinite | negative
+        detail = tf.where(bad_i, tf.stack([i, tf.cast(negative & ~nonfinite, tf.int32), 0]),
+                          detail)
+        bad = bad | bad_i
+    return bad, detail
 
 
 def checked_episode(support, query, classes, weights=None):
@@ -125,36 +147,53 @@ class StepGuard:
             np.zeros(5, np.int64), name="fault_record", trainable=False,
             aggregation="only_first_replica",
         )
+        self.input_names = []
 
     def reset(self):
         self.record_variable.assign(np.zeros(5, np.int64))
 
-    def record(self, empty, bad_labels, nonfinite, step, detail):
-        """Records this step's fault (if it is the first); returns whether the step may update."""
-        flags = tf.cast(tf.stack([empty, bad_labels, nonfinite]), tf.float32)
+    def record(self, step, *faults):
+        """Records this step's first fault (if the call had none); returns whether the step
+        may update.
+
+        `faults`: `(code, flag, detail)` in priority order, `flag` a scalar bool
+        (any replica's counts), `detail` 3 integers for the message.
+        """
+        flags = tf.cast(tf.stack([flag for _, flag, _ in faults]), tf.float32)
         context = tf.distribute.get_replica_context()
         if context is not None and tf.distribute.has_strategy():
             flags = context.all_reduce(tf.distribute.ReduceOp.SUM, flags)  # any replica
-        fault = flags > 0
-        code = tf.where(
-            fault[0], EMPTY, tf.where(fault[1], LABELS, tf.where(fault[2], NONFINITE, OK))
-        )
+        code, detail = tf.constant(OK, tf.int64), tf.zeros([3], tf.int64)
+        for i, (fault_code, _, fault_detail) in reversed(list(enumerate(faults))):
+            code = tf.where(flags[i] > 0, tf.constant(fault_code, tf.int64), code)
+            detail = tf.where(flags[i] > 0, tf.cast(fault_detail, tf.int64), detail)
         earlier = self.record_variable.value
         clean_so_far = tf.equal(earlier[0], OK)
-        new = tf.concat(
-            [tf.stack([tf.cast(code, tf.int64), tf.cast(step, tf.int64)]), tf.cast(detail, tf.int64)], 0
-        )
+        new = tf.concat([tf.stack([code, tf.cast(step, tf.int64)]), detail], 0)
         self.record_variable.assign(tf.where(clean_so_far & tf.not_equal(code, OK), new, earlier))
         return clean_so_far & tf.equal(code, OK)
 
+    def name_inputs(self, names):
+        """The names of the inputs an INPUT fault's detail indexes, set while tracing."""
+        self.input_names = list(names)
+
+    def input_fault(self, named):
+        """`input_fault(named)` of this step's inputs, whose names the error will give."""
+        self.name_inputs(name for name, _, _ in named)
+        return input_fault(named)
+
     def raise_if_fault(self, phase, hint):
-        """Raises the recorded fault, if any; `phase` names the step or batch."""
+        """Raises the recorded fault, if any; `phase` ("train", "evaluation" or "prediction")
+        names the step or batch."""
         code, step, *detail = self.record_variable.numpy().tolist()
         if code == OK:
             return
         train = phase == "train"
         batch = (f"The episode batch of meta-step {step}" if train
-                 else "An evaluation (or validation) episode batch")
+                 else "An evaluation (or validation) episode batch" if phase == "evaluation"
+                 else "A prediction episode batch")
+        skipped = (f" The update of that step was skipped: the model holds the weights of "
+                   f"meta-step {step - 1}." if train else " No weight was changed.")
         if code == EMPTY:
             raise EpisodeError(
                 f"{batch} is empty: {detail[0]} tasks, {detail[1]} support and {detail[2]} "
@@ -168,12 +207,24 @@ class StepGuard:
                 f"[0, {detail[2]}) for a model with {detail[2]} outputs. Labels are indices "
                 "within each task (0 .. ways - 1): remap them per task."
             )
+        if code == INPUT:
+            name = self.input_names[detail[0]]
+            what = "a negative value" if detail[1] else "a NaN or infinite value"
+            raise EpisodeError(
+                f"{batch} holds {what} in {name}.{skipped} The data is at fault, not the "
+                "step sizes: examples, labels, observations and rewards must be finite "
+                "(padded examples too), and example weights finite and >= 0 (0 marks padding)."
+            )
         if train:
             raise TrainingDivergedError(
                 f"The meta-loss or meta-gradient of meta-step {step} is not finite (NaN or "
-                f"infinite). The update of that step was skipped: the model holds the weights "
-                f"of meta-step {step - 1}, and a backup (BackupAndRestore) those of the last "
+                f"infinite).{skipped} A backup (BackupAndRestore) holds those of the last "
                 f"epoch. {hint}"
+            )
+        if phase == "prediction":
+            raise TrainingDivergedError(
+                "The predictions after adaptation of a prediction batch are not finite (NaN "
+                f"or infinite), from finite episodes: the adaptation diverged. {hint}"
             )
         raise TrainingDivergedError(
             "The query loss after adaptation of an evaluation (or validation) batch is not "
@@ -208,3 +259,9 @@ class RaiseOnFault(keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         self.guard.raise_if_fault("evaluation", self.hint())
+
+    def on_predict_begin(self, logs=None):
+        self.guard.reset()
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.guard.raise_if_fault("prediction", self.hint())

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tf_maml import episodes
 from tf_maml.learners import labels
+from tf_maml.learners import request_guards
 from tf_maml.learners import entry_checks
 from tf_maml.learners.arguments import checked_int
 from tf_maml.keras_patches import compile_loss
@@ -68,6 +69,12 @@ def _served_values(meta, support_x, support_y, steps):
     return meta.inner_loop.served_values(params, state, support_x, support_y, steps)
 
 
+def _finite_served_values(meta, support_x, support_y, steps):
+    """`(params, state, finite)`: `_served_values` and whether every value is finite."""
+    params, state = _served_values(meta, support_x, support_y, steps)
+    return params, state, request_guards.all_finite(params + state)
+
+
 class TracedAdaptation:
     """`adapt()`'s computation as a `tf.function` per number of steps, traced once and reused.
 
@@ -87,7 +94,8 @@ class TracedAdaptation:
         traced_loss, function = self._functions.get(steps, (None, None))
         if traced_loss is not loss:
             function = tf.function(
-                lambda sx, sy: _served_values(meta, sx, sy, steps), reduce_retracing=True
+                lambda sx, sy: _finite_served_values(meta, sx, sy, steps),
+                reduce_retracing=True
             )
             self._functions[steps] = (loss, function)
         return function(support_x, support_y)
@@ -126,8 +134,17 @@ def standalone_model(meta, support_x, support_y, steps=None):
     """The model adapted to one support set, as a new `keras.Model`."""
     steps = _checked_steps(meta, steps, "adapt")
     support_x, support_y = _checked_support_set(meta, support_x, support_y)
-    params, state = meta._traced_adaptation.served_values(meta, support_x, support_y, steps)
+    request_guards.check_request(_named_request(support_x, support_y))
+    params, state, finite = meta._traced_adaptation.served_values(
+        meta, support_x, support_y, steps)
+    request_guards.check_adapted(finite, steps, meta.fault_hint)
     return meta.adapted_model(params, state, meta.example_spec)
+
+
+def _named_request(support_x, support_y, query_x=None):
+    named = (episodes.named_leaves(support_x, "support_x")
+             + episodes.named_leaves(support_y, "support_y"))
+    return named + ([] if query_x is None else episodes.named_leaves(query_x, "query_x"))
 
 
 def _signature(spec, prefix):
@@ -153,9 +170,17 @@ def export_adaptive(meta, filepath, steps=None):
                               for x in (support_x, query_x))
         support_y = tf.nest.pack_sequence_as(label_spec, tf.nest.flatten(support_y))
         # Served requests are checked in the graph: no Python runs there.
+        examples = tf.shape(tf.nest.flatten(support_x)[0])[0]
         checks = [tf.debugging.assert_positive(
-            tf.shape(tf.nest.flatten(support_x)[0])[0],
-            message="support_x must hold at least one example")]
+            examples, message="support_x must hold at least one example")]
+        checks += [
+            tf.debugging.assert_equal(
+                tf.shape(value)[0], examples,
+                message=f"{name} must hold one entry per support example (as many as "
+                        "support_x)")
+            for name, value in _named_request(support_x, support_y)[1:]]
+        checks += request_guards.request_assertions(
+            _named_request(support_x, support_y, query_x))
         flat_labels = keras.tree.flatten(support_y)
         for i, classes in checked:
             message = _label_message(classes, pairs[i].label_name)
@@ -165,11 +190,18 @@ def export_adaptive(meta, filepath, steps=None):
                     flat_labels[i], tf.cast(classes, flat_labels[i].dtype), message=message
                 ),
             ]
-        with tf.control_dependencies(checks):
-            support_x = tf.nest.map_structure(tf.identity, support_x)
+        with tf.control_dependencies(checks):  # nothing runs on a refused request
+            support_x, support_y, query_x = tf.nest.map_structure(
+                tf.identity, (support_x, support_y, query_x))
         params, state = _served_values(meta, support_x, support_y, steps)
+        with tf.control_dependencies([request_guards.adapted_assertion(
+                params + state, steps, meta.divergence_hint())]):
+            params = [tf.identity(p) for p in params]
         predictions, _, _ = meta.inner_loop.forward(params, state, query_x, training=False)
-        return predictions
+        return tf.nest.map_structure(
+            lambda p: tf.debugging.assert_all_finite(
+                p, "the adapted model's predictions for query_x are not finite")
+            if p.dtype.is_floating else p, predictions)
 
     archive = keras.export.ExportArchive()
     archive.track(meta)  # the model's weights and the rule's

@@ -45,8 +45,9 @@ class MetaSteps:
         return logs
 
     def _checked_episode(self, data):
-        """`(support, query, weights, empty, bad_labels, detail)`: see
-        `guards.checked_episode`; `weights` is `(support_weight, query_weight)` or None."""
+        """`(support, query, weights, faults)`: see `guards.checked_episode`; `weights` is
+        `(support_weight, query_weight)` or None; `faults` are `StepGuard.record`'s, the
+        empty sets, bad labels and non-finite input (or negative weights) of the batch."""
         support, query, weights = episodes_lib.unpack(data)
         query_x, query_y = query
         # Episodes read from a generator reach the step unchecked: build here, eagerly.
@@ -56,7 +57,13 @@ class MetaSteps:
         pairs = self._labelled_outputs(
             episodes_lib.per_example(query_x), episodes_lib.per_example(query_y), "query_y"
         )
-        return guards.checked_episode(support, query, labels_lib.classes(pairs), weights)
+        bad_input, input_detail = self._guard.input_fault(
+            _named_inputs(support, query, weights or (None, None)))
+        support, query, weights, empty, bad_labels, detail = guards.checked_episode(
+            support, query, labels_lib.classes(pairs), weights)
+        faults = [(guards.INPUT, bad_input, input_detail), (guards.EMPTY, empty, detail),
+                  (guards.LABELS, bad_labels, detail)]
+        return support, query, weights, faults
 
     def _apply_update(self, variables, gradients, state):
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -64,7 +71,7 @@ class MetaSteps:
             variable.assign(value)
 
     def train_step(self, data):
-        support, query, weights, empty, bad_labels, detail = self._checked_episode(data)
+        support, query, weights, faults = self._checked_episode(data)
         result = self._run_tasks(
             support, query, self.inner_steps, self.first_order, with_gradients=True,
             weights=weights,
@@ -76,21 +83,20 @@ class MetaSteps:
         variables = [v for v in self.trainable_variables if id(v) in gradients]
         gradients = [gradients[id(v)] for v in variables]
         finite = guards.all_finite(gradients + [result["loss"]])
-        ok = self._guard.record(
-            empty, bad_labels, ~finite, self.optimizer.iterations + 1, detail
-        )
+        ok = self._guard.record(self.optimizer.iterations + 1, *faults,
+                                (guards.NONFINITE, ~finite, tf.zeros([3], tf.int32)))
         guards.run_if(ok, self._apply_update, variables, gradients, result["state"])
         return self._update_metrics(query[1], result, None if weights is None else weights[1])
 
     def test_step(self, data):
         # Evaluation leaves the model as it was: moving statistics and RNG
         # seeds are not written back.
-        support, query, weights, empty, bad_labels, detail = self._checked_episode(data)
+        support, query, weights, faults = self._checked_episode(data)
         result = self._run_tasks(support, query, self.eval_inner_steps, True,
                                  with_gradients=False, served=self.transductive,
                                  weights=weights)
         finite = tf.reduce_all(tf.math.is_finite(result["loss"]))
-        self._guard.record(empty, bad_labels, ~finite, 0, detail)
+        self._guard.record(0, *faults, (guards.NONFINITE, ~finite, tf.zeros([3], tf.int32)))
         return self._update_metrics(query[1], result, None if weights is None else weights[1])
 
     def predict_step(self, data):
@@ -123,8 +129,31 @@ class MetaSteps:
                 full[i] = value
             return one_task(full)
 
-        return tf.map_fn(
+        bad_input, detail = self._guard.input_fault(_named_inputs(
+            (support[0], support[1]), (query_x, None), (support_weight, query_weight)))
+        predictions = tf.map_fn(
             from_present,
             tuple(tasks[i] for i in present),
             fn_output_signature=self._prediction_dtypes(query_x),
         )
+        finite = tf.constant(True)
+        for leaf in tf.nest.flatten(predictions):
+            if leaf.dtype.is_floating:
+                finite = finite & tf.reduce_all(tf.math.is_finite(leaf))
+        self._guard.record(0, (guards.INPUT, bad_input, detail),
+                           (guards.NONFINITE, ~finite, tf.zeros([3], tf.int32)))
+        return predictions
+
+
+def _named_inputs(support, query, weights):
+    """`(name, tensor, is_weight)` of an episode batch's tensors, for `guards.input_fault`."""
+    named = []
+    for root, structure in (("support_x", support[0]), ("support_y", support[1]),
+                            ("query_x", query[0]), ("query_y", query[1])):
+        if structure is not None:
+            named += [(name, value, False)
+                      for name, value in episodes_lib.named_leaves(structure, root)]
+    for name, weight in zip(("support_weight", "query_weight"), weights):
+        if weight is not None:
+            named.append((name, episodes_lib.as_weights(weight), True))
+    return named

@@ -210,10 +210,12 @@ class MetaPolicyGradient(MetaLearner):
                                         self.inner_steps, True)
         # The meta-iteration (1 first), as fault messages count meta-steps.
         iteration = self.optimizer.iterations // self.outer_steps + 1
+        environment_fault = self._environment_fault(sampled)
         for _ in range(self.outer_steps):
             grads, loss = self._outer_gradients(sampled)
-            ok = self._guard.record(False, False, ~guards.all_finite(grads + [loss]),
-                                    iteration, tf.zeros([3], tf.int64))
+            ok = self._guard.record(
+                iteration, environment_fault,
+                (guards.NONFINITE, ~guards.all_finite(grads + [loss]), tf.zeros([3], tf.int32)))
             guards.run_if(ok, self.optimizer.apply, grads, self.policy.trainable_variables)
         returns = sampled["returns"]
         return self._update_trackers({"loss": loss, "return": returns[:, -1],
@@ -222,13 +224,23 @@ class MetaPolicyGradient(MetaLearner):
     def test_step(self, data):
         data = keras.utils.unpack_x_y_sample_weight(data)[0]
         params, state = self.inner_loop.current_values()
-        returns = self._sample_adapting(params, state, data["tasks"], data["seeds"],
-                                        self.eval_inner_steps, False)["returns"]
-        self._guard.record(False, False, ~guards.all_finite([returns]), 0,
-                           tf.zeros([3], tf.int64))
+        sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
+                                        self.eval_inner_steps, False)
+        returns = sampled["returns"]
+        self._guard.record(0, self._environment_fault(sampled),
+                           (guards.NONFINITE, ~guards.all_finite([returns]),
+                            tf.zeros([3], tf.int32)))
         # No loss: evaluation updates nothing.
         return self._update_trackers({"return": returns[:, -1],
                                       "pre_adaptation_return": returns[:, 0]})
+
+    def _environment_fault(self, sampled):
+        """A `StepGuard` fault: in some task's trajectories (any inner step), the
+        environment returned a NaN or infinite observation or reward for finite actions
+        (non-finite actions are the policy's fault); see `_environment_fault_code`."""
+        code = tf.cast(tf.reduce_max(sampled["environment_fault"]), tf.int32)
+        self._guard.name_inputs(ENVIRONMENT_OUTPUTS)
+        return guards.INPUT, code > 0, tf.stack([tf.maximum(code - 1, 0), 0, 0])
 
     def _outer_gradients(self, sampled):
         """`(grads, loss)`: the meta-gradient of the outer loss at the current weights, mean
@@ -298,22 +310,24 @@ class MetaPolicyGradient(MetaLearner):
 
         def task_fn(task, state):
             task_params, seed = task
-            current, rule_state, per_step, kept = params, None, [], []
+            current, rule_state, per_step, kept, faults = params, None, [], [], []
             for step in range(steps + 1):
                 # Sampling after inner step k draws from fold_in(the task's seed, k).
                 trajectories = self._rollout(current, state, task_params,
                                              tf.random.experimental.stateless_fold_in(seed, step))
                 per_step.append(trajectories["return"])
                 kept.append(trajectories)
+                faults.append(_environment_fault_code(trajectories))
                 if step < steps:
                     current, state, rule_state = self._adapt(current, state, trajectories, True,
                                                              rule_state, step)
-            stacks = {"returns": tf.stack(per_step)}
+            stacks = {"returns": tf.stack(per_step),
+                      "environment_fault": tf.reduce_max(tf.stack(faults))}
             if keep:
                 stacks["trajectories"] = kept
             return state, [], {}, stacks
 
-        seed_dtype = {"returns": tf.float32}
+        seed_dtype = {"returns": tf.float32, "environment_fault": tf.float32}
         if keep:
             seed_dtype["trajectories"] = [fields] * (steps + 1)
         return task_loop_lib.run_tasks(task_fn, (tasks, seeds), state, [], [],
@@ -434,3 +448,20 @@ class MetaPolicyGradient(MetaLearner):
             "normalize_advantages": self.normalize_advantages,
             "parallel_tasks": self.parallel_tasks,
         }
+
+
+# What `_environment_fault_code` finds at fault, by code - 1.
+ENVIRONMENT_OUTPUTS = ("the observations the environment returned",
+                       "the rewards the environment returned")
+
+
+def _environment_fault_code(trajectories):
+    """1 if one task's trajectories hold non-finite observations, 2 rewards, for finite
+    actions; else 0 (a float32 scalar)."""
+    actions = trajectories["actions"]
+    finite_actions = (tf.reduce_all(tf.math.is_finite(actions))
+                      if actions.dtype.is_floating else tf.constant(True))
+    bad = [~tf.reduce_all(tf.math.is_finite(trajectories[field]))
+           for field in ("observations", "rewards")]
+    code = tf.where(bad[0], 1.0, tf.where(bad[1], 2.0, 0.0))
+    return tf.where(finite_actions, code, 0.0)

@@ -7,6 +7,7 @@ Both are pure functions of the meta-learned weights and the trajectories
 import keras
 import tensorflow as tf
 
+from tf_maml.learners import request_guards
 from tf_maml.learners.arguments import checked_int
 
 
@@ -51,11 +52,19 @@ def adapted_values(meta, observations, actions, rewards, mask, steps):
     return params, state
 
 
+def _named(observations, actions, rewards, mask):
+    return [("observations", observations), ("actions", actions), ("rewards", rewards),
+            ("mask", mask)]
+
+
 def adapted_policy(meta, observations, actions, rewards, mask=None, steps=1):
     """`meta.policy` adapted to a task's trajectories, as a new `keras.Model`."""
     steps = checked_int(steps, "steps", 0)
     trajectories = _checked_trajectories(meta, observations, actions, rewards, mask)
+    request_guards.check_request(_named(*trajectories), weights=("mask",))
     params, state = adapted_values(meta, *trajectories, steps)
+    request_guards.check_adapted(request_guards.all_finite(params + state), steps,
+                                 meta.fault_hint)
     return meta.adapted_model(params, state)
 
 
@@ -67,12 +76,26 @@ def export_adaptive(meta, filepath, steps=1):
     action_shape, action_dtype = meta.distribution.action_shape, meta.distribution.action_dtype
 
     def adapt_and_act(observations, actions, rewards, mask, query_observations):
-        checks = [tf.debugging.assert_positive(
-            tf.reduce_sum(mask), message="the trajectories must hold at least one step")]
-        with tf.control_dependencies(checks):
-            observations = tf.identity(observations)
+        named = _named(observations, actions, rewards, mask)
+        checks = request_guards.request_assertions(
+            named + [("query_observations", query_observations)], weights=("mask",))
+        checks.append(tf.debugging.assert_positive(
+            tf.reduce_sum(mask), message="the trajectories must hold at least one step"))
+        checks += [tf.debugging.assert_equal(
+            tf.shape(value)[:2], tf.shape(observations)[:2],
+            message=f"{name} must have one entry per step of each trajectory, as observations")
+            for name, value in named[1:]]
+        with tf.control_dependencies(checks):  # nothing runs on a refused request
+            observations, actions, rewards, mask, query_observations = (
+                tf.identity(t) for t in (observations, actions, rewards, mask,
+                                         query_observations))
         params, state = adapted_values(meta, observations, actions, rewards, mask, steps)
-        return meta.inner_loop.forward(params, state, query_observations, training=False)[0]
+        with tf.control_dependencies([request_guards.adapted_assertion(
+                params + state, steps, meta.divergence_hint())]):
+            params = [tf.identity(p) for p in params]
+        outputs = meta.inner_loop.forward(params, state, query_observations, training=False)[0]
+        return tf.debugging.assert_all_finite(
+            outputs, "the adapted policy's outputs for query_observations are not finite")
 
     archive = keras.export.ExportArchive()
     archive.track(meta)

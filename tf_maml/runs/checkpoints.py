@@ -24,24 +24,40 @@ class DamagedFileError(OSError):
     """A file a run wrote for later cannot be read: truncated or corrupt."""
 
 
+class SaveError(OSError):
+    """A file could not be written (a full disk, no permission); the previous one is kept."""
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; on success it replaces `path`.
 
     The temporary name keeps `path`'s file extension (Keras checks
-    extensions), and is removed if writing fails.
+    extensions), and is removed if writing fails. A write that fails with an
+    `OSError` (a full disk, no permission; h5py and zipfile raise them) raises
+    `SaveError` naming `path` in one line: `path` itself is untouched.
     """
     directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     stem, dot, extension = name.partition(".")
     partial = os.path.join(directory, f".{stem}.partial{dot}{extension}")
     try:
+        os.makedirs(directory, exist_ok=True)
         yield partial
         _fsync(partial)
         os.replace(partial, path)
+    except OSError as error:
+        if isinstance(error, (SaveError, DamagedFileError)):
+            raise
+        reason = error.strerror or str(error).splitlines()[0]
+        kept = "the previous file is kept unchanged" if os.path.exists(path) else "none existed"
+        raise SaveError(
+            f"Could not write {path}: {reason} ({type(error).__name__}); {kept}. Free disk "
+            "space or fix the directory's permissions, and rerun: an interrupted run resumes "
+            "from its last backup.") from error
     finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        with contextlib.suppress(OSError):
+            if os.path.exists(partial):
+                os.remove(partial)
 
 
 def _fsync(path):

@@ -16,6 +16,11 @@ import numpy as np
 from absl import logging
 
 from tf_maml.runs import checkpoints, members, plots, step_curves, tasks
+# The config checks of a run, under the names this module has always offered.
+from tf_maml.runs.config_checks import (  # noqa: F401
+    ADDED_FIELDS, HARMLESS_FIELDS, ConfigMismatchError, check_config, config_differences,
+    file_differences, flat_config,
+)
 from tf_maml.runs.tasks import episodes
 from tf_maml.runs.workdir_lock import run_lock
 
@@ -87,78 +92,6 @@ def num_epochs(config):
             "--config.steps_per_epoch."
         )
     return config.meta_steps // config.steps_per_epoch
-
-
-# Fields that change nothing a run trains: how it reports, where the data is.
-HARMLESS_FIELDS = frozenset({
-    "verbose", "data_dir", "steps_per_execution", "jit_compile", "validation_batches",
-    "eval_tasks", "eval_max_steps", "eval_queries", "eval_inner_steps",
-})
-
-# Fields added to the configs after runs were recorded without them, with the
-# value that trains as those runs did: such a run resumes under the new config.
-ADDED_FIELDS = {"model.normalization": "batch", "sampler": "fixed", "variable.min_ways": 5,
-                "variable.max_ways": 20, "variable.max_support": 100}
-
-
-class ConfigMismatchError(ValueError):
-    """A workdir was trained with another config than the one given."""
-
-
-def flat_config(config, prefix=""):
-    items = {}
-    for key, value in config.items():
-        if hasattr(value, "items"):
-            items.update(flat_config(value, f"{prefix}{key}."))
-        else:
-            items[prefix + key] = list(value) if isinstance(value, tuple) else value
-    return items
-
-
-def config_differences(recorded, config):
-    """Fields (dotted names) where `config` differs from `recorded` and matters.
-
-    `recorded` is a config as config.json holds it: flat, with dotted names.
-    """
-    new = flat_config(config)
-    old = {**{k: v for k, v in ADDED_FIELDS.items() if k in new}, **recorded}
-    return sorted(
-        key for key in old.keys() | new.keys()
-        if key.split(".")[0] not in HARMLESS_FIELDS and old.get(key) != new.get(key)
-    )
-
-
-def check_config(config, workdir, finished, allow_config_change):
-    """Refuses a config that differs from the one `workdir` was trained with."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        if not finished:
-            checkpoints.write_json(path, flat_config(config))
-        return
-    recorded, current = checkpoints.read_json(path), flat_config(config)
-    changed = config_differences(recorded, config)
-    if not changed or allow_config_change:
-        if changed:
-            logging.warning("Config differs from %s in %s; going on as asked.", path, changed)
-            if not finished:  # the run goes on with this config: record it
-                checkpoints.write_json(path, current)
-        return
-    listing = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in changed)
-    if finished and changed == ["meta_steps"]:
-        raise ConfigMismatchError(
-            f"{workdir} holds a finished run of {recorded['meta_steps']} meta-steps; the "
-            f"config asks for {config.meta_steps}. A finished run is not extended: train in "
-            "a new workdir, or pass --allow_config_change to re-evaluate this run as it is."
-        )
-    state, consequence = (
-        ("a finished", "its report would not describe this config") if finished
-        else ("an interrupted", "resuming would mix hyper-parameters")
-    )
-    raise ConfigMismatchError(
-        f"{workdir} holds {state} run trained with another config ({path}): {listing}; "
-        f"{consequence}. Use a new workdir, set the fields back, or pass "
-        "--allow_config_change to go on anyway."
-    )
 
 
 def drop_partial_history_line(history_path):
@@ -275,8 +208,10 @@ def run_variants(base, workdir, variants):
 def check_meta_learner_matches(meta_learner, config, recorded=None):
     """Refuses evaluating `meta_learner` under a config it was not trained with.
 
-    Compares the meta-learner's algorithm and inner loop with `config`, and,
-    if given, the `recorded` config of its workdir (config.json) field by field.
+    Compares the meta-learner's algorithm with `config`, and the `recorded`
+    config of its workdir (config.json) field by field; a file without its
+    workdir's record (`recorded` None) with the meta-learner the config builds
+    (hyper-parameters and the model's weights' shapes).
     """
     algorithm = config.get("algorithm", "maml")
     expected = members.RECIPES[algorithm].member if algorithm in members.RECIPES else None
@@ -286,6 +221,8 @@ def check_meta_learner_matches(meta_learner, config, recorded=None):
             f"algorithm: the config says {algorithm!r} ({expected.__name__}), the file holds "
             f"{type(meta_learner).__name__}"
         )
+    if recorded is None and not problems:
+        problems += file_differences(meta_learner, build_meta_learner(config))
     if recorded is not None:
         current = flat_config(config)
         problems += [

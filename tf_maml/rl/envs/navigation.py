@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tf_maml.learners.arguments import checked_int, checked_positive
 from tf_maml.rl.envs.base import Box, TaskEnv
 
 
@@ -33,8 +34,8 @@ class Navigation2D(TaskEnv):
     tolerance = 0.01
 
     def __init__(self, horizon=100, goal_range=0.5):
-        self.horizon = int(horizon)
-        self.goal_range = float(goal_range)
+        self.horizon = checked_int(horizon, "horizon", 1)
+        self.goal_range = checked_positive(goal_range, "goal_range")
         self.action_space = Box(2, -self.max_step, self.max_step)
 
     def sample_tasks(self, count, seed):
