@@ -70,7 +70,7 @@ class MetaLearner(BuildsItself, keras.Model):
     - the step guard: a step whose meta-loss or meta-gradient is not finite,
       or whose episodes are malformed, updates nothing, and `fit`,
       `evaluate`, `train_on_batch` and `test_on_batch` raise a clear error
-      right after it (`tf_maml.guards`; `divergence_hint` adds the likely
+      right after it (`tf_maml.guards`; `fault_hint` adds the likely
       causes);
     - exact second derivatives: every `train_step`, `test_step` and
       `predict_step` a subclass writes runs within `meta_learning_ops()`
@@ -210,7 +210,7 @@ class MetaLearner(BuildsItself, keras.Model):
     def _raise_if_fault(self, phase, call):
         self._guard.reset()
         result = call()
-        self._guard.raise_if_fault(phase, self.fault_hint())
+        self._guard.raise_if_fault(phase, self.fault_hint)
         return result
 
     def fit(self, x=None, y=None, *args, **kwargs):

@@ -184,7 +184,8 @@ class StepGuard:
 
     def raise_if_fault(self, phase, hint):
         """Raises the recorded fault, if any; `phase` ("train", "evaluation" or "prediction")
-        names the step or batch."""
+        names the step or batch; `hint()` gives the likely cause of a non-finite loss
+        (called only then: it may read every weight)."""
         code, step, *detail = self.record_variable.numpy().tolist()
         if code == OK:
             return
@@ -219,16 +220,16 @@ class StepGuard:
             raise TrainingDivergedError(
                 f"The meta-loss or meta-gradient of meta-step {step} is not finite (NaN or "
                 f"infinite).{skipped} A backup (BackupAndRestore) holds those of the last "
-                f"epoch. {hint}"
+                f"epoch. {hint()}"
             )
         if phase == "prediction":
             raise TrainingDivergedError(
                 "The predictions after adaptation of a prediction batch are not finite (NaN "
-                f"or infinite), from finite episodes: the adaptation diverged. {hint}"
+                f"or infinite), from finite episodes: the adaptation diverged. {hint()}"
             )
         raise TrainingDivergedError(
             "The query loss after adaptation of an evaluation (or validation) batch is not "
-            f"finite (NaN or infinite). No weight was changed. {hint}"
+            f"finite (NaN or infinite). No weight was changed. {hint()}"
         )
 
 
@@ -255,13 +256,13 @@ class RaiseOnFault(keras.callbacks.Callback):
         self.guard.reset()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.guard.raise_if_fault("train", self.hint())
+        self.guard.raise_if_fault("train", self.hint)
 
     def on_test_batch_end(self, batch, logs=None):
-        self.guard.raise_if_fault("evaluation", self.hint())
+        self.guard.raise_if_fault("evaluation", self.hint)
 
     def on_predict_begin(self, logs=None):
         self.guard.reset()
 
     def on_predict_batch_end(self, batch, logs=None):
-        self.guard.raise_if_fault("prediction", self.hint())
+        self.guard.raise_if_fault("prediction", self.hint)
