@@ -10,6 +10,8 @@ can still look plausible (a NaN kernel behind a ReLU gives zeros).
 import numpy as np
 import tensorflow as tf
 
+from tf_maml.learners import guards
+
 
 class NonFiniteInputError(ValueError):
     """A request holds a NaN or infinite value, or a negative weight, in a named input."""
@@ -60,27 +62,20 @@ def request_assertions(named, weights=()):
     return checks
 
 
-def all_finite(tensors):
-    """A scalar bool tensor: every floating value of `tensors` is finite."""
-    finite = tf.constant(True)
-    for tensor in tensors:
-        if tensor.dtype.is_floating:
-            finite = finite & tf.reduce_all(tf.math.is_finite(tensor))
-    return finite
-
-
 def diverged_message(steps, hint):
     return (f"The adaptation diverged: after {steps} inner steps on a finite request the "
             f"adapted weights are not finite (NaN or infinite), so there is no answer. {hint}")
 
 
 def check_adapted(finite, steps, hint):
-    """Raises `AdaptationDivergedError` unless `finite` (`all_finite` of the adapted
-    weights); `hint()` says why."""
+    """Raises `AdaptationDivergedError` unless `finite` (`guards.all_finite` of the adapted
+    weights: one sum per weight, a NaN or infinity anywhere makes the total non-finite);
+    `hint()` says why."""
     if not bool(finite):
         raise AdaptationDivergedError(diverged_message(steps, hint()))
 
 
 def adapted_assertion(tensors, steps, hint):
-    """The graph's check of `check_adapted`: a failing served call says why."""
-    return tf.debugging.Assert(all_finite(tensors), [diverged_message(steps, hint)])
+    """The graph's check of `check_adapted`: a failing served call says why. Gate the
+    answer on it, not the forward pass: the check then runs beside the forward pass."""
+    return tf.debugging.Assert(guards.all_finite(tensors), [diverged_message(steps, hint)])

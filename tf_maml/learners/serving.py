@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_maml import episodes
+from tf_maml.learners import guards
 from tf_maml.learners import labels
 from tf_maml.learners import request_guards
 from tf_maml.learners import entry_checks
@@ -72,7 +73,7 @@ def _served_values(meta, support_x, support_y, steps):
 def _finite_served_values(meta, support_x, support_y, steps):
     """`(params, state, finite)`: `_served_values` and whether every value is finite."""
     params, state = _served_values(meta, support_x, support_y, steps)
-    return params, state, request_guards.all_finite(params + state)
+    return params, state, guards.all_finite(params + state)
 
 
 class TracedAdaptation:
@@ -194,14 +195,13 @@ def export_adaptive(meta, filepath, steps=None):
             support_x, support_y, query_x = tf.nest.map_structure(
                 tf.identity, (support_x, support_y, query_x))
         params, state = _served_values(meta, support_x, support_y, steps)
+        predictions, _, _ = meta.inner_loop.forward(params, state, query_x, training=False)
         with tf.control_dependencies([request_guards.adapted_assertion(
                 params + state, steps, meta.divergence_hint())]):
-            params = [tf.identity(p) for p in params]
-        predictions, _, _ = meta.inner_loop.forward(params, state, query_x, training=False)
-        return tf.nest.map_structure(
-            lambda p: tf.debugging.assert_all_finite(
-                p, "the adapted model's predictions for query_x are not finite")
-            if p.dtype.is_floating else p, predictions)
+            return tf.nest.map_structure(
+                lambda p: tf.debugging.assert_all_finite(
+                    p, "the adapted model's predictions for query_x are not finite")
+                if p.dtype.is_floating else tf.identity(p), predictions)
 
     archive = keras.export.ExportArchive()
     archive.track(meta)  # the model's weights and the rule's

@@ -7,6 +7,7 @@ Both are pure functions of the meta-learned weights and the trajectories
 import keras
 import tensorflow as tf
 
+from tf_maml.learners import guards
 from tf_maml.learners import request_guards
 from tf_maml.learners.arguments import checked_int
 
@@ -63,8 +64,7 @@ def adapted_policy(meta, observations, actions, rewards, mask=None, steps=1):
     trajectories = _checked_trajectories(meta, observations, actions, rewards, mask)
     request_guards.check_request(_named(*trajectories), weights=("mask",))
     params, state = adapted_values(meta, *trajectories, steps)
-    request_guards.check_adapted(request_guards.all_finite(params + state), steps,
-                                 meta.fault_hint)
+    request_guards.check_adapted(guards.all_finite(params + state), steps, meta.fault_hint)
     return meta.adapted_model(params, state)
 
 
@@ -90,12 +90,11 @@ def export_adaptive(meta, filepath, steps=1):
                 tf.identity(t) for t in (observations, actions, rewards, mask,
                                          query_observations))
         params, state = adapted_values(meta, observations, actions, rewards, mask, steps)
+        outputs = meta.inner_loop.forward(params, state, query_observations, training=False)[0]
         with tf.control_dependencies([request_guards.adapted_assertion(
                 params + state, steps, meta.divergence_hint())]):
-            params = [tf.identity(p) for p in params]
-        outputs = meta.inner_loop.forward(params, state, query_observations, training=False)[0]
-        return tf.debugging.assert_all_finite(
-            outputs, "the adapted policy's outputs for query_observations are not finite")
+            return tf.debugging.assert_all_finite(
+                outputs, "the adapted policy's outputs for query_observations are not finite")
 
     archive = keras.export.ExportArchive()
     archive.track(meta)
