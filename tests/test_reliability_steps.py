@@ -10,7 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import as_float32, classification_episode, conv_bn_pool_net, sparse_ce
+from helpers import (
+    as_float32, classification_episode, conv_bn_pool_net, sparse_ce, tiny_config,
+)
 
 import tf_maml
 import tf_maml.runs.step_curves
@@ -85,6 +87,25 @@ def test_huge_inner_step_sizes_diverge_with_the_likely_cause_named():
     with pytest.raises(TrainingDivergedError, match=r"inner_lr=1e\+38"):
         maml.fit(dataset(batches(3)), epochs=1, verbose=0)
     assert all(np.isfinite(w).all() for w in weights(maml.model))
+
+
+def test_a_finite_gradient_too_large_to_square_is_refused_before_adam_turns_it_to_nan():
+    """Sinusoid at inner_lr=1e6 gives finite meta-gradients whose squares overflow: Adam's
+    second moment became infinite and the next update NaN, through a guard that checked
+    only finiteness (found in session 13). Such a step is now a fault, its update skipped."""
+    import tf_maml.experiment  # noqa: PLC0415
+    from tf_maml.runs.tasks import episodes  # noqa: PLC0415
+
+    config = tiny_config(inner_lr=1e6, steps_per_execution=1)
+    maml = tf_maml.experiment.build_meta_learner(config)
+    batches = iter(episodes(config, "train"))
+    for _ in range(2):
+        with pytest.raises(TrainingDivergedError, match=r"meta-step 1 is not finite \(NaN, "
+                           r"infinite, or too large to square in float32\).*Its input was finite"):
+            maml.train_on_batch(*next(batches))
+    assert int(maml.optimizer.iterations) == 0
+    for variable in maml.model.weights + maml.optimizer.variables:
+        assert np.isfinite(variable.numpy()).all(), variable.path
 
 
 def test_non_finite_evaluation_loss_is_a_failure():

@@ -103,7 +103,16 @@ def test_weights_already_non_finite_are_named_as_the_cause():
         meta.adapt(*task())
     with pytest.raises(TrainingDivergedError, match=r"meta-step 2 is not finite.*weights are "
                        r"not finite before the step"):
-        meta.fit(tf.data.Dataset.from_tensors(episodes(1)[0]), verbose=0)
+        meta.train_on_batch(*episodes(1)[0])
+    # A NaN behind a ReLU gives finite losses and gradients: fit, evaluate and predict
+    # refuse such weights before any step.
+    kernel = meta.model.layers[0].kernel
+    bias.assign(np.zeros(3, np.float32))
+    kernel.assign(with_nan(kernel.numpy(), (0, 0)))
+    for call in (meta.fit, meta.evaluate, meta.predict):
+        with pytest.raises(TrainingDivergedError, match=r"weights are not finite \(1 weights, "
+                           r"e.g. .*kernel\): they were set or loaded so"):
+            call(tf.data.Dataset.from_tensors(episodes(1)[0]), verbose=0)
 
 
 # ---------------------------------------------------------------------------

@@ -193,18 +193,30 @@ class MetaLearner(BuildsItself, keras.Model):
         """What a non-finite loss, gradient or adaptation from finite input comes from:
         weights that are already not finite (set or loaded so: a step whose update is
         not finite is skipped), else the steps (`divergence_hint`)."""
+        bad = self._non_finite_weights()
+        if bad:
+            return (f"The meta-learner's weights are not finite before the step ({bad}): "
+                    "they were set or loaded so, as no step writes a non-finite update. "
+                    "Load a good file or rebuild the model.")
+        return f"Its input was finite: the steps diverged. {self.divergence_hint()}"
+
+    def _non_finite_weights(self):
+        """`"N weights, e.g. <paths>"` of the weights holding a NaN or infinity, or ""."""
         bad = [v.path for v in self.weights
                if keras.backend.is_float_dtype(v.dtype)
                and not np.isfinite(keras.ops.convert_to_numpy(v)).all()]
-        if bad:
-            return (f"The meta-learner's weights are not finite before the step ({len(bad)} "
-                    f"weights, e.g. {', '.join(bad[:3])}): they were set or loaded so, as no "
-                    "step writes a non-finite update. Load a good file or rebuild the model.")
-        return f"Its input was finite: the steps diverged. {self.divergence_hint()}"
+        return f"{len(bad)} weights, e.g. {', '.join(bad[:3])}" if bad else ""
 
     def _with_fault_callback(self, kwargs):
         if is_validation_within_fit(kwargs):  # runs with fit's callbacks
             return kwargs
+        # Weights set or loaded non-finite: refused before any step. (A NaN behind a
+        # ReLU can give finite losses and gradients, so no step would notice.)
+        bad = self._non_finite_weights()
+        if bad:
+            raise guards.TrainingDivergedError(
+                f"The meta-learner's weights are not finite ({bad}): they were set or "
+                "loaded so. Load a good file or rebuild the model.")
         return guards.with_fault_callback(kwargs, self._guard, self.fault_hint)
 
     def _raise_if_fault(self, phase, call):

@@ -40,13 +40,16 @@ def label_range_fault(labels, num_classes):
 
 
 def all_finite(tensors):
-    """A scalar bool: every value of every tensor is finite.
+    """A scalar bool: every value of every tensor is finite, and so is its square.
 
-    One sum per tensor: a NaN or infinity anywhere makes the total non-finite
-    (so does a float32 overflow of the sum, which only gradients that diverge
-    reach). Fewer ops than a test per value: the check runs every step.
+    One sum of squares per tensor: a NaN or infinity anywhere makes the total
+    non-finite, and so does a value whose square overflows float32 (|x| above
+    about 1.8e19), which only diverging gradients reach: such a gradient makes
+    Adam's second moment infinite, and its next update NaN (`v += (g*g - v) *
+    (1 - beta_2)` with v infinite), though the gradient itself is finite.
+    Fewer ops than a test per value: the check runs every step.
     """
-    total = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in tensors])
+    total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(t, tf.float32))) for t in tensors])
     return tf.math.is_finite(total)
 
 
@@ -218,8 +221,8 @@ class StepGuard:
             )
         if train:
             raise TrainingDivergedError(
-                f"The meta-loss or meta-gradient of meta-step {step} is not finite (NaN or "
-                f"infinite).{skipped} A backup (BackupAndRestore) holds those of the last "
+                f"The meta-loss or meta-gradient of meta-step {step} is not finite (NaN, "
+                f"infinite, or too large to square in float32).{skipped} A backup (BackupAndRestore) holds those of the last "
                 f"epoch. {hint()}"
             )
         if phase == "prediction":
