@@ -8,6 +8,11 @@ Example:
   python scripts/evaluate.py --config=configs/omniglot.py:5w1s \
       --config.data_dir=../shared/data/omniglot --meta=runs/omniglot_5w1s/meta.keras
 
+A run's budget and other training fields (tf_maml.experiment.TRAINING_FIELDS:
+meta_steps, steps_per_epoch, outer_lr, ...) are read from the config.json beside
+meta.keras; a field that changes what is evaluated (model, ways, shots, inner_lr, ...)
+must match it, or the evaluation is refused naming it.
+
 A run still in progress has no meta.keras yet; evaluate its last backup with
   --weights=runs/omniglot_5w1s/backup/latest.weights.h5
 (the meta-learner is rebuilt from the config, then its weights are loaded).
@@ -24,7 +29,7 @@ as papers report them:
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 import tf_maml.experiment
@@ -77,20 +82,26 @@ def main(argv):
 
 
 def _evaluate(path):
+    config = _CONFIG.value
     if _META.value:
         meta_learner = checkpoints.load_model(path)
         recorded = os.path.join(os.path.dirname(path), "config.json")
         recorded = checkpoints.read_json(recorded) if os.path.exists(recorded) else None
-        if recorded is not None and len(_META.value) > 1:
-            # Runs of several training seeds: each is evaluated on --config.seed's test tasks.
-            recorded["seed"] = _CONFIG.value.seed
-        tf_maml.experiment.check_meta_learner_matches(meta_learner, _CONFIG.value, recorded)
+        if recorded is not None:
+            # The run's budget and other training fields follow its config.json; runs of
+            # several training seeds are each evaluated on --config.seed's test tasks.
+            config, followed = tf_maml.experiment.evaluation_config(
+                config, recorded, keep=("seed",) if len(_META.value) > 1 else ())
+            if followed:
+                logging.info("%s: as trained (its config.json), whatever the config says: %s",
+                             path, ", ".join(f"{k}={recorded[k]!r}" for k in followed))
+        tf_maml.experiment.check_meta_learner_matches(meta_learner, config, recorded)
     else:
-        meta_learner = tf_maml.experiment.build_meta_learner(_CONFIG.value)
+        meta_learner = tf_maml.experiment.build_meta_learner(config)
         meta_learner.build((None,) + meta_learner.example_shape)
         meta_learner.optimizer.build(meta_learner.trainable_variables)
         meta_learner.load_weights(path)
-    return tf_maml.experiment.evaluate(meta_learner, _CONFIG.value)
+    return tf_maml.experiment.evaluate(meta_learner, config)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     serving = tf.saved_model.load(str(tmp_path / "serving"))  # held: its function needs it
     served = serving.serve(ns.query_x[0])
     np.testing.assert_allclose(served, ns.adapted.predict(ns.query_x[0], verbose=0), atol=1e-5)
+    # One serving answer (issue 27): the adaptive SavedModel answers as the README's
+    # adapted model, on the same task, and says how many steps it takes.
     adaptive = tf.saved_model.load(str(tmp_path / "adaptive"))
     np.testing.assert_allclose(
         adaptive.adapt_and_predict(ns.support_x[0], ns.support_y[0], ns.query_x[0]),
-        ns.maml.adapt(ns.support_x[0], ns.support_y[0]).predict(ns.query_x[0], verbose=0),
-        atol=1e-5,
-    )
+        ns.adapted.predict(ns.query_x[0], verbose=0), atol=1e-5)
+    assert int(adaptive.inner_steps) == 10 and int(adaptive.inner_steps_10()) == 10

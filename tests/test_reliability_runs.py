@@ -176,8 +176,24 @@ def test_report_names_algorithm_config_and_meta_steps(uninterrupted):
     assert json.loads((uninterrupted / "config.json").read_text())["meta_steps"] == 20
 
 
-def test_evaluate_refuses_a_config_the_meta_learner_was_not_trained_with(uninterrupted):
+def test_evaluate_follows_the_runs_budget_and_refuses_what_changes_the_evaluation(
+        uninterrupted, tmp_path):
+    """The README's road (issue 27): a run trained at another budget than the config
+    file's is evaluated with the config file; its training fields follow config.json."""
     meta = f"--meta={uninterrupted / 'meta.keras'}"
+    evaluation_flags = [flag for flag in TINY if flag.split("=")[0] in (
+        "--config.eval_tasks", "--config.eval_max_steps", "--config.model.hidden",
+        "--config.verbose")]
+    run_script("evaluate.py", SINUSOID_CONFIG, *evaluation_flags, meta,
+               f"--out={tmp_path / 'report.json'}")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["config"]["meta_steps"], report["config"]["meta_batch_size"]) == (20, 5)
+    assert report["meta_steps"] == 20
+    recorded = json.loads((uninterrupted / "config.json").read_text())
+    config, followed = tf_maml.experiment.evaluation_config(
+        tiny_config(meta_steps=70000, outer_lr=0.5, inner_lr=0.5, shots=3), recorded)
+    assert followed == ["meta_steps", "outer_lr"]
+    assert tf_maml.experiment.config_differences(recorded, config) == ["inner_lr", "shots"]
     result = run_script("evaluate.py", SINUSOID_CONFIG, *TINY, meta, "--config.algorithm=reptile",
                         returncode=1)
     assert "algorithm: the config says 'reptile' (Reptile), the file holds MAML" in result.stderr

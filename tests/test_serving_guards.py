@@ -282,6 +282,7 @@ def test_policy_serving_refuses_nan_rewards_in_python_and_in_the_saved_model(tmp
     served = loaded.adapt_and_act
     mask = np.ones((2, 4), np.float32)
     served(observations, actions, rewards, mask, observations[0])
+    assert int(loaded.inner_steps) == 1  # the steps it adapts, recorded (issue 27)
     with pytest.raises(tf.errors.InvalidArgumentError, match="rewards holds a NaN or infinite"):
         served(observations, actions, with_nan(rewards, (1, 2)), mask, observations[0])
     with pytest.raises(tf.errors.InvalidArgumentError,

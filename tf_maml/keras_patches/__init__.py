@@ -31,7 +31,8 @@ from tf_maml.keras_patches.fused_batch_norm import (  # noqa: E402
 )
 from tf_maml.keras_patches.internals import (  # noqa: E402
     BuildsItself, all_layers, call_has_training_arg, compile_loss, compile_metrics,
-    compute_output_spec, copy_compile_metrics, is_multi_worker, is_validation_within_fit,
+    compute_output_spec, copy_compile_metrics, export_value, is_multi_worker,
+    is_validation_within_fit,
     leaf_layers, loss_tracker, scale_loss_for_distribution, set_initial_epoch,
     unscale_loss_for_distribution, update_compile_metrics, with_example_mask,
 )
@@ -39,7 +40,7 @@ from tf_maml.keras_patches.internals import (  # noqa: E402
 __all__ = [
     "WRITTEN_FOR", "BuildsItself", "all_layers", "compile_loss", "compile_metrics",
     "is_validation_within_fit", "loss_tracker", "set_initial_epoch", "call_has_training_arg", "compute_output_spec",
-    "copy_compile_metrics", "current_example_weights", "example_weights",
+    "copy_compile_metrics", "current_example_weights", "example_weights", "export_value",
     "exact_second_order", "fused_kernels", "is_multi_worker", "leaf_layers",
     "max_pool_by_slices", "scale_loss_for_distribution", "stock_kernels",
     "unscale_loss_for_distribution", "update_compile_metrics", "with_example_mask",

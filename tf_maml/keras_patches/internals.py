@@ -138,6 +138,17 @@ def set_initial_epoch(model, epoch):
     model._initial_epoch = epoch
 
 
+def export_value(archive, name, value):
+    """Saves `value` with a `keras.export.ExportArchive` as `tf.saved_model.load(...).<name>`
+    (a non-trainable `tf.Variable`), and a function `<name>_<value>` returning it, which
+    `saved_model_cli show --all` lists by name. Keras offers variable collections only as
+    lists; the archive's own trackable holds the attribute."""
+    variable = tf.Variable(value, trainable=False, name=name)
+    setattr(archive._tf_trackable, name, variable)
+    setattr(archive._tf_trackable, f"{name}_{value}",
+            tf.function(variable.read_value, input_signature=[]))
+
+
 def is_validation_within_fit(kwargs):
     """Whether `evaluate(**kwargs)` is the validation `fit` runs (with fit's callbacks)."""
     return bool(kwargs.get("_use_cached_eval_dataset"))

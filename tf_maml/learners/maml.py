@@ -373,7 +373,9 @@ class MAML(entry_checks.CheckedEntryPoints, RecordedEpisodes, ServedFigures,
         function) takes `support_x`, `support_y` and `query_x` of one task and
         returns the query predictions after `steps` inner steps (default
         `eval_inner_steps`), exactly as `adapt(support_x, support_y,
-        steps).predict(query_x)`.
+        steps).predict(query_x)`. The loaded object records the count:
+        `tf.saved_model.load(filepath).inner_steps` (a variable), and a function
+        `inner_steps_<count>` that `saved_model_cli show --all` lists.
 
         Example:
 

@@ -9,7 +9,7 @@ from tf_maml.learners import labels
 from tf_maml.learners import request_guards
 from tf_maml.learners import entry_checks
 from tf_maml.learners.arguments import checked_int
-from tf_maml.keras_patches import compile_loss
+from tf_maml.keras_patches import compile_loss, export_value
 
 
 def _checked_steps(meta, steps, name):
@@ -211,4 +211,5 @@ def export_adaptive(meta, filepath, steps=None):
                          _signature(label_spec, "support_y"),
                          _signature(example_spec, "query_x")],
     )
+    export_value(archive, "inner_steps", steps)  # how many steps it adapts, for its users
     archive.write_out(filepath, verbose=False)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tf_maml.learners import guards
 from tf_maml.learners import request_guards
+from tf_maml.keras_patches import export_value
 from tf_maml.learners.arguments import checked_int
 
 
@@ -105,4 +106,5 @@ def export_adaptive(meta, filepath, steps=1):
         tf.TensorSpec([None, None], tf.float32, "mask"),
         tf.TensorSpec([None, size], tf.float32, "query_observations"),
     ])
+    export_value(archive, "inner_steps", steps)  # how many steps it adapts, for its users
     archive.write_out(filepath, verbose=False)

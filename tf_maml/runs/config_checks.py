@@ -24,6 +24,14 @@ HARMLESS_FIELDS = frozenset({
     "eval_tasks", "eval_max_steps", "eval_queries", "eval_inner_steps",
 })
 
+# Fields that only shape training: evaluating a run's meta.keras takes them from the
+# run's config.json whatever the config says (the README trains at one budget and
+# evaluates with the config file's). The seed is one: the run's test tasks.
+TRAINING_FIELDS = frozenset({
+    "meta_steps", "steps_per_epoch", "outer_lr", "meta_batch_size", "first_order",
+    "inner_steps", "queries", "reptile", "dtype_policy", "seed",
+})
+
 # Fields added to the configs after runs were recorded without them, with the
 # value that trains as those runs did: such a run resumes under the new config.
 ADDED_FIELDS = {"model.normalization": "batch", "sampler": "fixed", "variable.min_ways": 5,
@@ -55,6 +63,25 @@ def config_differences(recorded, config):
         key for key in old.keys() | new.keys()
         if key.split(".")[0] not in HARMLESS_FIELDS and old.get(key) != new.get(key)
     )
+
+
+def evaluation_config(config, recorded, keep=()):
+    """`(config, followed)`: `config` with its training fields (`TRAINING_FIELDS`, less
+    those in `keep`) set to the run's `recorded` values (config.json, flat), and the
+    dotted names of those that differed. What is left to differ changes what is
+    evaluated; `check_meta_learner_matches` refuses it."""
+    config = config.copy_and_resolve_references()
+    current, followed = flat_config(config), []
+    for key in sorted(recorded):
+        top = key.split(".")[0]
+        if top in TRAINING_FIELDS and top not in keep and key in current \
+                and recorded[key] != current[key]:
+            holder = config
+            for part in key.split(".")[:-1]:
+                holder = holder[part]
+            holder[key.split(".")[-1]] = recorded[key]
+            followed.append(key)
+    return config, followed
 
 
 def check_config(config, workdir, finished, allow_config_change):

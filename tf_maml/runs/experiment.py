@@ -18,8 +18,8 @@ from absl import logging
 from tf_maml.runs import checkpoints, members, plots, step_curves, tasks
 # The config checks of a run, under the names this module has always offered.
 from tf_maml.runs.config_checks import (  # noqa: F401
-    ADDED_FIELDS, HARMLESS_FIELDS, ConfigMismatchError, check_config, config_differences,
-    file_differences, flat_config,
+    ADDED_FIELDS, HARMLESS_FIELDS, TRAINING_FIELDS, ConfigMismatchError, check_config,
+    config_differences, evaluation_config, file_differences, flat_config,
 )
 from tf_maml.runs.tasks import episodes
 from tf_maml.runs.workdir_lock import run_lock
