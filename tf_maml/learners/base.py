@@ -14,11 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_maml import episodes
 from tf_maml.learners import guards
-from tf_maml.keras_patches import (
-    BuildsItself, compute_output_spec, exact_second_order, is_validation_within_fit,
-)
+from tf_maml.learners.adapted_model import adapted_copy
+from tf_maml.keras_patches import BuildsItself, exact_second_order, is_validation_within_fit
 
 
 def hyperparameter(name, check, doc):
@@ -248,20 +246,14 @@ class MetaLearner(BuildsItself, keras.Model):
     # Weights.
 
     def adapted_model(self, params, state, example_spec=None):
-        """A new `keras.Model` like `model`, holding `params` and `state` as its weights.
+        """A new `keras.Model` like `model`, holding `params` and `state` as its weights
+        (`tf_maml.learners.adapted_model`: a clone, or for a subclassed model that
+        `get_config` cannot rebuild, an `AdaptedModel` running its computation).
 
         `example_spec`: the per-example spec to build the copy for, if cloning
         leaves it unbuilt (a subclassed model).
         """
-        adapted = keras.models.clone_model(self.model)
-        adapted.name = f"{self.model.name}_adapted"
-        if not adapted.built and example_spec is not None:
-            compute_output_spec(adapted, episodes.batched(example_spec), training=False)
-        for variable, value in zip(adapted.trainable_variables, params):
-            variable.assign(value)
-        for variable, value in zip(adapted.non_trainable_variables, state):
-            variable.assign(value)
-        return adapted
+        return adapted_copy(self.model, params, state, example_spec)
 
     # The RNG seed state of `model` (Dropout's seed generators) is outside
     # Keras' `weights`: without it, a reloaded meta-learner or a resumed run

@@ -1,0 +1,52 @@
+"""The newcomer's path without traps (issue 27): what the README and docs promise works
+from the first try."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from helpers import sparse_ce
+
+import tf_maml
+from tf_maml.learners.adapted_model import AdaptedModel
+
+
+class PlainNet(keras.Model):
+    """A subclassed model as the Keras guide writes one: no get_config, no kwargs."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.drop = keras.layers.Dropout(0.2)
+        self.logits = keras.layers.Dense(3)
+
+    def call(self, x, training=False):
+        return self.logits(self.drop(self.hidden(x), training=training))
+
+
+def test_adapt_works_for_a_plain_subclassed_model(tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 6, 4)).astype(np.float32)
+    y = (np.arange(6) % 3)[None].astype(np.int32)
+    meta = tf_maml.MAML(PlainNet(), inner_lr=0.5)
+    meta.compile(optimizer="adam", loss=sparse_ce())
+    meta.fit(tf.data.Dataset.from_tensors(((x, y), (x, y))), verbose=0)
+    original = [w.numpy().copy() for w in meta.model.weights]
+
+    adapted = meta.adapt(x[0], y[0], steps=2)
+    assert isinstance(adapted, AdaptedModel) and adapted.name.endswith("_adapted")
+    meta.export_adaptive(str(tmp_path / "adaptive"), steps=2)
+    served = tf.saved_model.load(str(tmp_path / "adaptive"))
+    np.testing.assert_allclose(adapted.predict(x[0], verbose=0),
+                               served.adapt_and_predict(x[0], y[0], x[0]), atol=1e-5)
+    # Its weights are the adapted ones, its own: fitting it leaves the meta-learner's.
+    assert not np.allclose(adapted.trainable_weights[0].numpy(), original[0])
+    adapted.compile(optimizer="sgd", loss=sparse_ce())
+    adapted.fit(x[0], y[0], epochs=2, verbose=0)
+    for weight, before in zip(meta.model.weights, original):
+        np.testing.assert_array_equal(weight.numpy(), before)
+    # Exported, it holds only its own weights and serves as it predicts.
+    adapted.export(str(tmp_path / "serving"), verbose=False)
+    serving = tf.saved_model.load(str(tmp_path / "serving"))
+    assert len(serving.variables) == len(adapted.weights)
+    np.testing.assert_allclose(serving.serve(x[0]), adapted.predict(x[0], verbose=0), atol=1e-5)
