@@ -4,9 +4,10 @@ from the first try."""
 import keras
 import numpy as np
 import tensorflow as tf
-from helpers import sparse_ce
+from helpers import sparse_ce, tiny_config
 
 import tf_maml
+import tf_maml.experiment
 from tf_maml.learners.adapted_model import AdaptedModel
 
 
@@ -50,3 +51,13 @@ def test_adapt_works_for_a_plain_subclassed_model(tmp_path):
     serving = tf.saved_model.load(str(tmp_path / "serving"))
     assert len(serving.variables) == len(adapted.weights)
     np.testing.assert_allclose(serving.serve(x[0]), adapted.predict(x[0], verbose=0), atol=1e-5)
+
+
+def test_steps_per_execution_divides_the_epoch():
+    """The sinusoid config's 100 steps per execution made a 10-step epoch run 100 steps
+    (Keras runs whole executions): lowered to divide steps_per_epoch."""
+    for per_execution, per_epoch, expected in ((100, 10, 10), (100, 1000, 100), (100, 250, 50)):
+        config = tiny_config(steps_per_execution=per_execution, steps_per_epoch=per_epoch)
+        assert tf_maml.experiment.steps_per_execution(config) == expected
+    meta = tf_maml.experiment.build_meta_learner(tiny_config(steps_per_execution=100))
+    assert meta.steps_per_execution == 10

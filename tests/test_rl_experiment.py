@@ -36,7 +36,7 @@ def uninterrupted(tmp_path_factory):
     return workdir, tf_maml.rl.experiment.run(tiny_config(), workdir)
 
 
-def test_navigation_run_reports_returns_by_step_against_baselines(uninterrupted):
+def test_navigation_run_reports_returns_by_step_against_baselines(uninterrupted, caplog):
     workdir, report = uninterrupted
     for prefix in ("", "pretrained_", "random_"):
         assert len(report[f"{prefix}return_by_step"]) == 2  # after 0 and 1 inner steps
@@ -48,7 +48,12 @@ def test_navigation_run_reports_returns_by_step_against_baselines(uninterrupted)
         assert os.path.exists(os.path.join(workdir, name)), name
     assert not os.path.exists(os.path.join(workdir, "backup"))
     # Run again: evaluates only, the same tasks and seeds give the same report.
-    again = tf_maml.rl.experiment.run(tiny_config(), workdir)
+    with caplog.at_level("INFO", logger="absl"):
+        again = tf_maml.rl.experiment.run(tiny_config(), workdir)
+    # Each part announced (issue 27: the baseline's epochs looked like a second run).
+    for announced in ("Meta-training navigation", "Training the pretrained baseline",
+                      "Evaluating on 3 held-out tasks"):
+        assert announced in caplog.text, announced
     assert again["return_by_step"] == report["return_by_step"]
     assert again["pretrained_return_by_step"] == report["pretrained_return_by_step"]
     assert again["training_seconds"] == report["training_seconds"]

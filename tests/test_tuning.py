@@ -33,6 +33,18 @@ def test_build_covers_every_algorithm():
         assert 1e-3 <= meta_learner.inner_lr <= 1.0
 
 
+def test_a_trial_holds_only_the_hyperparameters_its_member_uses():
+    """A MAML++ trial showed first_order (MAML's): each member's names are conditional."""
+    model, hp = hypermodel(), keras_tuner.HyperParameters()
+    for algorithm, active, inactive in (("maml", {"first_order", "outer_lr"}, {"epsilon"}),
+                                        ("maml_plus_plus", {"outer_lr"}, {"first_order"}),
+                                        ("reptile", {"epsilon"}, {"first_order", "outer_lr"})):
+        hp.values["algorithm"] = algorithm
+        model.build(hp)
+        assert all(hp.is_active(name) for name in active), algorithm
+        assert not any(hp.is_active(name) for name in inactive if name in hp), algorithm
+
+
 def test_objective_follows_the_metrics():
     assert hypermodel().objective().name == "val_loss"
     classifier = MetaLearnerHyperModel(lambda: tf_maml.nets.conv4(5), loss="mse", metrics=["accuracy"])
@@ -98,6 +110,8 @@ def test_diverging_trial_is_reported_failed_never_best(tmp_path):
     (trial,) = tuner.oracle.trials.values()
     assert trial.status == keras_tuner.engine.trial.TrialStatus.FAILED
     assert "Meta-training diverged" in trial.message
+    # One exception, and no backup that tuning does not keep (issue 27).
+    assert trial.message.count("Traceback") == 1 and "backup" not in trial.message.lower()
     assert tf_maml.tuning.best_completed_trials(tuner) == []
     assert tuner.oracle.get_best_trials(1) == [trial]  # keras-tuner's own would name it
 

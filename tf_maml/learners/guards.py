@@ -185,10 +185,11 @@ class StepGuard:
         self.name_inputs(name for name, _, _ in named)
         return input_fault(named)
 
-    def raise_if_fault(self, phase, hint):
+    def raise_if_fault(self, phase, hint, backup=False):
         """Raises the recorded fault, if any; `phase` ("train", "evaluation" or "prediction")
         names the step or batch; `hint()` gives the likely cause of a non-finite loss
-        (called only then: it may read every weight)."""
+        (called only then: it may read every weight); `backup`: whether the call keeps
+        a `BackupAndRestore` backup (the message says so)."""
         code, step, *detail = self.record_variable.numpy().tolist()
         if code == OK:
             return
@@ -222,8 +223,9 @@ class StepGuard:
         if train:
             raise TrainingDivergedError(
                 f"The meta-loss or meta-gradient of meta-step {step} is not finite (NaN, "
-                f"infinite, or too large to square in float32).{skipped} A backup (BackupAndRestore) holds those of the last "
-                f"epoch. {hint()}"
+                f"infinite, or too large to square in float32).{skipped}"
+                + (" A backup (BackupAndRestore) holds those of the last epoch." if backup else "")
+                + f" {hint()}"
             )
         if phase == "prediction":
             raise TrainingDivergedError(
@@ -238,7 +240,9 @@ class StepGuard:
 
 def with_fault_callback(kwargs, guard, hint):
     """`fit`/`evaluate` keyword arguments with a `RaiseOnFault` callback first."""
-    return {**kwargs, "callbacks": [RaiseOnFault(guard, hint)] + list(kwargs.get("callbacks") or [])}
+    callbacks = list(kwargs.get("callbacks") or [])
+    backup = any(isinstance(c, keras.callbacks.BackupAndRestore) for c in callbacks)
+    return {**kwargs, "callbacks": [RaiseOnFault(guard, hint, backup)] + callbacks}
 
 
 class RaiseOnFault(keras.callbacks.Callback):
@@ -247,9 +251,9 @@ class RaiseOnFault(keras.callbacks.Callback):
     `fit` and `evaluate` of the meta-learner add it themselves.
     """
 
-    def __init__(self, guard, hint):
+    def __init__(self, guard, hint, backup=False):
         super().__init__()
-        self.guard, self.hint = guard, hint
+        self.guard, self.hint, self.backup = guard, hint, backup
 
     def on_train_begin(self, logs=None):
         self.guard.reset()
@@ -259,7 +263,7 @@ class RaiseOnFault(keras.callbacks.Callback):
         self.guard.reset()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.guard.raise_if_fault("train", self.hint)
+        self.guard.raise_if_fault("train", self.hint, self.backup)
 
     def on_test_batch_end(self, batch, logs=None):
         self.guard.raise_if_fault("evaluation", self.hint)

@@ -97,9 +97,14 @@ def run(config, workdir, allow_config_change=False):
     if config.task not in TASKS:
         raise ValueError(f"{config.task!r} is not a meta-RL task; known: {', '.join(TASKS)}.")
     with run_lock(workdir):
+        logging.info("Meta-training %s (%d meta-iterations) in %s.", config.task,
+                     config.meta_steps, workdir)
         meta, training_seconds = _train(config, workdir, None, allow_config_change)
         pretrained = None
         if config.pretrained:
+            logging.info("Training the pretrained baseline: the same policy on all tasks "
+                         "jointly (no inner step), %d iterations, in %s/pretrained.",
+                         config.meta_steps, workdir)
             pretrained, _ = _train(config, os.path.join(workdir, "pretrained"), 0,
                                    allow_config_change)
         report = evaluate(meta, config, workdir, pretrained)
@@ -126,6 +131,9 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     tasks and seeds. With a `workdir`, writes the figures.
     """
     env = meta.env
+    logging.info("Evaluating on %d held-out tasks after 0..%d inner steps: MAML, a random "
+                 "initialization%s.", config.eval_tasks, config.eval_max_steps,
+                 " and the pretrained baseline" if pretrained is not None else "")
     held_out = next(iter(tasks(config, env, "test", num_batches=1,
                                meta_batch_size=config.eval_tasks)))
     steps = config.eval_max_steps

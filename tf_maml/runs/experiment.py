@@ -7,6 +7,7 @@ algorithm's recipe (`tf_maml.runs.members`) the meta-learner and optimizer.
 """
 
 import csv
+import math
 import os
 import shutil
 import time
@@ -50,9 +51,19 @@ def build_meta_learner(config):
         loss=loss,
         metrics=metrics,
         jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=steps_per_execution(config),
     )
     return meta_learner
+
+
+def steps_per_execution(config):
+    """`config.steps_per_execution`, lowered to divide `steps_per_epoch`: Keras runs whole
+    executions, so 100 steps per execution made an epoch of 10 steps run 100."""
+    steps = math.gcd(config.steps_per_execution, config.steps_per_epoch)
+    if steps != config.steps_per_execution:
+        logging.info("steps_per_execution %d -> %d, to divide steps_per_epoch (%d).",
+                     config.steps_per_execution, steps, config.steps_per_epoch)
+    return steps
 
 
 class WallTime(keras.callbacks.Callback):
@@ -245,6 +256,9 @@ def evaluate(meta_learner, config, workdir=None):
     `evaluation.query_results_by_step`); with a `workdir`, also writes the
     figures there.
     """
+    logging.info("Evaluating on %d test tasks, after 0..%d inner steps (the first batch "
+                 "reads the test episodes and traces the evaluation: a minute on Omniglot).",
+                 config.eval_tasks, config.eval_max_steps)
     test = episodes(config, "test", queries=config.eval_queries)
     results = step_curves.query_results_by_step(
         meta_learner, test, config.eval_tasks, config.eval_max_steps, verbose=config.verbose
@@ -273,6 +287,7 @@ def evaluate(meta_learner, config, workdir=None):
                 mean, confidence, os.path.join(workdir, f"{name}_by_step.png"), ylabels[name]
             )
     if workdir is not None:
+        logging.info("Drawing the figures in %s.", workdir)
         task.figures(meta_learner, config, workdir)
     logging.info("query results by step: %s", {k: v for k, v in report.items() if "by_step" in k})
     return report

@@ -33,8 +33,13 @@ class Recipe:
     def optimizer(self, config):
         return keras.optimizers.Adam(config.outer_lr)
 
+    def tuned_names(self):
+        """The names this recipe declares in a search, beside `inner_lr` and `inner_steps`."""
+        return ("first_order", "outer_lr") if self.tunes_first_order else ("outer_lr",)
+
     def tuned(self, hp, backbone, **common):
-        """`(meta_learner, optimizer)` with hyper-parameters declared in `hp` where used."""
+        """`(meta_learner, optimizer)` with hyper-parameters declared in `hp` where used
+        (within the search's conditional scopes: see `MetaLearnerHyperModel.build`)."""
         if self.tunes_first_order:
             common["first_order"] = hp.Boolean("first_order")
         meta_learner = self.member(backbone, **common)  # MAML++: its schedules' defaults
@@ -55,6 +60,9 @@ class ReptileRecipe(Recipe):
     def optimizer(self, config):
         return keras.optimizers.SGD(keras.optimizers.schedules.PolynomialDecay(
             config.reptile.epsilon, config.meta_steps, end_learning_rate=0.0))
+
+    def tuned_names(self):
+        return ("epsilon",)
 
     def tuned(self, hp, backbone, **common):
         return self.member(backbone, **common), keras.optimizers.SGD(

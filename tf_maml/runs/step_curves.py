@@ -64,6 +64,7 @@ def query_results_by_step(meta_learner, episodes, num_tasks, max_steps=10, verbo
 
     results, count = [], 0
     progress = keras.utils.Progbar(num_tasks, unit_name="task", verbose=verbose)
+    progress.update(0)  # shown while the first batch is read and the evaluation traced
     for index, (support, query) in enumerate(episodes):
         support, query, weights = episodes_lib.unpack((support, query))
         if classes:  # a TensorFlow op error otherwise, naming no batch

@@ -83,10 +83,15 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
         algorithm = hp.Choice("algorithm", list(self.algorithms))
         inner_lr = hp.Float("inner_lr", 1e-3, 1.0, sampling="log")
         inner_steps = hp.Int("inner_steps", 1, 5)
-        # The rest of the space is the member's (tf_maml.runs.members).
+        # The rest of the space is the member's (tf_maml.runs.members), each name active
+        # only for the algorithms that use it: a MAML++ trial shows no first_order.
+        users = {}
+        for name in self.algorithms:
+            for declared in members.recipe(name).tuned_names():
+                users.setdefault(declared, []).append(name)
         meta_learner, optimizer = members.recipe(algorithm).tuned(
-            hp, self.build_model(), inner_lr=inner_lr, inner_steps=inner_steps,
-            eval_inner_steps=self.eval_inner_steps)
+            _Scoped(hp, users), self.build_model(), inner_lr=inner_lr,
+            inner_steps=inner_steps, eval_inner_steps=self.eval_inner_steps)
         meta_learner.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
         return meta_learner
 
@@ -95,7 +100,9 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
         try:
             history = model.fit(*args, **kwargs)
         except TrainingDivergedError as error:
-            raise keras_tuner.errors.FailedTrialError(f"Meta-training diverged: {error}") from error
+            # One exception in keras-tuner's trial message (it keeps the traceback).
+            raise keras_tuner.errors.FailedTrialError(
+                f"Meta-training diverged: {error}") from None
         logs = {name: values[-1] for name, values in history.history.items() if values}
         for name, value in logs.items():
             if not math.isfinite(value):
@@ -107,6 +114,30 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
                 f"than {self.EXPLODING_RATIO:g} times the loss before it ({before:.3g})."
             )
         return history
+
+
+class _Scoped:
+    """`hp` whose declaration of each name in `users` is conditional on the algorithms
+    that use it (keras-tuner's `conditional_scope`: inactive, it is left out of the
+    trial's values)."""
+
+    _DECLARATIONS = ("Boolean", "Choice", "Fixed", "Float", "Int")
+
+    def __init__(self, hp, users):
+        self._hp, self._users = hp, users
+
+    def __getattr__(self, attribute):
+        method = getattr(self._hp, attribute)
+        if attribute not in self._DECLARATIONS:
+            return method
+
+        def declare(name, *args, **kwargs):
+            if name not in self._users:
+                return method(name, *args, **kwargs)
+            with self._hp.conditional_scope("algorithm", self._users[name]):
+                return method(name, *args, **kwargs)
+
+        return declare
 
 
 def best_completed_trials(tuner, num_trials=1):
