@@ -53,3 +53,14 @@ def tiny_run(tmp_path_factory):
     """
     workdir = tmp_path_factory.mktemp("tiny_run")
     return workdir, train(workdir).stdout
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Says why tests skipped for want of the Omniglot zips, even with -q (issue 27)."""
+    from helpers import OMNIGLOT_SKIP_REASON  # noqa: PLC0415
+
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if OMNIGLOT_SKIP_REASON in str(report.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} tests skipped: each {OMNIGLOT_SKIP_REASON}.")

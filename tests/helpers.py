@@ -6,12 +6,20 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tf_maml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OMNIGLOT_DIR = os.path.join(ROOT, "..", "shared", "data", "omniglot")
+# The official Omniglot zips; the tests that read them skip (and say so at the end of the
+# run) when they are not here. Elsewhere: TF_MAML_OMNIGLOT_DIR=DIR.
+OMNIGLOT_DIR = os.environ.get("TF_MAML_OMNIGLOT_DIR",
+                              os.path.join(ROOT, "..", "shared", "data", "omniglot"))
+OMNIGLOT_SKIP_REASON = (f"needs the Omniglot zips (images_background.zip, "
+                        f"images_evaluation.zip) in {OMNIGLOT_DIR} (elsewhere: "
+                        "TF_MAML_OMNIGLOT_DIR=DIR)")
+needs_omniglot = pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason=OMNIGLOT_SKIP_REASON)
 SINUSOID_CONFIG = f"--config={os.path.join(ROOT, 'configs', 'sinusoid.py')}"
 # configs/ is not a package that pip installs: the scripts and the tests read it from here.
 if ROOT not in sys.path:

@@ -3,6 +3,7 @@ from the first try."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from helpers import sparse_ce, tiny_config
 
@@ -61,3 +62,22 @@ def test_steps_per_execution_divides_the_epoch():
         assert tf_maml.experiment.steps_per_execution(config) == expected
     meta = tf_maml.experiment.build_meta_learner(tiny_config(steps_per_execution=100))
     assert meta.steps_per_execution == 10
+
+
+def test_maml_takes_a_named_inner_optimizer_as_reptile_does(tmp_path):
+    net = tf_maml.nets.mlp(hidden=(4,))
+    meta = tf_maml.MAML(net, inner_optimizer="adam", inner_lr=0.01)
+    assert tf_maml.rules.serialize(meta.inner_optimizer) == tf_maml.rules.serialize(
+        tf_maml.rules.adam(0.01))
+    assert tf_maml.rules.serialize(tf_maml.MAML(net, inner_optimizer="sgd").inner_optimizer) \
+        == tf_maml.rules.serialize(tf_maml.rules.sgd(0.4))
+    meta.compile(optimizer="adam", loss="mse")
+    x = np.ones((1, 4, 1), np.float32)
+    meta.fit(tf.data.Dataset.from_tensors(((x, x), (x, x))), verbose=0)
+    meta.save(str(tmp_path / "meta.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "meta.keras"))
+    assert tf_maml.rules.serialize(loaded.inner_optimizer) == tf_maml.rules.serialize(
+        meta.inner_optimizer)
+    with pytest.raises(TypeError, match=r"must be one of \['adam', 'sgd'\] or a tf_maml.rules "
+                       r"rule.*received 'rmsprop'"):
+        tf_maml.MAML(net, inner_optimizer="rmsprop")

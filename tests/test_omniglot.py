@@ -11,10 +11,7 @@ import pytest
 from tf_maml.data import load_omniglot, omniglot_episodes, omniglot_split
 
 from helpers import OMNIGLOT_DIR as DATA_DIR
-
-needs_data = pytest.mark.skipif(
-    not os.path.isdir(DATA_DIR), reason=f"Omniglot zips not found in {DATA_DIR}"
-)
+from helpers import needs_omniglot as needs_data
 
 
 @pytest.fixture(scope="module")

@@ -207,8 +207,13 @@ def test_evaluate_follows_the_runs_budget_and_refuses_what_changes_the_evaluatio
 
 
 def test_meta_steps_not_a_multiple_names_the_flag_to_change(tmp_path):
-    with pytest.raises(ValueError, match="change --config.meta_steps .e.g. to 20 or 30. or --config.steps_per_epoch"):
+    with pytest.raises(ValueError, match=r"change --config.meta_steps \(e.g. to 20 or 30\) or "
+                       r"--config.steps_per_epoch \(e.g. to 5\)"):
         tf_maml.experiment.run(tiny_config(meta_steps=25), str(tmp_path))
+    # Fewer meta-steps than an epoch: one suggestion each, not "500 or 500" (issue 27).
+    with pytest.raises(ValueError, match=r"\(e.g. to 500\) or --config.steps_per_epoch "
+                       r"\(e.g. to 200\)"):
+        tf_maml.experiment.num_epochs(tiny_config(meta_steps=200, steps_per_epoch=500))
 
 
 def test_a_workdir_takes_one_run_at_a_time(tmp_path):

@@ -15,7 +15,9 @@ import tf_maml.runs.experiment
 from tf_maml.runs import checkpoints
 from tf_maml.runs import reporting
 
-from helpers import OMNIGLOT_DIR, ROOT, SINUSOID_CONFIG, TINY, run_script, tiny_config
+from helpers import (
+    OMNIGLOT_DIR, ROOT, SINUSOID_CONFIG, TINY, needs_omniglot, run_script, tiny_config,
+)
 
 def test_train_script_writes_model_logs_report_and_figures(tiny_run, tmp_path):
     workdir, stdout = tiny_run
@@ -75,7 +77,7 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert wall[0] < wall[1] < wall[2]
 
 
-@pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
+@needs_omniglot
 def test_omniglot_run_then_evaluate_script_from_a_weights_file(tmp_path):
     from configs import omniglot  # noqa: PLC0415
 
@@ -122,7 +124,7 @@ def test_unknown_omniglot_setting_is_rejected():
         omniglot.get_config("7w1s")
 
 
-@pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
+@needs_omniglot
 def test_pipeline_benchmark_script_runs(tmp_path):
     run_script(
         "pipeline_benchmark.py",
@@ -315,7 +317,7 @@ def test_serving_benchmark_script_times_adapt_and_the_evaluation(tmp_path):
     assert "flag --tasks=1: 1 is not integer >= 2" in refused.stderr  # before any work
 
 
-@pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
+@needs_omniglot
 def test_normalization_benchmark_script_reports_both_figures(tmp_path):
     tiny = {
         "data_dir": OMNIGLOT_DIR, "meta_steps": 2, "steps_per_epoch": 2, "meta_batch_size": 2,

@@ -10,7 +10,7 @@ import tf_maml
 import tf_maml.runs.experiment
 from tf_maml.data import ClassPool, variable_episodes
 
-from helpers import OMNIGLOT_DIR, sparse_ce
+from helpers import OMNIGLOT_DIR, needs_omniglot, sparse_ce
 
 
 def numbered_pool(counts, seed=0):
@@ -117,7 +117,17 @@ def test_bad_sizes_are_refused(kwargs, message):
         variable_episodes(numbered_pool([9] * 12), **{**arguments, **kwargs})
 
 
-@pytest.mark.skipif(not os.path.isdir(OMNIGLOT_DIR), reason="Omniglot zips not found")
+def test_more_ways_than_the_pool_has_classes_is_said(caplog):
+    """Issue 27: max_ways=20 on a 10-class pool capped the ways without a word."""
+    with caplog.at_level("WARNING", logger="absl"):
+        episodes = variable_episodes(numbered_pool([9] * 10), min_ways=2, max_ways=20,
+                                     max_support=40, queries=2, meta_batch_size=2)
+    assert "max_ways=20 exceeds the 10 classes of the pool" in caplog.text
+    for task in tasks_of(episodes, 2):
+        assert task[1][task[2] > 0].max() < 10 and task[1].shape == (40,)
+
+
+@needs_omniglot
 def test_omniglot_variable_config_builds_padded_episodes_and_a_20_way_learner():
     from configs import omniglot  # noqa: PLC0415
 

@@ -3,6 +3,7 @@
 import math
 
 import tensorflow as tf
+from absl import logging
 
 from tf_maml.data.class_pool import plain_ids, pool_constants
 from tf_maml.data.sizes import check_counts
@@ -136,6 +137,10 @@ def _check_arguments(pool, min_ways, max_ways, max_support, queries, meta_batch_
     if max_support < max_ways:
         raise ValueError(f"max_support={max_support} is below max_ways={max_ways}: every class "
                          "of a task needs a support example.")
+    if max_ways > pool.num_classes:  # e.g. a small validation pool: said, not refused
+        logging.warning("max_ways=%d exceeds the %d classes of the pool: its tasks have at "
+                        "most %d ways (still padded to max_ways).", max_ways, pool.num_classes,
+                        pool.num_classes)
     small = pool.counts < queries + 1
     if small.any():
         raise ValueError(

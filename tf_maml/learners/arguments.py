@@ -40,17 +40,30 @@ def checked_inner_lr(inner_lr):
     return checked_positive(inner_lr, "inner_lr")
 
 
+# Rules named by a string, as Keras names optimizers, with their default step sizes.
+NAMED_RULES = {"sgd": (rules.sgd, DEFAULT_INNER_LR), "adam": (rules.adam, 0.001)}
+
+
+def named_rule(name, inner_lr):
+    """The rule `name` ("sgd" or "adam") of step size `inner_lr` (None: its default)."""
+    make, default = NAMED_RULES[name]
+    return make(checked_inner_lr(default if inner_lr is None else inner_lr))
+
+
 def checked_rule(inner_optimizer, inner_lr):
-    """`(rule, inner_lr)`: the rule given, or SGD of `inner_lr` (default 0.4)."""
+    """`(rule, inner_lr)`: the rule given (or named: "sgd", "adam", of `inner_lr`), or SGD
+    of `inner_lr` (default 0.4); `inner_lr` None unless SGD was made from it."""
     if inner_optimizer is None:
         inner_lr = checked_inner_lr(DEFAULT_INNER_LR if inner_lr is None else inner_lr)
         return rules.sgd(inner_lr), inner_lr
+    if isinstance(inner_optimizer, str) and inner_optimizer in NAMED_RULES:
+        return named_rule(inner_optimizer, inner_lr), None
     if isinstance(inner_optimizer, dict):
         inner_optimizer = rules.deserialize(inner_optimizer)
     if not isinstance(inner_optimizer, rules.Rule):
         raise TypeError(
-            "`inner_optimizer` must be a tf_maml.rules rule, e.g. rules.adam(0.001); received "
-            f"{inner_optimizer!r}."
+            f"`inner_optimizer` must be one of {sorted(NAMED_RULES)} or a tf_maml.rules rule, "
+            f"e.g. rules.adam(0.001); received {inner_optimizer!r}."
         )
     if inner_lr is not None:
         raise ValueError(

@@ -95,12 +95,14 @@ def num_epochs(config):
             "must be >= 1."
         )
     if config.meta_steps % config.steps_per_epoch:
-        lower = config.meta_steps - config.meta_steps % config.steps_per_epoch
+        per_epoch = config.steps_per_epoch
+        lower = config.meta_steps - config.meta_steps % per_epoch
+        meta_steps = " or ".join(str(n) for n in sorted({lower, lower + per_epoch} - {0}))
+        divisor = max(d for d in range(1, per_epoch + 1) if config.meta_steps % d == 0)
         raise ValueError(
             f"meta_steps ({config.meta_steps}) must be a multiple of steps_per_epoch "
-            f"({config.steps_per_epoch}): change --config.meta_steps (e.g. to "
-            f"{lower or config.steps_per_epoch} or {lower + config.steps_per_epoch}) or "
-            "--config.steps_per_epoch."
+            f"({per_epoch}): change --config.meta_steps (e.g. to {meta_steps}) or "
+            f"--config.steps_per_epoch (e.g. to {divisor})."
         )
     return config.meta_steps // config.steps_per_epoch
 

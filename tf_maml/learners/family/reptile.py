@@ -5,11 +5,11 @@ import tensorflow as tf
 
 from tf_maml import rules
 from tf_maml.learners.arguments import refuse
-from tf_maml.learners.arguments import checked_inner_lr
+from tf_maml.learners.arguments import NAMED_RULES, checked_inner_lr, named_rule
 from tf_maml.learners import fixed, hyperparameter
 from tf_maml.learners.maml import MAML
 
-INNER_OPTIMIZERS = ("sgd", "adam")
+INNER_OPTIMIZERS = tuple(NAMED_RULES)
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
@@ -56,7 +56,7 @@ class Reptile(MAML):
             rule = inner_optimizer
         elif inner_optimizer in INNER_OPTIMIZERS:
             inner_lr = checked_inner_lr(inner_lr)
-            rule = rules.sgd(inner_lr) if inner_optimizer == "sgd" else rules.adam(inner_lr)
+            rule = named_rule(inner_optimizer, inner_lr)
         else:
             raise ValueError(
                 f"`inner_optimizer` must be one of {INNER_OPTIMIZERS} or a tf_maml.rules rule; "
