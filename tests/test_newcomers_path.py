@@ -1,6 +1,8 @@
 """The newcomer's path without traps (issue 27): what the README and docs promise works
 from the first try."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -81,3 +83,37 @@ def test_maml_takes_a_named_inner_optimizer_as_reptile_does(tmp_path):
     with pytest.raises(TypeError, match=r"must be one of \['adam', 'sgd'\] or a tf_maml.rules "
                        r"rule.*received 'rmsprop'"):
         tf_maml.MAML(net, inner_optimizer="rmsprop")
+
+
+def test_figures_say_what_they_show(tiny_run, tmp_path, monkeypatch):
+    """Titles name the task, setting, meta-steps and test tasks; the bars are said to be
+    95 % intervals; reported and served in one plot; axis labels everywhere."""
+    from tf_maml.runs import checkpoints, plots  # noqa: PLC0415
+
+    texts = {}
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: texts.setdefault(
+        os.path.basename(path), save(figure, path)))
+    meta = checkpoints.load_model(str(tiny_run[0] / "meta.keras"))
+    tf_maml.experiment.evaluate(meta, tiny_config(eval_tasks=10), str(tmp_path))
+    assert sorted(texts) == ["loss_by_step.png", "sinusoid_fits.png"]
+    (by_step,) = texts["loss_by_step.png"]["panels"]
+    assert by_step["title"] == ("sinusoid regression, 10-shot: MAML after 20 meta-steps, "
+                                "10 test tasks")
+    assert by_step["legend_title"] == "mean ± 95 % interval over tasks"
+    assert by_step["legend"] == ["reported = served"]  # no BatchNorm: the two are one
+    assert (by_step["xlabel"], by_step["ylabel"]) == ("number of gradient steps", "query MSE")
+    fits = texts["sinusoid_fits.png"]
+    assert fits["title"] == "sinusoid regression, 10-shot: MAML after 20 meta-steps"
+    assert all(panel["xlabel"] == "x" and panel["ylabel"].startswith("y")
+               for panel in fits["panels"])
+
+
+def test_reported_and_served_share_one_plot(tmp_path):
+    from tf_maml.runs import plots  # noqa: PLC0415
+
+    text = plots.plot_by_step([0.2, 0.6], [0.01, 0.02], str(tmp_path / "a.png"), "accuracy",
+                              label="as reported", others={"served": ([0.2, 0.5], [0.01, 0.02])},
+                              title="Omniglot 5-way 1-shot: MAML after 200 meta-steps")
+    (panel,) = text["panels"]
+    assert panel["legend"] == ["as reported", "served"] and panel["xticks"] == [0.0, 1.0]

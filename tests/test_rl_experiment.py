@@ -117,3 +117,52 @@ def test_sampling_benchmark_compares_the_graph_with_a_python_loop(tmp_path):
     assert [r["sampling"] for r in records] == ["graph", "python loop"]
     assert all(r["env_steps_per_s"] > 0 for r in records)
     assert "| python loop |" in result.stdout
+
+
+def test_navigation_figures_say_what_they_show(uninterrupted, tmp_path, monkeypatch):
+    """Issue 27: mean-action paths as the paper draws them, from the policy the evaluation
+    adapted; curves labelled training or validation on integer ticks; titles."""
+    from tf_maml.rl import plots as rl_plots  # noqa: PLC0415
+    from tf_maml.runs import plots  # noqa: PLC0415
+
+    workdir, _ = uninterrupted
+    texts = {}
+    save = plots.save_figure
+    monkeypatch.setattr(rl_plots, "save_figure", lambda figure, path: texts.setdefault(
+        os.path.basename(path), save(figure, path)))
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: texts.setdefault(
+        os.path.basename(path), save(figure, path)))
+    for name in ("meta.keras", "history.csv", "pretrained"):
+        os.symlink(os.path.join(workdir, name), tmp_path / name)
+    meta = keras.models.load_model(os.path.join(workdir, "meta.keras"))
+    tf_maml.rl.experiment.evaluate(meta, tiny_config(), str(tmp_path))
+    title = "2D navigation: MAML after 4 meta-iterations"
+    assert texts["return_by_step.png"]["panels"][0]["title"] == f"{title}, 3 held-out tasks"
+    assert texts["navigation_paths.png"]["title"] == title
+    paths = texts["navigation_paths.png"]["panels"][0]
+    assert paths["legend"] == ["pre-update", "1 grad step(s)", "goal", "start"]
+    curves = texts["learning_curves.png"]["panels"][0]
+    assert curves["legend"] == ["MAML after adaptation, training tasks",
+                                "MAML after adaptation, validation tasks",
+                                "MAML before adaptation, validation tasks",
+                                "pretrained, validation tasks"]
+    assert all(tick == int(tick) for tick in curves["xticks"])
+
+
+def test_the_drawn_policy_is_the_one_the_evaluation_adapted():
+    """A path after one step follows the policy adapt() gives on the same trajectories."""
+    from tf_maml.rl import plots as rl_plots  # noqa: PLC0415
+
+    meta = tf_maml.rl.experiment.build_meta_learner(tiny_config())
+    held_out = next(iter(tf_maml.rl.task_batches(meta.env, 2, seed=3, num_batches=1)))
+    sampled = meta.sample_by_step(held_out, 1)
+    params, state = rl_plots.adapted_by_step(meta, sampled, 1, 1)
+    first = {k: v[1] for k, v in sampled["trajectories"][0].items()}
+    adapted = meta.adapt(first["observations"], first["actions"], first["rewards"],
+                         first["mask"])
+    for got, want in zip(params, adapted.trainable_variables):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-6)
+    goal = held_out["tasks"][1].numpy()
+    points = rl_plots.mean_action_path(meta, params, state, goal)
+    assert np.allclose(points[0], 0.0) and len(points) <= meta.env.horizon + 1
+    assert np.abs(np.diff(points, axis=0)).max() <= 0.1 + 1e-6  # actions clipped as the env

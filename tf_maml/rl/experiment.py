@@ -153,29 +153,41 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     logging.info("returns by step: %s", {k: v for k, v in report.items() if "by_step" in k})
     if workdir is not None:
         labels = {"pretrained": "pretrained", "random": "random initialization"}
+        title = plots.run_title(_SETTINGS.get(config.task, config.task),
+                                report["meta_iterations"], "MAML", "meta-iterations")
         plots.plot_by_step(mean, confidence, os.path.join(workdir, "return_by_step.png"),
                            "average return", label="MAML",
-                           others={labels[k]: v for k, v in curves.items()})
+                           others={labels[k]: v for k, v in curves.items()},
+                           title=f"{title}, {config.eval_tasks} held-out tasks")
         if isinstance(env, envs.Navigation2D):
-            rl_plots.plot_navigation_paths(sampled, held_out["tasks"],
+            rl_plots.plot_navigation_paths(meta, sampled, held_out["tasks"],
                                            os.path.join(workdir, "navigation_paths.png"),
-                                           steps=tuple(range(min(steps, 3) + 1)))
-        _plot_learning_curves(workdir, config)
+                                           steps=tuple(range(min(steps, 3) + 1)), title=title)
+        _plot_learning_curves(workdir, config, title)
     return report
 
 
-def _plot_learning_curves(workdir, config):
+# Tasks as figure titles name them.
+_SETTINGS = {"navigation": "2D navigation", "cartpole": "CartPole, varied dynamics",
+             "half_cheetah_velocity": "half-cheetah, goal velocities"}
+
+
+def _plot_learning_curves(workdir, config, title):
     series = {}
-    for label, part, column in (("MAML, after adaptation", "", "return"),
-                                ("MAML, before adaptation", "", "pre_adaptation_return"),
-                                ("pretrained", "pretrained", "return")):
+    for label, part, column in (
+            ("MAML after adaptation, training tasks", "", "return"),
+            ("MAML after adaptation, validation tasks", "", "val_return"),
+            ("MAML before adaptation, validation tasks", "", "val_pre_adaptation_return"),
+            ("pretrained, validation tasks", "pretrained", "val_return")):
         path = os.path.join(workdir, part, "history.csv")
         if os.path.exists(path):
             with open(path) as f:
-                series[label] = [float(row[column]) for row in csv.DictReader(f)]
+                rows = list(csv.DictReader(f))
+            if rows and column in rows[0]:
+                series[label] = [float(row[column]) for row in rows]
     if series:
         length = min(len(v) for v in series.values())
         iterations = config.steps_per_epoch * (np.arange(length) + 1)
         rl_plots.plot_learning_curves(iterations, {k: v[:length] for k, v in series.items()},
-                                      os.path.join(workdir, "learning_curves.png"))
-
+                                      os.path.join(workdir, "learning_curves.png"),
+                                      title=title)

@@ -1,50 +1,86 @@
-"""Figures of meta-reinforcement learning: 2D navigation paths before and after adaptation."""
+"""Figures of meta-reinforcement learning: 2D navigation paths and learning curves."""
 
+import matplotlib.ticker
 import numpy as np
+import tensorflow as tf
 
 from tf_maml.runs.plots import plt, save_figure
 
 
-def plot_navigation_paths(sampled, tasks, path, num_tasks=2, steps=(0, 1, 3)):
-    """Paths of the policy before and after inner steps, goal marked (the MAML paper's figure 5).
+def adapted_by_step(meta, sampled, task, step):
+    """`(params, state)` of the policy after `step` inner steps on task `task`, as the
+    evaluation adapted it: each step from the trajectories `sampled` after the one before
+    (`MetaPolicyGradient.sample_by_step`'s result)."""
+    params, state = meta.inner_loop.current_values()
+    rule_state = None
+    for k in range(step):
+        trajectories = {name: value[task] for name, value in sampled["trajectories"][k].items()}
+        params, state, rule_state = meta._adapt(params, state, trajectories, True, rule_state, k)
+    return params, state
+
+
+def mean_action_path(meta, params, state, goal):
+    """Positions of a point that follows the policy's mean action from the start, until it
+    reaches the goal or the horizon (the MAML paper draws these)."""
+    env, goals = meta.env, tf.constant([goal], tf.float32)
+    env_state, observation = env.reset(goals, tf.zeros([1, 2], tf.int32))
+    points = [observation.numpy()[0]]
+    for _ in range(env.horizon):
+        outputs = meta.inner_loop.forward(params, state, observation, training=False)[0]
+        mean, _ = meta.distribution.split(outputs)
+        env_state, observation, _, done = env.step(goals, env_state, mean)
+        points.append(observation.numpy()[0])
+        if bool(done[0]):
+            break
+    return np.array(points)
+
+
+def plot_navigation_paths(meta, sampled, tasks, path, num_tasks=2, steps=(0, 1, 3), title=""):
+    """Mean-action paths of the policy before and after inner steps, goal marked (the MAML
+    paper's figure 5): one path per number of steps, from the policy the evaluation
+    adapted to that task. Returns `figure_text` of the figure.
 
     Args:
-        sampled: `MetaPolicyGradient.sample_by_step(...)`'s result.
+        meta: the `MetaPolicyGradient` that sampled `sampled`.
+        sampled: `meta.sample_by_step(...)`'s result (trajectories kept).
         tasks: `[T, 2]` goals of the sampled tasks.
         path: PNG file to write.
         num_tasks: tasks (panels) to show.
         steps: which numbers of inner steps to draw (those sampled).
+        title: the figure's title (the run).
     """
-    figure, axes = plt.subplots(1, num_tasks, figsize=(4.2 * num_tasks, 4), squeeze=False)
+    figure, axes = plt.subplots(1, num_tasks, figsize=(4.2 * num_tasks, 4.4), squeeze=False)
     labels = {0: "pre-update"}
     for task, axis in enumerate(axes[0]):
+        goal = np.asarray(tasks[task], np.float32)
         for step in steps:
             if step >= len(sampled["trajectories"]):
                 continue
-            trajectories = sampled["trajectories"][step]
-            observations = trajectories["observations"][task, 0].numpy()
-            # Positions before each step taken, and after the last one where there is one.
-            taken = int(trajectories["mask"][task, 0].numpy().sum())
-            points = observations[: taken + 1]
+            points = mean_action_path(meta, *adapted_by_step(meta, sampled, task, step), goal)
             axis.plot(points[:, 0], points[:, 1], ":" if step == 0 else "-", marker=".",
                       markersize=3, label=labels.get(step, f"{step} grad step(s)"))
-        goal = np.asarray(tasks[task])
         axis.plot(goal[0], goal[1], "*", color="black", markersize=12, label="goal")
         axis.plot(0, 0, "o", color="grey", label="start")
         axis.set_xlim(-0.6, 0.6)
         axis.set_ylim(-0.6, 0.6)
         axis.set_aspect("equal")
-        axis.set_title(f"task {task}")
+        axis.set_xlabel("x")
+        axis.set_ylabel("y")
+        axis.set_title(f"held-out task {task + 1}: the mean action's path", fontsize=9)
     axes[0][0].legend(fontsize=8, loc="lower left")
-    save_figure(figure, path)
+    figure.suptitle(title, fontsize=10)
+    return save_figure(figure, path)
 
 
-def plot_learning_curves(iterations, series, path, ylabel="average return"):
-    """Metrics against meta-iterations: `series` maps a label to its values."""
-    figure, axis = plt.subplots(figsize=(6, 4))
+def plot_learning_curves(iterations, series, path, ylabel="average return", title=""):
+    """Metrics against meta-iterations (integer ticks): `series` maps a label, which says
+    training or validation tasks, to its values. Returns `figure_text` of the figure."""
+    figure, axis = plt.subplots(figsize=(6.5, 4))
     for label, values in series.items():
         axis.plot(iterations, values, marker="o", markersize=3, label=label)
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.set_xlabel("meta-iterations")
     axis.set_ylabel(ylabel)
-    axis.legend()
-    save_figure(figure, path)
+    axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=9)
+    return save_figure(figure, path)

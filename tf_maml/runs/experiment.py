@@ -218,6 +218,25 @@ def run_variants(base, workdir, variants):
         yield name, config, run(config, os.path.join(workdir, name))
 
 
+def _plot_results_by_step(curves, config, task, report, workdir):
+    """`loss_by_step.png` (and `accuracy_by_step.png`): the figures as reported and, where
+    they differ, as served (each query on its own, as `adapt()`), in one plot."""
+    ylabels = {"loss": task.loss_label, "accuracy": "query accuracy"}
+    title = (f"{plots.run_title(task.setting(config), report['meta_steps'], report['algorithm'])}"
+             f", {config.eval_tasks} test tasks")
+    for name in ("loss", "accuracy"):
+        if name not in curves:
+            continue
+        served = curves.get(f"served_{name}")
+        if served is not None and not np.allclose(served[0], curves[name][0]):
+            label, others = "as reported (query batch statistics)", {
+                "served (each query on its own, as adapt())": served}
+        else:
+            label, others = "reported = served", None
+        plots.plot_by_step(*curves[name], os.path.join(workdir, f"{name}_by_step.png"),
+                           ylabels[name], label=label, others=others, title=title)
+
+
 def check_meta_learner_matches(meta_learner, config, recorded=None):
     """Refuses evaluating `meta_learner` under a config it was not trained with.
 
@@ -275,21 +294,16 @@ def evaluate(meta_learner, config, workdir=None):
         "transductive": bool(meta_learner.transductive),
     }
     task = tasks.task_of(config)
-    ylabels = {"loss": task.loss_label, "accuracy": "query accuracy"}
-    # Served: each query predicted on its own, as adapt() and export_adaptive() do.
-    ylabels.update({f"served_{name}": f"{label}, served" for name, label in ylabels.items()})
+    curves = {}
     for name, values in results.items():
-        mean, confidence = step_curves.mean_and_confidence(values)
-        report[f"{name}_by_step"] = [round(float(m), 4) for m in mean]
-        report[f"{name}_confidence_95"] = [round(float(c), 4) for c in confidence]
+        curves[name] = step_curves.mean_and_confidence(values)
+        report[f"{name}_by_step"] = [round(float(m), 4) for m in curves[name][0]]
+        report[f"{name}_confidence_95"] = [round(float(c), 4) for c in curves[name][1]]
         # Plain SGD can diverge on a rare task; the median shows the typical one.
         report[f"{name}_median_by_step"] = [round(float(m), 4) for m in np.median(values, axis=0)]
-        if workdir is not None:
-            plots.plot_by_step(
-                mean, confidence, os.path.join(workdir, f"{name}_by_step.png"), ylabels[name]
-            )
     if workdir is not None:
         logging.info("Drawing the figures in %s.", workdir)
+        _plot_results_by_step(curves, config, task, report, workdir)
         task.figures(meta_learner, config, workdir)
     logging.info("query results by step: %s", {k: v for k, v in report.items() if "by_step" in k})
     return report

@@ -8,14 +8,41 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+# Said on every figure with error bars: what the bars are.
+INTERVAL = "mean ± 95 % interval over tasks"
+
+
+def run_title(setting, meta_steps, algorithm, unit="meta-steps"):
+    """A figure's title: the task's setting, the member and how long it was trained."""
+    return f"{setting}: {algorithm} after {meta_steps:,} {unit}"
+
+
+def figure_text(figure):
+    """What a figure says: its title, and each panel's title, axis labels and legend
+    (what tests read back, and readers need)."""
+    panels = []
+    for axis in figure.axes:
+        legend = axis.get_legend()
+        panels.append({
+            "title": axis.get_title(), "xlabel": axis.get_xlabel(),
+            "ylabel": axis.get_ylabel(),
+            "legend_title": legend.get_title().get_text() if legend else "",
+            "legend": [t.get_text() for t in legend.get_texts()] if legend else [],
+            "xticks": [float(t) for t in axis.get_xticks()],
+        })
+    return {"title": figure.get_suptitle(), "panels": panels}
+
+
 def save_figure(figure, path):
-    """Writes `figure` as a PNG at `path` and frees it."""
+    """Writes `figure` as a PNG at `path` and frees it; returns `figure_text(figure)`."""
+    text = figure_text(figure)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+    return text
 
 
-def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10)):
+def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10), title=""):
     """Pre- and post-adaptation fits of a few sinusoids (MAML paper, figure 2).
 
     Args:
@@ -25,9 +52,10 @@ def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10))
         path: PNG file to write.
         num_tasks: tasks (panels) to show.
         steps: numbers of inner steps to show after adaptation.
+        title: the figure's title (the run: setting and meta-steps).
     """
     (support_x, support_y), (query_x, query_y) = next(iter(episodes))
-    figure, axes = plt.subplots(1, num_tasks, figsize=(4.5 * num_tasks, 3.5), squeeze=False)
+    figure, axes = plt.subplots(1, num_tasks, figsize=(4.5 * num_tasks, 3.8), squeeze=False)
     for task, axis in enumerate(axes[0]):
         order = np.argsort(query_x[task, :, 0])
         grid, truth = query_x[task].numpy()[order], query_y[task].numpy()[order]
@@ -38,26 +66,32 @@ def plot_sinusoid_fits(meta_learner, episodes, path, num_tasks=3, steps=(1, 10))
             adapted = meta_learner.adapt(support_x[task], support_y[task], steps=k)
             axis.plot(grid, adapted(grid, training=False), "--", label=f"{k} grad step(s)")
         axis.plot(support_x[task], support_y[task], "^", color="purple", label="support points")
-        axis.set_title(f"task {task}")
+        axis.set_title(f"test task {task + 1}")
+        axis.set_xlabel("x")
+        axis.set_ylabel("y = amplitude · sin(x - phase)")
     axes[0][0].legend(fontsize=8)
-    save_figure(figure, path)
+    figure.suptitle(title)
+    return save_figure(figure, path)
 
 
-def plot_by_step(mean, confidence, path, ylabel, label="MAML", others=None):
-    """A result against the number of inner gradient steps, with 95% CIs.
+def plot_by_step(mean, confidence, path, ylabel, label="MAML", others=None, title=""):
+    """A result against the number of inner gradient steps, with 95% intervals.
 
-    `others`: more curves, `{label: (mean, confidence)}` (baselines).
+    `others`: more curves, `{label: (mean, confidence)}` (baselines, or the served
+    figures beside the reported ones); `title`: the run (task, setting, meta-steps,
+    test tasks). Returns `figure_text` of the figure.
     """
     series = {label: (mean, confidence), **(others or {})}
     steps = np.arange(len(mean))
-    figure, axis = plt.subplots(figsize=(5, 3.5))
+    figure, axis = plt.subplots(figsize=(6, 4))
     for name, (values, interval) in series.items():
         axis.errorbar(steps, values, yerr=interval, marker="o", capsize=3, label=name)
     axis.set_xlabel("number of gradient steps")
     axis.set_ylabel(ylabel)
     axis.set_xticks(steps)
-    axis.legend()
-    save_figure(figure, path)
+    axis.legend(title=INTERVAL, fontsize=8, title_fontsize=8)
+    axis.set_title(title, fontsize=9)
+    return save_figure(figure, path)
 
 
 def plot_learning_curve(steps, values, fits, project_to, path, ylabel, target=None):

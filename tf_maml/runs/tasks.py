@@ -60,6 +60,10 @@ class SupervisedTask:
     def figures(self, meta_learner, config, workdir):
         """Figures of this task beyond the results by step."""
 
+    def setting(self, config):
+        """The task and its setting in a few words, for figure titles."""
+        return self.name
+
     def run(self, config, workdir, allow_config_change=False):
         from tf_maml.runs import experiment  # noqa: PLC0415 (experiment reads this registry)
 
@@ -94,10 +98,16 @@ class Sinusoid(SupervisedTask):
     def loss_and_metrics(self, config):
         return "mse", []
 
+    def setting(self, config):
+        return f"sinusoid regression, {config.shots}-shot"
+
     def figures(self, meta_learner, config, workdir):
+        title = plots.run_title(self.setting(config),
+                                int(meta_learner.optimizer.iterations.numpy()),
+                                type(meta_learner).__name__)
         plots.plot_sinusoid_fits(
             meta_learner, episodes(config, "plots", num_batches=1, queries=100),
-            os.path.join(workdir, "sinusoid_fits.png"))
+            os.path.join(workdir, "sinusoid_fits.png"), title=title)
 
 
 register_task(Sinusoid())
@@ -132,6 +142,12 @@ class Omniglot(SupervisedTask):
             split, ways=config.ways, shots=config.shots, data_dir=config.data_dir or None,
             protocol=config.protocol, rotation=config.rotation or None, **common,
         )
+
+    def setting(self, config):
+        if config.get("sampler", "fixed") == "variable":
+            return (f"Omniglot, {config.variable.min_ways} to {config.variable.max_ways} ways, "
+                    "variable shots")
+        return f"Omniglot {config.ways}-way {config.shots}-shot"
 
     @staticmethod
     def num_outputs(config):
