@@ -90,8 +90,9 @@ def _evaluate(path):
         if recorded is not None:
             # The run's budget and other training fields follow its config.json; runs of
             # several training seeds are each evaluated on --config.seed's test tasks.
-            config, followed = tf_maml.experiment.evaluation_config(
-                config, recorded, keep=("seed",) if len(_META.value) > 1 else ())
+            if len(_META.value) > 1:
+                recorded["seed"] = config.seed
+            config, followed = tf_maml.experiment.evaluation_config(config, recorded)
             if followed:
                 logging.info("%s: as trained (its config.json), whatever the config says: %s",
                              path, ", ".join(f"{k}={recorded[k]!r}" for k in followed))

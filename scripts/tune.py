@@ -50,15 +50,23 @@ def main(argv):
         tuner = keras_tuner.BayesianOptimization(hypermodel, max_trials=_MAX_TRIALS.value, **common)
     else:
         tuner = keras_tuner.RandomSearch(hypermodel, max_trials=_MAX_TRIALS.value, **common)
-    tuner.search(
-        tf_maml.experiment.episodes(config, "train"),
-        steps_per_epoch=config.steps_per_epoch,
-        epochs=_EPOCHS.value,
-        validation_data=tf_maml.experiment.episodes(
-            config, "validation", num_batches=config.validation_batches
-        ),
-        verbose=config.verbose,
-    )
+    try:
+        tuner.search(
+            tf_maml.experiment.episodes(config, "train"),
+            steps_per_epoch=config.steps_per_epoch,
+            epochs=_EPOCHS.value,
+            validation_data=tf_maml.experiment.episodes(
+                config, "validation", num_batches=config.validation_batches
+            ),
+            verbose=config.verbose,
+        )
+    except RuntimeError as error:  # keras-tuner's, with the last trial's traceback
+        if "consecutive failures" not in str(error):
+            raise
+        last = [line for line in str(error).splitlines() if line.strip()][-1]
+        sys.exit(f"tune.py: trials failed {tuner.oracle.max_consecutive_failed_trials} times "
+                 f"in a row (narrow the search space, e.g. smaller inner_lr); the last: "
+                 f"{last.split(': ', 1)[-1]}")
     best = tf_maml.tuning.best_completed_trials(tuner, 1)
     if not best:
         sys.exit(f"tune.py: no trial completed ({len(tuner.oracle.trials)} failed or diverged); "

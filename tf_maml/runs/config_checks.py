@@ -65,16 +65,16 @@ def config_differences(recorded, config):
     )
 
 
-def evaluation_config(config, recorded, keep=()):
-    """`(config, followed)`: `config` with its training fields (`TRAINING_FIELDS`, less
-    those in `keep`) set to the run's `recorded` values (config.json, flat), and the
-    dotted names of those that differed. What is left to differ changes what is
+def evaluation_config(config, recorded):
+    """`(config, followed)`: `config` with its training fields (`TRAINING_FIELDS`) set to
+    the run's `recorded` values (config.json, flat), and the dotted names of those that
+    differed. What is left to differ changes what is
     evaluated; `check_meta_learner_matches` refuses it."""
     config = config.copy_and_resolve_references()
     current, followed = flat_config(config), []
     for key in sorted(recorded):
         top = key.split(".")[0]
-        if top in TRAINING_FIELDS and top not in keep and key in current \
+        if top in TRAINING_FIELDS and key in current \
                 and recorded[key] != current[key]:
             holder = config
             for part in key.split(".")[:-1]:
