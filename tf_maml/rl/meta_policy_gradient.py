@@ -237,9 +237,9 @@ class MetaPolicyGradient(MetaLearner):
     def _environment_fault(self, sampled):
         """A `StepGuard` fault: in some task's trajectories (any inner step), the
         environment returned a NaN or infinite observation or reward for finite actions
-        (non-finite actions are the policy's fault); see `_environment_fault_code`."""
+        (non-finite actions are the policy's fault); see `rollouts.environment_fault_code`."""
         code = tf.cast(tf.reduce_max(sampled["environment_fault"]), tf.int32)
-        self._guard.name_inputs(ENVIRONMENT_OUTPUTS)
+        self._guard.name_inputs(rollouts.ENVIRONMENT_OUTPUTS)
         return guards.INPUT, code > 0, tf.stack([tf.maximum(code - 1, 0), 0, 0])
 
     def _outer_gradients(self, sampled):
@@ -317,7 +317,7 @@ class MetaPolicyGradient(MetaLearner):
                                              tf.random.experimental.stateless_fold_in(seed, step))
                 per_step.append(trajectories["return"])
                 kept.append(trajectories)
-                faults.append(_environment_fault_code(trajectories))
+                faults.append(rollouts.environment_fault_code(trajectories))
                 if step < steps:
                     current, state, rule_state = self._adapt(current, state, trajectories, True,
                                                              rule_state, step)
@@ -448,20 +448,3 @@ class MetaPolicyGradient(MetaLearner):
             "normalize_advantages": self.normalize_advantages,
             "parallel_tasks": self.parallel_tasks,
         }
-
-
-# What `_environment_fault_code` finds at fault, by code - 1.
-ENVIRONMENT_OUTPUTS = ("the observations the environment returned",
-                       "the rewards the environment returned")
-
-
-def _environment_fault_code(trajectories):
-    """1 if one task's trajectories hold non-finite observations, 2 rewards, for finite
-    actions; else 0 (a float32 scalar)."""
-    actions = trajectories["actions"]
-    finite_actions = (tf.reduce_all(tf.math.is_finite(actions))
-                      if actions.dtype.is_floating else tf.constant(True))
-    bad = [~tf.reduce_all(tf.math.is_finite(trajectories[field]))
-           for field in ("observations", "rewards")]
-    code = tf.where(bad[0], 1.0, tf.where(bad[1], 2.0, 0.0))
-    return tf.where(finite_actions, code, 0.0)

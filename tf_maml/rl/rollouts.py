@@ -77,3 +77,20 @@ def sample(policy_fn, distribution, env, tasks, seeds, trajectories):
 def returns(trajectories):
     """Each trajectory's undiscounted return: `[..., trajectories]`."""
     return tf.reduce_sum(trajectories["rewards"], -1)
+
+
+# What `environment_fault_code` finds at fault, by code - 1.
+ENVIRONMENT_OUTPUTS = ("the observations the environment returned",
+                       "the rewards the environment returned")
+
+
+def environment_fault_code(trajectories):
+    """1 if one task's trajectories hold non-finite observations, 2 rewards, for finite
+    actions; else 0 (a float32 scalar)."""
+    actions = trajectories["actions"]
+    finite_actions = (tf.reduce_all(tf.math.is_finite(actions))
+                      if actions.dtype.is_floating else tf.constant(True))
+    bad = [~tf.reduce_all(tf.math.is_finite(trajectories[field]))
+           for field in ("observations", "rewards")]
+    code = tf.where(bad[0], 1.0, tf.where(bad[1], 2.0, 0.0))
+    return tf.where(finite_actions, code, 0.0)
