@@ -93,6 +93,7 @@ MEMBERS = {
     "meta_sgd": lambda net: tf_maml.MetaSGD(net, inner_lr=0.3),
     "anil": lambda net: tf_maml.ANIL(net, inner_optimizer=tf_maml.rules.adam(0.05)),
     "maml_plus_plus": lambda net: tf_maml.MAMLPlusPlus(net, inner_lr=0.3, inner_steps=2),
+    "boil": lambda net: tf_maml.BOIL(net, inner_optimizer=tf_maml.rules.momentum(0.2)),
     "reptile_adam": lambda net: tf_maml.Reptile(net, inner_lr=0.05, inner_optimizer="adam"),
 }
 

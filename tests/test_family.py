@@ -90,12 +90,14 @@ def test_anil_adapts_only_the_head():
                 np.testing.assert_array_equal(v.numpy(), a.numpy())
 
 
-def test_anil_meta_gradient_matches_finite_differences(float64):
+@pytest.mark.parametrize("member", ["ANIL", "BOIL"])
+def test_masked_members_meta_gradients_match_finite_differences(float64, member):
     episode = regression_episode(np.random.default_rng(14))
-    anil = tf_maml.ANIL(tanh_mlp(), inner_lr=0.3, inner_steps=2)
-    actual = meta_gradient(anil, episode)
-    assert all(np.abs(g).max() > 0 for g in actual)  # the body is meta-trained too
-    assert_gradients_close(actual, finite_difference_gradient(anil, episode))
+    meta = getattr(tf_maml, member)(tanh_mlp(), inner_lr=0.3, inner_steps=2)
+    actual = meta_gradient(meta, episode)
+    # The layers that do not adapt (ANIL's body, BOIL's head) are meta-trained too.
+    assert all(np.abs(g).max() > 0 for g in actual)
+    assert_gradients_close(actual, finite_difference_gradient(meta, episode))
 
 
 def test_anil_layer_selection_by_name_and_predicate(tmp_path):
@@ -116,6 +118,47 @@ def test_anil_layer_selection_by_name_and_predicate(tmp_path):
 def test_anil_unknown_layer_is_rejected():
     with pytest.raises(ValueError, match=r"names layers not in .*\['nope'\]"):
         tf_maml.ANIL(tanh_mlp(), adapted_layers=["nope"])
+
+
+# ---------------------------------------------------------------- BOIL
+
+
+def test_boil_adapts_all_but_the_head():
+    episode = as_float32(classification_episode(np.random.default_rng(0), tasks=2))
+    boil = tf_maml.BOIL(conv_bn_pool_net(), inner_lr=0.4, eval_inner_steps=3)
+    boil.compile(optimizer="adam", loss=sparse_ce())
+    head_before = [v.numpy().copy() for v in boil.model.layers[-1].trainable_variables]
+    boil.fit(*episode, batch_size=2, verbose=0)
+    head = boil.model.layers[-1]
+    # The head is meta-trained by the outer update...
+    assert any(np.abs(v.numpy() - b).max() > 0
+               for v, b in zip(head.trainable_variables, head_before))
+    # ...and stays put within a task, while every other layer with weights adapts.
+    (support_x, support_y), _ = episode
+    adapted = boil.adapt(support_x[0], support_y[0])
+    for layer, adapted_layer in zip(boil.model.layers, adapted.layers):
+        for v, a in zip(layer.trainable_variables, adapted_layer.trainable_variables):
+            if layer is head:
+                np.testing.assert_array_equal(v.numpy(), a.numpy())
+            else:  # (a conv bias before BatchNorm moves little: its gradient is ~0)
+                assert np.abs(v.numpy() - a.numpy()).max() > 0, v.path
+
+
+def test_boil_frozen_layers_by_name_save_and_unknown_names(tmp_path):
+    model = tanh_mlp()
+    names = [layer.name for layer in model.layers]
+    assert tf_maml.BOIL(model).inner_loop.adapted == [0, 1, 2, 3]
+    frozen_first = tf_maml.BOIL(model, frozen_layers=names[:1])
+    assert frozen_first.inner_loop.adapted == [2, 3, 4, 5]
+    frozen_first.compile(optimizer="adam", loss="mse")
+    frozen_first.save(tmp_path / "boil.keras")
+    loaded = keras.models.load_model(tmp_path / "boil.keras")
+    assert loaded.frozen_layers == names[:1] and loaded.inner_loop.adapted == [2, 3, 4, 5]
+    with pytest.raises(ValueError, match=r"`frozen_layers` names layers without trainable "
+                       r"weights in the model: \['nope'\]"):
+        tf_maml.BOIL(tanh_mlp(), frozen_layers=["nope"])
+    with pytest.raises(TypeError, match="`frozen_layers` must be layer names"):
+        tf_maml.BOIL(tanh_mlp(), frozen_layers="dense")
 
 
 # ---------------------------------------------------------------- Reptile

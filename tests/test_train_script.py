@@ -143,10 +143,10 @@ def test_pipeline_benchmark_script_runs(tmp_path):
         assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3:] == ["-", "-"]
 
 
-@pytest.mark.parametrize("algorithm", ["meta_sgd", "anil", "maml_plus_plus", "reptile"])
+@pytest.mark.parametrize("algorithm", ["meta_sgd", "anil", "boil", "maml_plus_plus", "reptile"])
 def test_experiment_builds_each_algorithm(algorithm):
     meta_learner = tf_maml.experiment.build_meta_learner(tiny_config(algorithm=algorithm))
-    expected = {"meta_sgd": tf_maml.MetaSGD, "anil": tf_maml.ANIL,
+    expected = {"meta_sgd": tf_maml.MetaSGD, "anil": tf_maml.ANIL, "boil": tf_maml.BOIL,
                 "maml_plus_plus": tf_maml.MAMLPlusPlus, "reptile": tf_maml.Reptile}[algorithm]
     assert type(meta_learner) is expected and meta_learner.compiled
 

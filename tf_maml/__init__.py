@@ -27,7 +27,9 @@ from tf_maml import rules  # noqa: E402
 from tf_maml.keras_patches import exact_second_order  # noqa: E402
 from tf_maml.learners import family  # noqa: E402
 from tf_maml.learners.base import MetaLearner  # noqa: E402
-from tf_maml.learners.family import ANIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile  # noqa: E402
+from tf_maml.learners.family import (  # noqa: E402
+    ANIL, BOIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile,
+)
 from tf_maml.learners.maml import MAML  # noqa: E402
 from tf_maml.learners.objective import TaskObjective  # noqa: E402
 from tf_maml.learners.request_guards import (  # noqa: E402
@@ -56,6 +58,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANIL",
     "AdaptationDivergedError",
+    "BOIL",
     "FOMAML",
     "MAML",
     "MAMLPlusPlus",

@@ -39,7 +39,7 @@ def supervised_config(task, *, shots, queries, reptile, eval_queries, steps_per_
                       eval_inner_steps=10, algorithm="maml", dtype_policy="float32", **base):
     """`base_config` and the fields of runs of episodes.
 
-    `algorithm`: maml (first_order=True: FOMAML), meta_sgd, anil, maml_plus_plus,
+    `algorithm`: maml (first_order=True: FOMAML), meta_sgd, anil, boil, maml_plus_plus,
     or reptile, whose own settings `reptile` holds (inner_lr, inner_steps,
     inner_optimizer, epsilon); `dtype_policy`: Keras' ("mixed_bfloat16" for
     CPUs with bf16 and TPUs, "mixed_float16" for GPUs).

@@ -74,6 +74,7 @@ RECIPES = {
     "fomaml": Recipe(family.FOMAML, searched=False),
     "meta_sgd": Recipe(family.MetaSGD),
     "anil": Recipe(family.ANIL, tunes_first_order=True),
+    "boil": Recipe(family.BOIL, tunes_first_order=True),
     "maml_plus_plus": Recipe(family.MAMLPlusPlus),
     "reptile": ReptileRecipe(family.Reptile),
 }

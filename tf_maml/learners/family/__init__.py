@@ -5,6 +5,7 @@
 | FOMAML | first-order meta-gradients |
 | MetaSGD | its rule: `rules.meta_sgd` |
 | ANIL | its rule: `rules.masked(rule, adapted=the head)` |
+| BOIL | its rule: `rules.masked(rule, adapted=all but the head)` |
 | MAMLPlusPlus | its rule (`rules.lslr`), a multi-step loss, per-step BatchNorm weights |
 | Reptile | its meta-gradient: `theta - theta'` |
 
@@ -13,6 +14,7 @@ the recipes of `tf_maml.runs.members`.
 """
 
 from tf_maml.learners.family.anil import ANIL
+from tf_maml.learners.family.boil import BOIL
 from tf_maml.learners.family.fomaml import FOMAML
 from tf_maml.learners.family.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
 from tf_maml.learners.family.meta_sgd import MetaSGD
@@ -24,6 +26,7 @@ ALGORITHMS = {
     "fomaml": FOMAML,
     "meta_sgd": MetaSGD,
     "anil": ANIL,
+    "boil": BOIL,
     "maml_plus_plus": MAMLPlusPlus,
     "reptile": Reptile,
 }
@@ -36,5 +39,5 @@ def meta_learner_class(algorithm):
     return ALGORITHMS[algorithm]
 
 
-__all__ = ["ALGORITHMS", "ANIL", "FOMAML", "MAML", "MAMLPlusPlus", "MetaSGD", "Reptile",
+__all__ = ["ALGORITHMS", "ANIL", "BOIL", "FOMAML", "MAML", "MAMLPlusPlus", "MetaSGD", "Reptile",
            "meta_learner_class", "multi_step_loss_weights"]
