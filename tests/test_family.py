@@ -161,6 +161,61 @@ def test_boil_frozen_layers_by_name_save_and_unknown_names(tmp_path):
         tf_maml.BOIL(tanh_mlp(), frozen_layers="dense")
 
 
+# ---------------------------------------------------------------- CAVIA
+
+
+def context_mlp():
+    """The CAVIA paper's regression network, small: the context enters after the input."""
+    return keras.Sequential([keras.Input((4,)), tf_maml.layers.TaskContext(2),
+                             keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(1)])
+
+
+def test_task_context_appends_its_parameters_to_the_input():
+    layer = tf_maml.layers.TaskContext(3)
+    x = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    np.testing.assert_array_equal(layer(x), np.concatenate([x, np.zeros((2, 2, 3))], -1))
+    layer.context.assign([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(layer(x)[1, 0], [4.0, 5.0, 1.0, 2.0, 3.0])
+    assert layer.compute_output_shape((None, 7, 2)) == (None, 7, 5)
+    assert tf_maml.layers.TaskContext.from_config(layer.get_config()).size == 3
+    with pytest.raises(ValueError, match="`size` must be an integer >= 1"):
+        tf_maml.layers.TaskContext(0)
+
+
+def test_cavia_adapts_only_the_context_which_is_never_meta_trained(tmp_path):
+    episode = as_float32(regression_episode(np.random.default_rng(16)))
+    cavia = tf_maml.CAVIA(context_mlp(), inner_lr=1.0, inner_steps=2)
+    cavia.compile(optimizer="adam", loss="mse")
+    before = [v.numpy().copy() for v in cavia.model.trainable_variables]
+    cavia.fit(*episode, batch_size=3, epochs=3, verbose=0)
+    context, *rest = cavia.model.trainable_variables
+    np.testing.assert_array_equal(context.numpy(), [0.0, 0.0])  # 0 through fit (Adam)
+    assert all(np.abs(v.numpy() - b).max() > 0 for v, b in zip(rest, before[1:]))
+    (support_x, support_y), _ = episode
+    adapted = cavia.adapt(support_x[0], support_y[0])
+    assert np.abs(adapted.trainable_variables[0].numpy()).max() > 0  # the context adapted
+    for v, a in zip(rest, adapted.trainable_variables[1:]):  # nothing else did
+        np.testing.assert_array_equal(v.numpy(), a.numpy())
+    cavia.save(tmp_path / "cavia.keras")
+    loaded = keras.models.load_model(tmp_path / "cavia.keras")
+    assert type(loaded) is tf_maml.CAVIA and loaded.inner_loop.adapted == [0]
+    np.testing.assert_allclose(loaded.adapt(support_x[0], support_y[0]).predict(
+        support_x[0], verbose=0), adapted.predict(support_x[0], verbose=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="CAVIA adapts only tf_maml.layers.TaskContext"):
+        tf_maml.CAVIA(tanh_mlp())
+
+
+def test_cavia_meta_gradient_matches_finite_differences(float64):
+    episode = regression_episode(np.random.default_rng(17))
+    cavia = tf_maml.CAVIA(context_mlp(), inner_lr=0.5, inner_steps=2)
+    actual = meta_gradient(cavia, episode)
+    expected = finite_difference_gradient(cavia, episode)
+    np.testing.assert_array_equal(actual[0], 0.0)  # the context: no meta-gradient
+    assert np.abs(expected[0]).max() > 0  # (which it would have)
+    assert all(np.abs(g).max() > 0 for g in actual[1:])
+    assert_gradients_close(actual[1:], expected[1:])
+
+
 # ---------------------------------------------------------------- Reptile
 
 

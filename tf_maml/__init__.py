@@ -28,7 +28,7 @@ from tf_maml.keras_patches import exact_second_order  # noqa: E402
 from tf_maml.learners import family  # noqa: E402
 from tf_maml.learners.base import MetaLearner  # noqa: E402
 from tf_maml.learners.family import (  # noqa: E402
-    ANIL, BOIL, FOMAML, MAMLPlusPlus, MetaSGD, Reptile,
+    ANIL, BOIL, CAVIA, FOMAML, MAMLPlusPlus, MetaSGD, Reptile,
 )
 from tf_maml.learners.maml import MAML  # noqa: E402
 from tf_maml.learners.objective import TaskObjective  # noqa: E402
@@ -59,6 +59,7 @@ __all__ = [
     "ANIL",
     "AdaptationDivergedError",
     "BOIL",
+    "CAVIA",
     "FOMAML",
     "MAML",
     "MAMLPlusPlus",

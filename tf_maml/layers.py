@@ -1,4 +1,5 @@
-"""Normalization built for meta-learning: TaskNorm (Bronskill et al., ICML 2020).
+"""Layers built for meta-learning: TaskNorm (Bronskill et al., ICML 2020) here, and
+CAVIA's `TaskContext` (`tf_maml/task_context.py`, offered here as `tf_maml.layers.TaskContext`).
 
 BatchNormalization in few-shot learning either normalizes the queries with
 their own batch's statistics (transductive: the accuracy depends on which
@@ -22,6 +23,7 @@ import keras
 from keras import ops
 
 from tf_maml.keras_patches import current_example_weights
+from tf_maml.task_context import TaskContext  # noqa: F401 (tf_maml.layers.TaskContext)
 
 MOMENTS = ("instance", "layer")
 _HALF_DTYPES = ("float16", "bfloat16")

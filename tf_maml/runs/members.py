@@ -75,6 +75,8 @@ RECIPES = {
     "meta_sgd": Recipe(family.MetaSGD),
     "anil": Recipe(family.ANIL, tunes_first_order=True),
     "boil": Recipe(family.BOIL, tunes_first_order=True),
+    # Not in the default search: its model needs a TaskContext layer.
+    "cavia": Recipe(family.CAVIA, tunes_first_order=True, searched=False),
     "maml_plus_plus": Recipe(family.MAMLPlusPlus),
     "reptile": ReptileRecipe(family.Reptile),
 }

@@ -6,6 +6,7 @@
 | MetaSGD | its rule: `rules.meta_sgd` |
 | ANIL | its rule: `rules.masked(rule, adapted=the head)` |
 | BOIL | its rule: `rules.masked(rule, adapted=all but the head)` |
+| CAVIA | its rule: `rules.masked(rule, adapted=TaskContext layers)`; no meta-gradient for them |
 | MAMLPlusPlus | its rule (`rules.lslr`), a multi-step loss, per-step BatchNorm weights |
 | Reptile | its meta-gradient: `theta - theta'` |
 
@@ -15,6 +16,7 @@ the recipes of `tf_maml.runs.members`.
 
 from tf_maml.learners.family.anil import ANIL
 from tf_maml.learners.family.boil import BOIL
+from tf_maml.learners.family.cavia import CAVIA
 from tf_maml.learners.family.fomaml import FOMAML
 from tf_maml.learners.family.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
 from tf_maml.learners.family.meta_sgd import MetaSGD
@@ -27,6 +29,7 @@ ALGORITHMS = {
     "meta_sgd": MetaSGD,
     "anil": ANIL,
     "boil": BOIL,
+    "cavia": CAVIA,
     "maml_plus_plus": MAMLPlusPlus,
     "reptile": Reptile,
 }
@@ -39,5 +42,5 @@ def meta_learner_class(algorithm):
     return ALGORITHMS[algorithm]
 
 
-__all__ = ["ALGORITHMS", "ANIL", "BOIL", "FOMAML", "MAML", "MAMLPlusPlus", "MetaSGD", "Reptile",
+__all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "FOMAML", "MAML", "MAMLPlusPlus", "MetaSGD", "Reptile",
            "meta_learner_class", "multi_step_loss_weights"]
