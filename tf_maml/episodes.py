@@ -128,6 +128,15 @@ def describe(structure):
     )
 
 
+def same_structure(a, b):
+    """Whether `a` and `b` nest alike (dicts, lists, tuples; leaf types not compared)."""
+    try:
+        tf.nest.assert_same_structure(a, b, check_types=False)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def named_leaves(structure, root):
     """`(name, tensor)` for each tensor: `support_x`, `support_x['tokens']`, `support_y[1]`."""
     return [
@@ -220,13 +229,11 @@ def _check_structure(spec, name):
         _check_weights(spec, name)
     (support_x, support_y), (query_x, query_y) = spec[0][:2], spec[1][:2]
     for what, support, query in (("x", support_x, query_x), ("y", support_y, query_y)):
-        try:
-            tf.nest.assert_same_structure(support, query, check_types=False)
-        except (ValueError, TypeError):
+        if not same_structure(support, query):
             raise ValueError(
                 f"{name}: support_{what} and query_{what} must have the same structure; "
                 f"received {describe(support)} and {describe(query)}."
-            ) from None
+            )
 
 
 def _check_weights(spec, name):

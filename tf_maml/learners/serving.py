@@ -28,14 +28,12 @@ def _label_message(classes, name="support_y"):
 def _check_task(meta, support_x, support_y):
     """Checks one task's support set against the meta-learner's examples and labels."""
     example_spec = meta.example_spec
-    try:
-        tf.nest.assert_same_structure(support_x, example_spec, check_types=False)
-    except (ValueError, TypeError):
+    if not episodes.same_structure(support_x, example_spec):
         raise ValueError(
             f"adapt() takes support_x structured as the model's inputs, "
             f"{episodes.describe(example_spec)} per example; received "
             f"{episodes.describe(support_x)}."
-        ) from None
+        )
     leaves = episodes.named_leaves(support_x, "support_x")
     for (name, x), spec in zip(leaves, tf.nest.flatten(example_spec)):
         if x.shape.rank != spec.shape.rank + 1 or not x.shape[1:].is_compatible_with(spec.shape):
