@@ -25,5 +25,7 @@ def get_config():
         # Evaluation: 600 fresh tasks, loss after 0..10 steps on 100 query points.
         eval_tasks=600, eval_max_steps=10, eval_queries=100,
     )
-    config.model = ml_collections.ConfigDict({"hidden": (40, 40)})  # 1-40-40-1, ReLU
+    # 1-40-40-1, ReLU; `context`: CAVIA's context parameters after the input (0: none),
+    # e.g. --config.algorithm=cavia --config.model.context=4 --config.inner_lr=1.0.
+    config.model = ml_collections.ConfigDict({"hidden": (40, 40), "context": 0})
     return config

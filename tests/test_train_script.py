@@ -335,3 +335,19 @@ def test_normalization_benchmark_script_reports_both_figures(tmp_path):
     assert report["transductive"] is False and report["config"]["model.normalization"] == "task"
     assert len(report["served_accuracy_by_step"]) == 2
     assert report["accuracy_by_step"] == report["served_accuracy_by_step"]
+
+
+def test_cavia_runs_from_the_sinusoid_config_with_a_context(tmp_path):
+    """Issue 28: --config.algorithm=cavia --config.model.context=2 meta-trains and reports."""
+    config = tiny_config(algorithm="cavia", inner_lr=1.0, meta_steps=10, steps_per_epoch=5,
+                         eval_tasks=10)
+    config.model.context = 2
+    report = tf_maml.experiment.run(config, str(tmp_path))
+    assert report["algorithm"] == "CAVIA" and report["meta_steps"] == 10
+    # The context adapts (10 meta-steps teach the network little about reading it).
+    assert np.isfinite(report["loss_by_step"]).all()
+    assert report["loss_by_step"][1] != report["loss_by_step"][0]
+    meta = keras.models.load_model(tmp_path / "meta.keras")
+    np.testing.assert_array_equal(meta.model.layers[0].context.numpy(), [0.0, 0.0])
+    with pytest.raises(ValueError, match="CAVIA adapts only tf_maml.layers.TaskContext"):
+        tf_maml.experiment.build_meta_learner(tiny_config(algorithm="cavia"))

@@ -3,6 +3,7 @@
 import keras
 
 from tf_maml.layers import TaskNormalization
+from tf_maml.task_context import TaskContext
 
 NORMALIZATIONS = ("batch", "task")
 
@@ -16,7 +17,7 @@ def _normalization_layer(normalization):
     return keras.layers.BatchNormalization if normalization == "batch" else TaskNormalization
 
 
-def mlp(inputs=1, hidden=(40, 40), outputs=1, activation="relu", name="mlp"):
+def mlp(inputs=1, hidden=(40, 40), outputs=1, activation="relu", context=0, name="mlp"):
     """The sinusoid regression network of the MAML paper (1-40-40-1, ReLU).
 
     Args:
@@ -24,12 +25,16 @@ def mlp(inputs=1, hidden=(40, 40), outputs=1, activation="relu", name="mlp"):
         hidden: widths of the hidden layers.
         outputs: outputs per example.
         activation: activation of the hidden layers.
+        context: CAVIA's context parameters appended to the input
+            (`tf_maml.layers.TaskContext`); 0: none.
         name: model name.
 
     Returns:
         A `keras.Sequential` model mapping `[batch, inputs]` to `[batch, outputs]`.
     """
     layers = [keras.Input((inputs,))]
+    if context:
+        layers.append(TaskContext(context))
     layers += [keras.layers.Dense(width, activation=activation) for width in hidden]
     layers += [keras.layers.Dense(outputs)]
     return keras.Sequential(layers, name=name)

@@ -35,7 +35,7 @@ TRAINING_FIELDS = frozenset({
 # Fields added to the configs after runs were recorded without them, with the
 # value that trains as those runs did: such a run resumes under the new config.
 ADDED_FIELDS = {"model.normalization": "batch", "sampler": "fixed", "variable.min_ways": 5,
-                "variable.max_ways": 20, "variable.max_support": 100}
+                "variable.max_ways": 20, "variable.max_support": 100, "model.context": 0}
 
 
 class ConfigMismatchError(ValueError):

@@ -93,7 +93,8 @@ class Sinusoid(SupervisedTask):
         return data.sinusoid_episodes(shots=config.shots, **common)
 
     def backbone(self, config):
-        return nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1)
+        return nets.mlp(inputs=1, hidden=tuple(config.model.hidden), outputs=1,
+                        context=config.model.get("context", 0))
 
     def loss_and_metrics(self, config):
         return "mse", []
