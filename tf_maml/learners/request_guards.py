@@ -69,8 +69,7 @@ def diverged_message(steps, hint):
 
 def check_adapted(finite, steps, hint):
     """Raises `AdaptationDivergedError` unless `finite` (`guards.all_finite` of the adapted
-    weights: one sum per weight, a NaN or infinity anywhere makes the total non-finite);
-    `hint()` says why."""
+    weights); `hint()` says why."""
     if not bool(finite):
         raise AdaptationDivergedError(diverged_message(steps, hint()))
 

@@ -2,10 +2,8 @@
 
 import keras
 
-from tf_maml import rules
 from tf_maml.keras_patches import leaf_layers
-from tf_maml.learners.arguments import checked_rule
-from tf_maml.learners.maml import MAML
+from tf_maml.learners.family.masked import MaskedMember
 
 
 class _Head:
@@ -23,7 +21,7 @@ class _Head:
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
-class ANIL(MAML):
+class ANIL(MaskedMember):
     """Almost No Inner Loop: MAML whose rule is `rules.masked(rule, adapted_layers)`.
 
     The other layers (the body) are meta-trained by the outer update but stay
@@ -47,15 +45,11 @@ class ANIL(MAML):
     """
 
     def __init__(self, model, adapted_layers=None, inner_lr=None, inner_optimizer=None, **kwargs):
-        rule, inner_lr = checked_rule(inner_optimizer, inner_lr)
         if adapted_layers is not None and not callable(adapted_layers):
             adapted_layers = list(adapted_layers)
         adapted = _Head(model) if adapted_layers is None else adapted_layers
-        super().__init__(model, inner_optimizer=rules.masked(rule, adapted), **kwargs)
-        self._inner_lr, self.adapted_layers = inner_lr, adapted_layers
-
-    def inner_rule(self, rule):
-        return rules.masked(rule, self.inner_optimizer.adapted)  # the same layers adapt
+        super().__init__(model, adapted, inner_lr, inner_optimizer, **kwargs)
+        self.adapted_layers = adapted_layers
 
     def get_config(self):
         if callable(self.adapted_layers):
@@ -63,8 +57,3 @@ class ANIL(MAML):
                 "An ANIL with a predicate for `adapted_layers` cannot be saved; pass layer names."
             )
         return {**super().get_config(), "adapted_layers": self.adapted_layers}
-
-    def _rule_config(self):
-        if self.inner_lr is not None:
-            return None
-        return rules.serialize(self.inner_optimizer.rule)  # the mask is `adapted_layers`

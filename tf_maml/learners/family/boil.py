@@ -3,9 +3,8 @@
 import keras
 
 from tf_maml import rules
-from tf_maml.learners.arguments import checked_rule
 from tf_maml.learners.family.anil import _Head
-from tf_maml.learners.maml import MAML
+from tf_maml.learners.family.masked import MaskedMember
 
 
 class _Body:
@@ -25,7 +24,7 @@ class _Body:
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
-class BOIL(MAML):
+class BOIL(MaskedMember):
     """Body Only update in Inner Loop: MAML whose rule is `rules.masked(rule, body)`.
 
     The head (the last layer with trainable weights, or `frozen_layers`) keeps
@@ -51,15 +50,14 @@ class BOIL(MAML):
 
     def __init__(self, model, frozen_layers=None, inner_lr=None, inner_optimizer=None,
                  **kwargs):
-        rule, inner_lr = checked_rule(inner_optimizer, inner_lr)
         if frozen_layers is not None:
             if isinstance(frozen_layers, str) or not hasattr(frozen_layers, "__iter__"):
                 raise TypeError(f"`frozen_layers` must be layer names; received "
                                 f"{frozen_layers!r}.")
             frozen_layers = list(frozen_layers)
-        super().__init__(model, inner_optimizer=rules.masked(rule, _Body(model, frozen_layers)),
+        super().__init__(model, _Body(model, frozen_layers), inner_lr, inner_optimizer,
                          **kwargs)
-        self._inner_lr, self.frozen_layers = inner_lr, frozen_layers
+        self.frozen_layers = frozen_layers
 
     def build_member(self):
         known = {weight.layer.name for weight in rules.model_weights(self.model)}
@@ -68,13 +66,5 @@ class BOIL(MAML):
             raise ValueError(f"`frozen_layers` names layers without trainable weights in the "
                              f"model: {unknown}; those with weights are {sorted(known)}.")
 
-    def inner_rule(self, rule):
-        return rules.masked(rule, self.inner_optimizer.adapted)  # the same layers stay put
-
     def get_config(self):
         return {**super().get_config(), "frozen_layers": self.frozen_layers}
-
-    def _rule_config(self):
-        if self.inner_lr is not None:
-            return None
-        return rules.serialize(self.inner_optimizer.rule)  # the mask is `frozen_layers`

@@ -4,8 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_maml import rules
-from tf_maml.learners.arguments import checked_rule
-from tf_maml.learners.maml import MAML
+from tf_maml.learners.family.masked import MaskedMember
 from tf_maml.task_context import TaskContext
 
 
@@ -20,7 +19,7 @@ class _Contexts:
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
-class CAVIA(MAML):
+class CAVIA(MaskedMember):
     """Fast Context Adaptation via Meta-Learning: only `tf_maml.layers.TaskContext`
     parameters adapt, from 0 in every task; the rest of the network is meta-trained.
 
@@ -37,9 +36,7 @@ class CAVIA(MAML):
     """
 
     def __init__(self, model, inner_lr=None, inner_optimizer=None, **kwargs):
-        rule, inner_lr = checked_rule(inner_optimizer, inner_lr)
-        super().__init__(model, inner_optimizer=rules.masked(rule, _Contexts()), **kwargs)
-        self._inner_lr = inner_lr
+        super().__init__(model, _Contexts(), inner_lr, inner_optimizer, **kwargs)
 
     def build_member(self):
         weights = rules.model_weights(self.model)
@@ -49,15 +46,7 @@ class CAVIA(MAML):
                 "CAVIA adapts only tf_maml.layers.TaskContext layers, and the model has none: "
                 "add one where the task should enter, e.g. after the input.")
 
-    def inner_rule(self, rule):
-        return rules.masked(rule, self.inner_optimizer.adapted)  # the contexts only
-
     def task_meta_gradients(self, tape, objective, params, meta_values, fast):
         grads = super().task_meta_gradients(tape, objective, params, meta_values, fast)
         # The context starts at 0 in every task: it is never meta-trained.
         return [tf.zeros_like(g) if i in self._contexts else g for i, g in enumerate(grads)]
-
-    def _rule_config(self):
-        if self.inner_lr is not None:
-            return None
-        return rules.serialize(self.inner_optimizer.rule)  # the mask is the contexts
