@@ -24,6 +24,12 @@ one outer step), reported in meta-iterations/s and environment steps/s.
   python scripts/benchmark.py --workloads=resnet12_5w1s --recompute=false,true --windows=2 \
       --algorithms=maml,meta_sgd,maml_plus_plus
   python scripts/benchmark.py --workloads=navigation,navigation_outer1 --orders=2,1 --windows=3
+  python scripts/benchmark.py --workloads=20w1s --algorithms=maml,imaml --recompute=false,true \
+      --inner_steps=5,20,50 --windows=2 --out=docs/data/benchmarks/imaml_memory.jsonl
+
+iMAML (`imaml`) runs with 5 conjugate gradient steps and proximal weight 2; it has no
+order and nothing to recompute (one row per inner-step count, under --orders' 2 and
+--recompute's false).
 """
 
 import contextlib
@@ -52,7 +58,9 @@ WORKLOADS = {
 # 5 outer steps a meta-iteration or 1. A "meta-step" is a meta-iteration.
 RL_WORKLOADS = {"navigation": (20, 20, 100, 5), "navigation_outer1": (20, 20, 100, 1)}
 # Family members (first order: --orders=1, as FOMAML is MAML(first_order=True)).
-ALGORITHMS = ("maml", "meta_sgd", "maml_plus_plus", "anil", "reptile")
+ALGORITHMS = ("maml", "meta_sgd", "maml_plus_plus", "anil", "reptile", "imaml")
+# Members whose meta-gradient is of their own order (one row, under --orders' 2).
+OWN_ORDER = ("reptile", "maml_plus_plus", "imaml")
 
 _WORKLOADS = flags.DEFINE_list("workloads", ["5w1s_q1", "5w1s_q15", "20w1s", "sinusoid"], "Workloads.")
 _ORDERS = flags.DEFINE_list(
@@ -256,15 +264,20 @@ def run_single(setting):
         parallel = setting["parallel_tasks"]
         algorithm = setting["algorithm"]
         member = {"maml": tf_maml.MAML, "meta_sgd": tf_maml.MetaSGD, "anil": tf_maml.ANIL,
-                  "maml_plus_plus": tf_maml.MAMLPlusPlus, "reptile": tf_maml.Reptile}[algorithm]
-        # Reptile is first-order by construction, MAML++ second-order (after its warm-up).
-        order = {} if algorithm in ("reptile", "maml_plus_plus") else {
-            "first_order": setting["order"] == 1}
+                  "maml_plus_plus": tf_maml.MAMLPlusPlus, "reptile": tf_maml.Reptile,
+                  "imaml": tf_maml.IMAML}[algorithm]
+        # Reptile is first-order by construction, MAML++ second-order (after its warm-up),
+        # iMAML's gradient implicit (nothing kept of the inner steps to recompute).
+        options = {"first_order": setting["order"] == 1,
+                   "recompute_inner_steps": setting["recompute"]}
+        if algorithm in OWN_ORDER:
+            del options["first_order"]
+        if algorithm == "imaml":
+            options = {"proximal_weight": 2.0, "cg_steps": 5}
         trainer, batches = member(
-            net, inner_lr=lr, inner_steps=steps, **order,
+            net, inner_lr=lr, inner_steps=steps, **options,
             task_loop=setting["task_loop"],
             parallel_tasks=parallel if parallel == "auto" else int(parallel),
-            recompute_inner_steps=setting["recompute"],
             fused_batch_norm=setting["fused_batch_norm"],
             transductive=transductive,
         ), 1
@@ -287,8 +300,10 @@ def settings():
                                    (normalization, NORMALIZATIONS, "normalizations")):
             if value not in known:
                 raise app.UsageError(f"--{flag}: {value!r} is not one of {list(known)}.")
-        if order != "2" and algorithm in ("reptile", "maml_plus_plus"):
+        if order != "2" and algorithm in OWN_ORDER:
             continue  # their order is their own: one row each, under --orders' 2
+        if recompute.lower() == "true" and algorithm == "imaml":
+            continue  # nothing to recompute: one row, under --recompute's false
         if order == "plain" and algorithm != "maml":
             continue  # plain Keras training: one row whatever the members
         if name in RL_WORKLOADS:

@@ -95,6 +95,8 @@ MEMBERS = {
     "maml_plus_plus": lambda net: tf_maml.MAMLPlusPlus(net, inner_lr=0.3, inner_steps=2),
     "boil": lambda net: tf_maml.BOIL(net, inner_optimizer=tf_maml.rules.momentum(0.2)),
     "reptile_adam": lambda net: tf_maml.Reptile(net, inner_lr=0.05, inner_optimizer="adam"),
+    "imaml": lambda net: tf_maml.IMAML(net, inner_optimizer=tf_maml.rules.momentum(0.2),
+                                       inner_steps=2, cg_steps=2),
 }
 
 

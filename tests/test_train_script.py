@@ -143,12 +143,18 @@ def test_pipeline_benchmark_script_runs(tmp_path):
         assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3:] == ["-", "-"]
 
 
-@pytest.mark.parametrize("algorithm", ["meta_sgd", "anil", "boil", "maml_plus_plus", "reptile"])
+@pytest.mark.parametrize("algorithm",
+                         ["meta_sgd", "anil", "boil", "imaml", "maml_plus_plus", "reptile"])
 def test_experiment_builds_each_algorithm(algorithm):
-    meta_learner = tf_maml.experiment.build_meta_learner(tiny_config(algorithm=algorithm))
+    config = tiny_config(algorithm=algorithm)
+    config.imaml.proximal_weight, config.imaml.cg_steps = 0.5, 3
+    meta_learner = tf_maml.experiment.build_meta_learner(config)
     expected = {"meta_sgd": tf_maml.MetaSGD, "anil": tf_maml.ANIL, "boil": tf_maml.BOIL,
-                "maml_plus_plus": tf_maml.MAMLPlusPlus, "reptile": tf_maml.Reptile}[algorithm]
+                "imaml": tf_maml.IMAML, "maml_plus_plus": tf_maml.MAMLPlusPlus,
+                "reptile": tf_maml.Reptile}[algorithm]
     assert type(meta_learner) is expected and meta_learner.compiled
+    if algorithm == "imaml":  # its own settings, from config.imaml
+        assert (meta_learner.proximal_weight, meta_learner.cg_steps) == (0.5, 3)
 
 
 def test_experiment_names_an_unknown_algorithm():

@@ -6,6 +6,9 @@ choice a public method with MAML's default:
 
 - `build_member()` / `member_variables`: meta-learned variables besides
   the rule's (MAML++'s per-step BatchNorm weights);
+- `starting_weights(params, state, support_x, support_y, support_weight)`:
+  the weights a task's adaptation starts from (ProtoMAML's head from the
+  support prototypes);
 - `step_weights(params, step)`: the weights inner step `step` runs with;
 - `task_objective(...)`: one task's adaptation and what the meta-gradient
   differentiates (MAML++'s multi-step loss);
@@ -59,6 +62,18 @@ class MetaObjective:
     def member_variables(self):
         """The member's meta-learned variables besides the rule's (MAML++: per-step BatchNorm)."""
         return []
+
+    def starting_weights(self, params, state, support_x, support_y, support_weight):
+        """The weights one task's adaptation starts from, given its support set.
+
+        By default `params` themselves, the meta-learned initialization.
+        Everything that adapts (meta-training, evaluation, `predict`,
+        `adapt`, `export_adaptive`) starts from these, and the meta-gradient
+        differentiates through them. `support_weight` is `[examples]`, 0
+        marking padding, or None.
+        """
+        del state, support_x, support_y, support_weight
+        return params
 
     def step_weights(self, params, step):
         """The weights the forward pass of inner step `step` (a scalar int32 tensor)
@@ -143,19 +158,23 @@ class MetaObjective:
         on its own with the support set's statistics (`served_loss`,
         `served_predictions`).
         """
-        support_x, _, query_x, query_y, support_weight, query_weight = episodes.task_parts(task)
+        support_x, support_y, query_x, query_y, support_weight, query_weight = (
+            episodes.task_parts(task))
         with self._reading(meta_values):
-            pre_pred, pre_extra = self.inner_loop.predict(
-                params, state, support_x, query_x, self.transductive,
-                support_weights=support_weight, weights=query_weight,
-            )
-            pre_loss = self.task_loss(query_x, query_y, pre_pred, pre_extra, query_weight,
-                                       with_gradients)
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 if with_gradients and self.differentiates_adaptation:
                     tape.watch(params + meta_values)  # otherwise the tape records nothing
+                start = self.starting_weights(params, state, support_x, support_y,
+                                              support_weight)
+                with tape.stop_recording():
+                    pre_pred, pre_extra = self.inner_loop.predict(
+                        start, state, support_x, query_x, self.transductive,
+                        support_weights=support_weight, weights=query_weight,
+                    )
+                    pre_loss = self.task_loss(query_x, query_y, pre_pred, pre_extra,
+                                              query_weight, with_gradients)
                 fast, state, y_pred, loss, objective = self.task_objective(
-                    task, params, state, steps, first_order, with_gradients
+                    task, start, state, steps, first_order, with_gradients
                 )
             losses = {"loss": loss, "pre_adaptation_loss": pre_loss}
             if compiled_loss.trackers(compile_loss(self)):  # several outputs: each one's loss

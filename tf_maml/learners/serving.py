@@ -65,6 +65,7 @@ def _check_task(meta, support_x, support_y):
 def _served_values(meta, support_x, support_y, steps):
     """The adapted weights and the state that predicts one example at a time."""
     params, state = meta.inner_loop.current_values()
+    params = meta.starting_weights(params, state, support_x, support_y, None)
     return meta.inner_loop.served_values(params, state, support_x, support_y, steps)
 
 

@@ -113,7 +113,8 @@ class MetaSteps:
 
         def one_task(task):
             sx, sy, qx, sw, qw = task
-            fast, new_state, _ = self.inner_loop.adapt(params, state, sx, sy, steps, True,
+            start = self.starting_weights(params, state, sx, sy, sw)
+            fast, new_state, _ = self.inner_loop.adapt(start, state, sx, sy, steps, True,
                                                        weights=sw)
             y_pred, _ = self.inner_loop.predict(
                 fast, new_state, sx, qx, self.transductive, last_step(steps), sw, qw

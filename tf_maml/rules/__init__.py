@@ -10,11 +10,12 @@ from tf_maml.rules.base import (
 )
 from tf_maml.rules.clipping import ClipByGlobalNorm, ClipByValue, clip_by_global_norm, clip_by_value
 from tf_maml.rules.learned import LayerStepSizes, MetaSGDStepSizes, lslr, meta_sgd
+from tf_maml.rules.proximal import Proximal, proximal
 from tf_maml.rules.steps import SGD, Adam, Momentum, adam, momentum, sgd
 
 __all__ = [
     "SGD", "Adam", "Chain", "ClipByGlobalNorm", "ClipByValue", "GradientTransform",
-    "LayerStepSizes", "Masked", "MetaSGDStepSizes", "ModelWeight", "Momentum", "Rule",
-    "adam", "chain", "clip_by_global_norm", "clip_by_value", "deserialize", "lslr",
-    "masked", "meta_sgd", "model_weights", "momentum", "serialize", "sgd",
+    "LayerStepSizes", "Masked", "MetaSGDStepSizes", "ModelWeight", "Momentum", "Proximal",
+    "Rule", "adam", "chain", "clip_by_global_norm", "clip_by_value", "deserialize", "lslr",
+    "masked", "meta_sgd", "model_weights", "momentum", "proximal", "serialize", "sgd",
 ]

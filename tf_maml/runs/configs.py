@@ -39,9 +39,11 @@ def supervised_config(task, *, shots, queries, reptile, eval_queries, steps_per_
                       eval_inner_steps=10, algorithm="maml", dtype_policy="float32", **base):
     """`base_config` and the fields of runs of episodes.
 
-    `algorithm`: maml (first_order=True: FOMAML), meta_sgd, anil, boil, maml_plus_plus,
-    or reptile, whose own settings `reptile` holds (inner_lr, inner_steps,
-    inner_optimizer, epsilon); `dtype_policy`: Keras' ("mixed_bfloat16" for
+    `algorithm`: a name of `tf_maml.family.ALGORITHMS` (maml, with first_order=True
+    FOMAML; meta_sgd, anil, boil, cavia, imaml, maml_plus_plus, reptile); Reptile's
+    own settings are in `reptile` (inner_lr, inner_steps, inner_optimizer,
+    epsilon), iMAML's in `imaml` (proximal_weight, cg_steps; the inner loop is
+    `inner_lr` and `inner_steps`); `dtype_policy`: Keras' ("mixed_bfloat16" for
     CPUs with bf16 and TPUs, "mixed_float16" for GPUs).
     """
     config = base_config(task, **base)
@@ -50,6 +52,7 @@ def supervised_config(task, *, shots, queries, reptile, eval_queries, steps_per_
     config.eval_inner_steps = eval_inner_steps
     config.algorithm = algorithm
     config.reptile = ml_collections.ConfigDict(reptile)
+    config.imaml = ml_collections.ConfigDict({"proximal_weight": 2.0, "cg_steps": 5})
     config.dtype_policy = dtype_policy
     config.steps_per_execution = steps_per_execution
     config.eval_queries = eval_queries

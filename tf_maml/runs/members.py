@@ -69,6 +69,23 @@ class ReptileRecipe(Recipe):
             hp.Float("epsilon", 0.05, 1.0, sampling="log"))
 
 
+class IMAMLRecipe(Recipe):
+    """iMAML: its proximal term and conjugate gradient from `config.imaml`
+    (`proximal_weight`, `cg_steps`); in a search, `proximal_weight` (0.1..10, log)."""
+
+    def build(self, backbone, config, **common):
+        return self.member(backbone, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
+                           proximal_weight=config.imaml.proximal_weight,
+                           cg_steps=config.imaml.cg_steps, **common)
+
+    def tuned_names(self):
+        return ("proximal_weight", "outer_lr")
+
+    def tuned(self, hp, backbone, **common):
+        common["proximal_weight"] = hp.Float("proximal_weight", 0.1, 10.0, sampling="log")
+        return super().tuned(hp, backbone, **common)
+
+
 RECIPES = {
     "maml": Recipe(family.MAML, tunes_first_order=True),
     "fomaml": Recipe(family.FOMAML, searched=False),
@@ -77,6 +94,7 @@ RECIPES = {
     "boil": Recipe(family.BOIL, tunes_first_order=True),
     # Not in the default search: its model needs a TaskContext layer.
     "cavia": Recipe(family.CAVIA, tunes_first_order=True, searched=False),
+    "imaml": IMAMLRecipe(family.IMAML),
     "maml_plus_plus": Recipe(family.MAMLPlusPlus),
     "reptile": ReptileRecipe(family.Reptile),
 }

@@ -91,7 +91,8 @@ def _task_curves(meta_learner, task, params, state, max_steps, figures, classifi
     """
     loop = meta_learner.inner_loop
     sx, sy, qx, qy, sw, qw = episodes_lib.task_parts(task)
-    fast, task_state, rule_state = params, state, None
+    fast = meta_learner.starting_weights(params, state, sx, sy, sw)
+    task_state, rule_state = state, None
     by_step = {}
     for step in range(max_steps + 1):
         if step:  # one more step, the rule's state kept

@@ -7,6 +7,7 @@
 | ANIL | its rule: `rules.masked(rule, adapted=the head)` |
 | BOIL | its rule: `rules.masked(rule, adapted=all but the head)` |
 | CAVIA | its rule: `rules.masked(rule, adapted=TaskContext layers)`; no meta-gradient for them |
+| IMAML | its meta-gradient: implicit, by conjugate gradient; a proximal rule |
 | MAMLPlusPlus | its rule (`rules.lslr`), a multi-step loss, per-step BatchNorm weights |
 | Reptile | its meta-gradient: `theta - theta'` |
 
@@ -18,6 +19,7 @@ from tf_maml.learners.family.anil import ANIL
 from tf_maml.learners.family.boil import BOIL
 from tf_maml.learners.family.cavia import CAVIA
 from tf_maml.learners.family.fomaml import FOMAML
+from tf_maml.learners.family.imaml import IMAML
 from tf_maml.learners.family.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
 from tf_maml.learners.family.meta_sgd import MetaSGD
 from tf_maml.learners.family.reptile import Reptile
@@ -30,6 +32,7 @@ ALGORITHMS = {
     "anil": ANIL,
     "boil": BOIL,
     "cavia": CAVIA,
+    "imaml": IMAML,
     "maml_plus_plus": MAMLPlusPlus,
     "reptile": Reptile,
 }
@@ -42,5 +45,5 @@ def meta_learner_class(algorithm):
     return ALGORITHMS[algorithm]
 
 
-__all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "FOMAML", "MAML", "MAMLPlusPlus", "MetaSGD", "Reptile",
-           "meta_learner_class", "multi_step_loss_weights"]
+__all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "FOMAML", "IMAML", "MAML", "MAMLPlusPlus",
+           "MetaSGD", "Reptile", "meta_learner_class", "multi_step_loss_weights"]
