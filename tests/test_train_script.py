@@ -157,6 +157,19 @@ def test_experiment_builds_each_algorithm(algorithm):
         assert (meta_learner.proximal_weight, meta_learner.cg_steps) == (0.5, 3)
 
 
+def test_experiment_builds_proto_maml_from_the_variable_omniglot_config():
+    """ProtoMAML's embedding is conv4 without its logits; its head has the config's 20."""
+    from configs import omniglot  # noqa: PLC0415
+
+    config = omniglot.get_config("variable")
+    config.algorithm, config.proto_maml.head_only = "proto_maml", True
+    config.model.filters = 4
+    proto = tf_maml.experiment.build_meta_learner(config)
+    assert type(proto) is tf_maml.ProtoMAML and proto.compiled
+    assert proto.num_classes == 20 and proto.head_only
+    assert proto.model.output.shape == (None, 20) and proto.inner_steps == config.inner_steps
+
+
 def test_experiment_names_an_unknown_algorithm():
     with pytest.raises(ValueError, match="Unknown algorithm 'protonet'"):
         tf_maml.experiment.build_meta_learner(tiny_config(algorithm="protonet"))

@@ -10,7 +10,7 @@ import pytest
 import tf_maml
 from tf_maml.runs.tuning import MetaLearnerHyperModel
 
-from helpers import SINUSOID_CONFIG, run_script
+from helpers import SINUSOID_CONFIG, conv_bn_pool_net, run_script
 
 
 def episodes(seed, batches):
@@ -25,7 +25,7 @@ def test_build_covers_every_algorithm():
     model = hypermodel()
     for algorithm, cls in (("maml", tf_maml.MAML), ("meta_sgd", tf_maml.MetaSGD),
                            ("anil", tf_maml.ANIL), ("maml_plus_plus", tf_maml.MAMLPlusPlus),
-                           ("reptile", tf_maml.Reptile)):
+                           ("reptile", tf_maml.Reptile), ("imaml", tf_maml.IMAML)):
         hp = keras_tuner.HyperParameters()
         hp.Fixed("algorithm", algorithm)
         meta_learner = model.build(hp)
@@ -38,11 +38,27 @@ def test_a_trial_holds_only_the_hyperparameters_its_member_uses():
     model, hp = hypermodel(), keras_tuner.HyperParameters()
     for algorithm, active, inactive in (("maml", {"first_order", "outer_lr"}, {"epsilon"}),
                                         ("maml_plus_plus", {"outer_lr"}, {"first_order"}),
-                                        ("reptile", {"epsilon"}, {"first_order", "outer_lr"})):
+                                        ("reptile", {"epsilon"}, {"first_order", "outer_lr"}),
+                                        ("imaml", {"proximal_weight", "outer_lr"},
+                                         {"first_order", "epsilon"})):
         hp.values["algorithm"] = algorithm
         model.build(hp)
         assert all(hp.is_active(name) for name in active), algorithm
         assert not any(hp.is_active(name) for name in inactive if name in hp), algorithm
+
+
+def test_members_outside_the_default_search_are_tuned_when_named():
+    """ProtoMAML (a classifier's backbone without its head) and CAVIA (a TaskContext)."""
+    for algorithm, build_model, cls in (
+            ("proto_maml", lambda: conv_bn_pool_net(classes=5), tf_maml.ProtoMAML),
+            ("cavia", lambda: tf_maml.nets.mlp(hidden=(8,), context=2), tf_maml.CAVIA)):
+        assert algorithm not in tf_maml.tuning.ALGORITHMS
+        model = MetaLearnerHyperModel(build_model, loss="mse", algorithms=[algorithm])
+        hp = keras_tuner.HyperParameters()
+        meta_learner = model.build(hp)
+        assert type(meta_learner) is cls and hp.is_active("first_order")
+        if cls is tf_maml.ProtoMAML:
+            assert meta_learner.num_classes == 5
 
 
 def test_objective_follows_the_metrics():

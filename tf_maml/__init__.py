@@ -28,7 +28,7 @@ from tf_maml.keras_patches import exact_second_order  # noqa: E402
 from tf_maml.learners import family  # noqa: E402
 from tf_maml.learners.base import MetaLearner  # noqa: E402
 from tf_maml.learners.family import (  # noqa: E402
-    ANIL, BOIL, CAVIA, FOMAML, IMAML, MAMLPlusPlus, MetaSGD, Reptile,
+    ANIL, BOIL, CAVIA, FOMAML, IMAML, MAMLPlusPlus, MetaSGD, ProtoMAML, Reptile,
 )
 from tf_maml.learners.maml import MAML  # noqa: E402
 from tf_maml.learners.objective import TaskObjective  # noqa: E402
@@ -61,6 +61,7 @@ __all__ = [
     "BOIL",
     "CAVIA",
     "IMAML",
+    "ProtoMAML",
     "FOMAML",
     "MAML",
     "MAMLPlusPlus",

@@ -119,3 +119,16 @@ def resnet12(num_classes, input_shape=(84, 84, 3), filters=(64, 160, 320, 640),
         x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(images, keras.layers.Dense(num_classes, name="logits")(x), name=name)
+
+
+def without_head(model, name=None):
+    """`model` up to its last layer, as a functional model sharing its layers: the
+    embedding of a classifier (e.g. for `tf_maml.ProtoMAML`, which makes its own head).
+
+    `model` must be Sequential or functional with an input (the nets here are).
+    """
+    if not getattr(model, "inputs", None) or len(model.layers) < 2:
+        raise ValueError(
+            f"without_head() takes a Sequential or functional model with an Input and at least "
+            f"two layers; {model.name!r} has {'no input' if not getattr(model, 'inputs', None) else 'one layer'}.")
+    return keras.Model(model.inputs, model.layers[-2].output, name=name or f"{model.name}_embedding")

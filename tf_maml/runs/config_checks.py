@@ -36,7 +36,7 @@ TRAINING_FIELDS = frozenset({
 # value that trains as those runs did: such a run resumes under the new config.
 ADDED_FIELDS = {"model.normalization": "batch", "sampler": "fixed", "variable.min_ways": 5,
                 "variable.max_ways": 20, "variable.max_support": 100, "model.context": 0,
-                "imaml.proximal_weight": 2.0, "imaml.cg_steps": 5}
+                "imaml.proximal_weight": 2.0, "imaml.cg_steps": 5, "proto_maml.head_only": False}
 
 
 class ConfigMismatchError(ValueError):

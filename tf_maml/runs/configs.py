@@ -40,11 +40,12 @@ def supervised_config(task, *, shots, queries, reptile, eval_queries, steps_per_
     """`base_config` and the fields of runs of episodes.
 
     `algorithm`: a name of `tf_maml.family.ALGORITHMS` (maml, with first_order=True
-    FOMAML; meta_sgd, anil, boil, cavia, imaml, maml_plus_plus, reptile); Reptile's
-    own settings are in `reptile` (inner_lr, inner_steps, inner_optimizer,
-    epsilon), iMAML's in `imaml` (proximal_weight, cg_steps; the inner loop is
-    `inner_lr` and `inner_steps`); `dtype_policy`: Keras' ("mixed_bfloat16" for
-    CPUs with bf16 and TPUs, "mixed_float16" for GPUs).
+    FOMAML; meta_sgd, anil, boil, cavia, imaml, proto_maml, maml_plus_plus,
+    reptile); Reptile's own settings are in `reptile` (inner_lr, inner_steps,
+    inner_optimizer, epsilon), iMAML's in `imaml` (proximal_weight, cg_steps;
+    the inner loop is `inner_lr` and `inner_steps`), ProtoMAML's in
+    `proto_maml` (head_only); `dtype_policy`: Keras' ("mixed_bfloat16" for CPUs
+    with bf16 and TPUs, "mixed_float16" for GPUs).
     """
     config = base_config(task, **base)
     config.shots = shots
@@ -53,6 +54,7 @@ def supervised_config(task, *, shots, queries, reptile, eval_queries, steps_per_
     config.algorithm = algorithm
     config.reptile = ml_collections.ConfigDict(reptile)
     config.imaml = ml_collections.ConfigDict({"proximal_weight": 2.0, "cg_steps": 5})
+    config.proto_maml = ml_collections.ConfigDict({"head_only": False})
     config.dtype_policy = dtype_policy
     config.steps_per_execution = steps_per_execution
     config.eval_queries = eval_queries

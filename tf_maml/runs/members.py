@@ -8,6 +8,7 @@ searches with `RECIPES[name] = Recipe(...)`, with no change to the runners.
 
 import keras
 
+from tf_maml import nets
 from tf_maml.learners import family
 
 
@@ -86,6 +87,25 @@ class IMAMLRecipe(Recipe):
         return super().tuned(hp, backbone, **common)
 
 
+class ProtoMAMLRecipe(Recipe):
+    """ProtoMAML: the task's backbone without its last layer as the embedding, as many
+    classes as the backbone's logits; `config.proto_maml.head_only`."""
+
+    def build(self, backbone, config, **common):
+        return self.member(nets.without_head(backbone), _logits(backbone),
+                           head_only=config.proto_maml.head_only, inner_lr=config.inner_lr,
+                           inner_steps=config.inner_steps, first_order=config.first_order,
+                           **common)
+
+    def tuned(self, hp, backbone, **common):
+        return super().tuned(hp, nets.without_head(backbone), num_classes=_logits(backbone),
+                             **common)
+
+
+def _logits(backbone):
+    return backbone.outputs[0].shape[-1]
+
+
 RECIPES = {
     "maml": Recipe(family.MAML, tunes_first_order=True),
     "fomaml": Recipe(family.FOMAML, searched=False),
@@ -95,6 +115,8 @@ RECIPES = {
     # Not in the default search: its model needs a TaskContext layer.
     "cavia": Recipe(family.CAVIA, tunes_first_order=True, searched=False),
     "imaml": IMAMLRecipe(family.IMAML),
+    # Not in the default search: it classifies (its backbone's last layer is replaced).
+    "proto_maml": ProtoMAMLRecipe(family.ProtoMAML, tunes_first_order=True, searched=False),
     "maml_plus_plus": Recipe(family.MAMLPlusPlus),
     "reptile": ReptileRecipe(family.Reptile),
 }

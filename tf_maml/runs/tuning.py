@@ -7,7 +7,8 @@ import keras_tuner
 from tf_maml.learners.guards import TrainingDivergedError
 from tf_maml.runs import members
 
-# The members a search chooses from (FOMAML is MAML's first_order choice here).
+# The members a search chooses from by default (FOMAML is MAML's first_order choice
+# here; CAVIA and ProtoMAML need a backbone of their own kind: name them in `algorithms`).
 ALGORITHMS = tuple(name for name, recipe in members.RECIPES.items() if recipe.searched)
 
 
@@ -18,10 +19,11 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
 
     | name | values |
     |---|---|
-    | `algorithm` | `algorithms` (`"maml"`, `"meta_sgd"`, `"anil"`, `"maml_plus_plus"`, `"reptile"`) |
+    | `algorithm` | `algorithms` (default `ALGORITHMS`: maml, meta_sgd, anil, boil, imaml, maml_plus_plus, reptile; also cavia, proto_maml when named) |
     | `inner_lr` | 1e-3 .. 1, log scale |
     | `inner_steps` | 1 .. 5 |
-    | `first_order` | False / True (MAML, ANIL) |
+    | `first_order` | False / True (MAML, ANIL, BOIL, CAVIA, ProtoMAML) |
+    | `proximal_weight` | 0.1 .. 10, log scale (iMAML) |
     | `outer_lr` | 1e-4 .. 1e-2, log scale (Reptile: its epsilon, 0.05 .. 1) |
 
     Narrow or extend it with keras-tuner's own means: fix values with
@@ -43,7 +45,7 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
         build_model: callable returning a fresh Keras model (the backbone).
         loss: the task loss, as for `compile`.
         metrics: metrics, as for `compile`.
-        algorithms: the algorithms to search over.
+        algorithms: the algorithms to search over: names of `tf_maml.runs.members.RECIPES`.
         eval_inner_steps: inner steps at validation (default: as training).
 
     Example:
@@ -64,9 +66,10 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
     def __init__(self, build_model, loss, metrics=None, algorithms=ALGORITHMS,
                  eval_inner_steps=None, **kwargs):
         super().__init__(**kwargs)
-        unknown = sorted(set(algorithms) - set(ALGORITHMS))
+        unknown = sorted(set(algorithms) - set(members.RECIPES))
         if unknown or not algorithms:
-            raise ValueError(f"`algorithms` must be drawn from {ALGORITHMS}; received {algorithms!r}.")
+            raise ValueError(f"`algorithms` must be drawn from {tuple(members.RECIPES)}; "
+                             f"received {algorithms!r}.")
         self.build_model = build_model
         self.loss = loss
         self.metrics = list(metrics or [])

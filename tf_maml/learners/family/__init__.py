@@ -8,6 +8,7 @@
 | BOIL | its rule: `rules.masked(rule, adapted=all but the head)` |
 | CAVIA | its rule: `rules.masked(rule, adapted=TaskContext layers)`; no meta-gradient for them |
 | IMAML | its meta-gradient: implicit, by conjugate gradient; a proximal rule |
+| ProtoMAML | its model: a head made per task from the support prototypes (`starting_weights`) |
 | MAMLPlusPlus | its rule (`rules.lslr`), a multi-step loss, per-step BatchNorm weights |
 | Reptile | its meta-gradient: `theta - theta'` |
 
@@ -22,6 +23,7 @@ from tf_maml.learners.family.fomaml import FOMAML
 from tf_maml.learners.family.imaml import IMAML
 from tf_maml.learners.family.maml_plus_plus import MAMLPlusPlus, multi_step_loss_weights
 from tf_maml.learners.family.meta_sgd import MetaSGD
+from tf_maml.learners.family.proto_maml import ProtoMAML
 from tf_maml.learners.family.reptile import Reptile
 from tf_maml.learners.maml import MAML
 
@@ -33,6 +35,7 @@ ALGORITHMS = {
     "boil": BOIL,
     "cavia": CAVIA,
     "imaml": IMAML,
+    "proto_maml": ProtoMAML,
     "maml_plus_plus": MAMLPlusPlus,
     "reptile": Reptile,
 }
@@ -46,4 +49,4 @@ def meta_learner_class(algorithm):
 
 
 __all__ = ["ALGORITHMS", "ANIL", "BOIL", "CAVIA", "FOMAML", "IMAML", "MAML", "MAMLPlusPlus",
-           "MetaSGD", "Reptile", "meta_learner_class", "multi_step_loss_weights"]
+           "MetaSGD", "ProtoMAML", "Reptile", "meta_learner_class", "multi_step_loss_weights"]
