@@ -57,9 +57,11 @@ def get_config(setting="5w1s"):
     config.variable = ml_collections.ConfigDict(
         {"min_ways": 5, "max_ways": 20, "max_support": 100})
     # conv4: 4 x [3x3 conv 64, normalization, ReLU, 2x2 max-pool], dense logits;
-    # normalization "batch" (BatchNorm) or "task" (TaskNorm-I).
+    # normalization "batch" (BatchNorm) or "task" (TaskNorm-I); `context`: CAVIA's
+    # context channels entering the third block (0: none), e.g.
+    # --config.algorithm=cavia --config.model.context=100.
     config.model = ml_collections.ConfigDict(
-        {"filters": 64, "downsample": "max_pool", "normalization": "batch"}
+        {"filters": 64, "downsample": "max_pool", "normalization": "batch", "context": 0}
     )
     # Query predictions normalized with the query batch's statistics (True, the
     # papers' protocol) or the support set's (False, as adapt() serves);

@@ -51,3 +51,21 @@ def test_backbone_arguments_are_checked():
         tf_maml.nets.resnet12(5, filters=(64, 160, 320))
     with pytest.raises(ValueError, match="normalization"):
         tf_maml.nets.resnet12(5, normalization="layer")
+
+
+def test_conv4_context_enters_the_third_block_and_cavia_adapts_only_it():
+    net = tf_maml.nets.conv4(3, input_shape=(16, 16, 1), filters=4, context=2)
+    contexts = [i for i, layer in enumerate(net.layers)
+                if isinstance(layer, tf_maml.layers.TaskContext)]
+    assert len(contexts) == 1 and net.layers[contexts[0] + 1].input.shape[-1] == 4 + 2
+    assert len([layer for layer in net.layers[:contexts[0]]
+                if isinstance(layer, keras.layers.Conv2D)]) == 2
+    cavia = tf_maml.CAVIA(net, inner_lr=1.0)
+    cavia.compile(optimizer="adam", loss=sparse_ce())
+    (support_x, support_y), _ = as_float32(
+        classification_episode(np.random.default_rng(1), tasks=1, image=(16, 16, 1)))
+    adapted = cavia.adapt(support_x[0], support_y[0])
+    changed = [np.abs(a.numpy() - b.numpy()).max() > 0
+               for a, b in zip(adapted.trainable_variables, net.trainable_variables)]
+    assert changed == [v.path.endswith("context") for v in net.trainable_variables]
+    assert any(changed)

@@ -41,7 +41,7 @@ def mlp(inputs=1, hidden=(40, 40), outputs=1, activation="relu", context=0, name
 
 
 def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample="max_pool",
-          normalization="batch", name="conv4"):
+          normalization="batch", context=0, name="conv4"):
     """The few-shot classification backbone of the MAML papers.
 
     `blocks` x [3x3 convolution, normalization, ReLU, 2x2 down-sampling],
@@ -58,6 +58,9 @@ def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample
         normalization: `"batch"` (BatchNormalization, as the papers) or
             `"task"` (`tf_maml.layers.TaskNormalization`, TaskNorm-I: queries
             normalized with the support set's moments blended with their own).
+        context: CAVIA's context parameters (`tf_maml.layers.TaskContext`)
+            appended as constant channels to the feature maps entering the
+            third block (where CAVIA's paper conditions); 0: none.
         name: model name.
 
     Returns:
@@ -67,7 +70,11 @@ def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample
         raise ValueError(f"`downsample` must be 'max_pool' or 'stride'; received {downsample!r}.")
     norm = _normalization_layer(normalization)
     layers = [keras.Input(input_shape)]
-    for _ in range(blocks):
+    for block in range(blocks):
+        if context and block == min(2, blocks - 1):
+            # CAVIA's place (its FiLM before the third block): constant context channels
+            # there give that block's convolution a shift per channel and task.
+            layers.append(TaskContext(context))
         strides = 2 if downsample == "stride" else 1
         layers += [
             keras.layers.Conv2D(filters, 3, strides=strides, padding="same"),

@@ -162,6 +162,7 @@ class Omniglot(SupervisedTask):
             self.num_outputs(config), filters=config.model.filters,
             downsample=config.model.downsample,
             normalization=config.model.get("normalization", "batch"),
+            context=config.model.get("context", 0),
         )
 
     def loss_and_metrics(self, config):
