@@ -10,6 +10,7 @@ import tf_maml
 from helpers import as_float32, classification_episode, conv_bn_pool_net, regression_episode, sparse_ce
 from helpers import (
     assert_directional_derivatives_match,
+    assert_export_serves_like_adapt,
     assert_gradients_close,
     finite_difference_gradient,
     linear_model,
@@ -201,6 +202,9 @@ def test_cavia_adapts_only_the_context_which_is_never_meta_trained(tmp_path):
     assert type(loaded) is tf_maml.CAVIA and loaded.inner_loop.adapted == [0]
     np.testing.assert_allclose(loaded.adapt(support_x[0], support_y[0]).predict(
         support_x[0], verbose=0), adapted.predict(support_x[0], verbose=0), rtol=1e-6)
+    task = (support_x[0], support_y[0], support_x[0])
+    assert_export_serves_like_adapt(loaded, cavia, tmp_path / "served", task, rtol=1e-5,
+                                    atol=1e-6)
     with pytest.raises(ValueError, match="CAVIA adapts only tf_maml.layers.TaskContext"):
         tf_maml.CAVIA(tanh_mlp())
 
