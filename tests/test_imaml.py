@@ -20,7 +20,7 @@ def test_imaml_meta_gradient_matches_the_closed_form_on_linear_regression(float6
     meta-gradient of the query loss at phi* is (I + H / lam)^-1 g_query(phi*)."""
     episode = regression_episode(np.random.default_rng(21))
     lam = 2.0
-    imaml = tf_maml.IMAML(linear_model(4), inner_lr=0.1, inner_steps=300, proximal_weight=lam,
+    imaml = tf_maml.IMAML(linear_model(4), inner_lr=0.1, inner_steps=150, proximal_weight=lam,
                           cg_steps=6)
     w = imaml.model.trainable_variables[0].numpy()
     (support_x, support_y), (query_x, query_y) = episode
@@ -49,7 +49,7 @@ def test_imaml_gradient_of_weights_a_masked_rule_keeps_fixed_matches_finite_diff
     episode = regression_episode(np.random.default_rng(22))
     net = tanh_mlp()
     head = net.layers[-1].name
-    imaml = tf_maml.IMAML(net, inner_steps=200, proximal_weight=1.0, cg_steps=8,
+    imaml = tf_maml.IMAML(net, inner_steps=100, proximal_weight=1.0, cg_steps=8,
                           inner_optimizer=rules.masked(rules.sgd(0.2), adapted=[head]))
     assert imaml.inner_loop.adapted == [4, 5]
     assert_directional_derivatives_match(imaml, episode, rtol=1e-7)

@@ -173,7 +173,7 @@ class ProtoMAML(MaskedMember):
 
         model = self.model
         self._embedding, head = embedding_and_head(model)
-        self._kernel, self._bias = positions(model.trainable_variables,
+        self._kernel_position, self._bias_position = positions(model.trainable_variables,
                                              [head.kernel, head.bias])
         self._embedding_params = positions(model.trainable_variables,
                                            self._embedding.trainable_variables)
@@ -186,10 +186,10 @@ class ProtoMAML(MaskedMember):
     def starting_weights(self, params, state, support_x, support_y, support_weight):
         features = self.support_features(params, state, support_x, support_weight)
         kernel, bias = prototype_head(
-            tf.cast(features, params[self._kernel].dtype), support_y, support_weight,
+            tf.cast(features, params[self._kernel_position].dtype), support_y, support_weight,
             self.num_classes, self._absent_bias)
         params = list(params)
-        params[self._kernel], params[self._bias] = kernel, bias
+        params[self._kernel_position], params[self._bias_position] = kernel, bias
         return params
 
     def support_features(self, params, state, support_x, support_weight=None):
