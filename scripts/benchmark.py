@@ -25,7 +25,7 @@ one outer step), reported in meta-iterations/s and environment steps/s.
       --algorithms=maml,meta_sgd,maml_plus_plus
   python scripts/benchmark.py --workloads=navigation,navigation_outer1 --orders=2,1 --windows=3
   python scripts/benchmark.py --workloads=20w1s --algorithms=maml,imaml --recompute=false,true \
-      --inner_steps=5,20,50 --windows=2 --out=docs/data/benchmarks/imaml_memory.jsonl
+      --inner_steps=5,20,50 --windows=1 --window_sec=1 --out=docs/data/benchmarks/imaml_memory.jsonl
 
 iMAML (`imaml`) runs with 5 conjugate gradient steps and proximal weight 2; it has no
 order and nothing to recompute (one row per inner-step count, under --orders' 2 and

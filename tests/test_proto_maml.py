@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_maml
+from tf_maml.runs.step_curves import query_results_by_step
 
 from helpers import (
     as_float32, assert_directional_derivatives_match, assert_export_serves_like_adapt,
@@ -109,6 +110,8 @@ def test_classes_absent_from_a_padded_episode_get_no_probability():
     np.testing.assert_array_equal(served[:, 3:], 0.0)
     bias = adapted.trainable_variables[-1].numpy()
     assert (bias[3:] == -1e15).all() and np.isfinite(bias).all()
+    start = proto.adapt(support_x[0, :6], support_y[0, :6], steps=0)
+    assert np.abs(start.trainable_variables[-1].numpy() - bias)[:3].max() > 0  # adapted
 
 
 def test_proto_maml_saves_adapts_exports_and_head_only_adapts_only_the_head(tmp_path):
@@ -129,7 +132,30 @@ def test_proto_maml_saves_adapts_exports_and_head_only_adapts_only_the_head(tmp_
     embedding = tf_maml.learners.family.proto_maml.embedding_and_head(proto.model)[0].trainable_variables
     for meta_learned, served in zip(embedding, adapted.trainable_variables[:-2]):
         np.testing.assert_array_equal(meta_learned.numpy(), served.numpy())
-    assert np.abs(adapted.trainable_variables[-1].numpy()).max() > 0
+    start = proto.adapt(support_x[0], support_y[0], steps=0)  # the prototypes' head
+    assert max(np.abs(a.numpy() - s.numpy()).max() for a, s in zip(
+        adapted.trainable_variables[-2:], start.trainable_variables[-2:])) > 0
+    with pytest.raises(AttributeError, match="`head_only` of ProtoMAML is fixed"):
+        proto.head_only = False
+
+
+def test_proto_maml_step_curve_starts_from_the_prototypes_and_equals_evaluate():
+    episodes = tf.data.Dataset.from_tensors(
+        as_float32(classification_episode(np.random.default_rng(37), tasks=2)))
+    proto = tf_maml.ProtoMAML(tf_maml.nets.without_head(conv_bn_pool_net()), num_classes=3,
+                              inner_optimizer=tf_maml.rules.momentum(0.1))
+    curve = query_results_by_step(_compiled(proto), episodes, num_tasks=2, max_steps=2)
+    for k in (0, 2):
+        proto.eval_inner_steps = k
+        logs = _compiled(proto).evaluate(episodes, return_dict=True, verbose=0)
+        np.testing.assert_allclose(curve["loss"][:, k].mean(), logs["loss"], rtol=1e-5)
+    # Step 0 is the prototypes' head, not the stored zeros (log 3 for every query).
+    assert np.abs(curve["loss"][:, 0] - np.log(3)).max() > 1e-3
+
+
+def _compiled(proto):
+    proto.compile(optimizer="adam", loss=sparse_ce(), metrics=["accuracy"])
+    return proto
 
 
 class FeatureMaps(keras.Model):  # subclassed: no inputs, checked when first called

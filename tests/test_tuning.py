@@ -25,7 +25,7 @@ def test_build_covers_every_algorithm():
     model = hypermodel()
     for algorithm, cls in (("maml", tf_maml.MAML), ("meta_sgd", tf_maml.MetaSGD),
                            ("anil", tf_maml.ANIL), ("maml_plus_plus", tf_maml.MAMLPlusPlus),
-                           ("reptile", tf_maml.Reptile), ("imaml", tf_maml.IMAML)):
+                           ("reptile", tf_maml.Reptile)):
         hp = keras_tuner.HyperParameters()
         hp.Fixed("algorithm", algorithm)
         meta_learner = model.build(hp)
@@ -38,9 +38,7 @@ def test_a_trial_holds_only_the_hyperparameters_its_member_uses():
     model, hp = hypermodel(), keras_tuner.HyperParameters()
     for algorithm, active, inactive in (("maml", {"first_order", "outer_lr"}, {"epsilon"}),
                                         ("maml_plus_plus", {"outer_lr"}, {"first_order"}),
-                                        ("reptile", {"epsilon"}, {"first_order", "outer_lr"}),
-                                        ("imaml", {"proximal_weight", "outer_lr"},
-                                         {"first_order", "epsilon"})):
+                                        ("reptile", {"epsilon"}, {"first_order", "outer_lr"})):
         hp.values["algorithm"] = algorithm
         model.build(hp)
         assert all(hp.is_active(name) for name in active), algorithm
@@ -48,17 +46,24 @@ def test_a_trial_holds_only_the_hyperparameters_its_member_uses():
 
 
 def test_members_outside_the_default_search_are_tuned_when_named():
-    """ProtoMAML (a classifier's backbone without its head) and CAVIA (a TaskContext)."""
-    for algorithm, build_model, cls in (
-            ("proto_maml", lambda: conv_bn_pool_net(classes=5), tf_maml.ProtoMAML),
-            ("cavia", lambda: tf_maml.nets.mlp(hidden=(8,), context=2), tf_maml.CAVIA)):
+    """ProtoMAML (a classifier's backbone without its head), CAVIA (a TaskContext) and
+    iMAML (its proximal weight)."""
+    for algorithm, build_model, cls, own in (
+            ("proto_maml", lambda: conv_bn_pool_net(classes=5), tf_maml.ProtoMAML,
+             "first_order"),
+            ("cavia", lambda: tf_maml.nets.mlp(hidden=(8,), context=2), tf_maml.CAVIA,
+             "first_order"),
+            ("imaml", lambda: tf_maml.nets.mlp(hidden=(8,)), tf_maml.IMAML,
+             "proximal_weight")):
         assert algorithm not in tf_maml.tuning.ALGORITHMS
         model = MetaLearnerHyperModel(build_model, loss="mse", algorithms=[algorithm])
         hp = keras_tuner.HyperParameters()
         meta_learner = model.build(hp)
-        assert type(meta_learner) is cls and hp.is_active("first_order")
+        assert type(meta_learner) is cls and hp.is_active(own)
         if cls is tf_maml.ProtoMAML:
             assert meta_learner.num_classes == 5
+        if cls is tf_maml.IMAML:
+            assert 0.1 <= meta_learner.proximal_weight <= 10.0
 
 
 def test_objective_follows_the_metrics():

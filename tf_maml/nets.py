@@ -138,4 +138,6 @@ def without_head(model, name=None):
         raise ValueError(
             f"without_head() takes a Sequential or functional model with an Input and at least "
             f"two layers; {model.name!r} has {'no input' if not getattr(model, 'inputs', None) else 'one layer'}.")
-    return keras.Model(model.inputs, model.layers[-2].output, name=name or f"{model.name}_embedding")
+    # The last layer's input, not the layer before's output: a functional model's last
+    # layer need not follow the layer listed before it.
+    return keras.Model(model.inputs, model.layers[-1].input, name=name or f"{model.name}_embedding")

@@ -111,8 +111,10 @@ class MetaObjective:
         """One task's contribution to the meta-gradient, aligned with `params + meta_values`.
 
         `tape` recorded `task_objective` (unless `differentiates_adaptation`
-        is False); `fast` are the adapted weights. MAML's: the gradient of
-        `objective` (scaled as the compiled optimizer's loss scale asks).
+        is False); `params` are the meta-learned weights (not the task's
+        `starting_weights`, which a tape differentiates through), `fast` the
+        adapted ones. MAML's: the gradient of `objective` (scaled as the
+        compiled optimizer's loss scale asks).
         """
         del fast
         return tape.gradient(

@@ -8,7 +8,8 @@ from tf_maml.learners.guards import TrainingDivergedError
 from tf_maml.runs import members
 
 # The members a search chooses from by default (FOMAML is MAML's first_order choice
-# here; CAVIA and ProtoMAML need a backbone of their own kind: name them in `algorithms`).
+# here; CAVIA and ProtoMAML need a backbone of their own kind, iMAML more inner steps
+# than the search's: name them in `algorithms`).
 ALGORITHMS = tuple(name for name, recipe in members.RECIPES.items() if recipe.searched)
 
 
@@ -19,7 +20,7 @@ class MetaLearnerHyperModel(keras_tuner.HyperModel):
 
     | name | values |
     |---|---|
-    | `algorithm` | `algorithms` (default `ALGORITHMS`: maml, meta_sgd, anil, boil, imaml, maml_plus_plus, reptile; also cavia, proto_maml when named) |
+    | `algorithm` | `algorithms` (default `ALGORITHMS`: maml, meta_sgd, anil, boil, maml_plus_plus, reptile; also cavia, imaml, proto_maml when named) |
     | `inner_lr` | 1e-3 .. 1, log scale |
     | `inner_steps` | 1 .. 5 |
     | `first_order` | False / True (MAML, ANIL, BOIL, CAVIA, ProtoMAML) |

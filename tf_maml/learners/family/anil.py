@@ -3,6 +3,7 @@
 import keras
 
 from tf_maml.keras_patches import leaf_layers
+from tf_maml.learners import fixed, hyperparameter
 from tf_maml.learners.family.masked import MaskedMember
 
 
@@ -43,6 +44,10 @@ class ANIL(MaskedMember):
     anil = tf_maml.ANIL(tf_maml.nets.conv4(5), inner_lr=0.4)   # adapts the Dense head
     ```
     """
+
+    adapted_layers = hyperparameter(
+        "adapted_layers", fixed("adapted_layers", "it makes the inner rule's mask"),
+        "The layers the member's mask is made from (see the class).")
 
     def __init__(self, model, adapted_layers=None, inner_lr=None, inner_optimizer=None, **kwargs):
         if adapted_layers is not None and not callable(adapted_layers):

@@ -4,6 +4,7 @@ import keras
 
 from tf_maml import rules
 from tf_maml.learners.family.anil import _Head
+from tf_maml.learners import fixed, hyperparameter
 from tf_maml.learners.family.masked import MaskedMember
 
 
@@ -47,6 +48,10 @@ class BOIL(MaskedMember):
     boil = tf_maml.BOIL(tf_maml.nets.conv4(5), inner_lr=0.4)   # the Dense head stays put
     ```
     """
+
+    frozen_layers = hyperparameter(
+        "frozen_layers", fixed("frozen_layers", "it makes the inner rule's mask"),
+        "The layers the member's mask is made from (see the class).")
 
     def __init__(self, model, frozen_layers=None, inner_lr=None, inner_optimizer=None,
                  **kwargs):

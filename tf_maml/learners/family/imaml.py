@@ -142,12 +142,20 @@ class IMAML(MAML):
         if not training:
             return TaskObjective(fast, state, y_pred, loss, loss)
         self._check_rule_has_no_variables()
-        query_grads = tape.gradient(loss, fast, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # Scaled as the compiled optimizer asks (mixed precision): the solve is linear in it.
+        query_grads = [tf.convert_to_tensor(g) for g in tape.gradient(
+            self.optimizer.scale_loss(loss), fast,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO)]
         implicit = self.implicit_gradient(fast, state, support_x, support_y, support_weight,
                                           query_grads)
         # Its gradient with respect to theta is the implicit meta-gradient.
         surrogate = _dot([tf.stop_gradient(g) for g in implicit], params)
         return TaskObjective(fast, state, y_pred, loss, surrogate)
+
+    def task_meta_gradients(self, tape, objective, params, meta_values, fast):
+        del fast  # the surrogate is scaled already: no second scale_loss
+        return tape.gradient(objective, params + meta_values,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     def implicit_gradient(self, fast, state, support_x, support_y, support_weight, query_grads):
         """The meta-gradient, aligned with the model's weights, from the query loss'

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_maml.keras_patches import call_has_training_arg, example_weights
+from tf_maml.learners import fixed, hyperparameter
 from tf_maml.learners.arguments import checked_int, checked_rule
 from tf_maml.learners.entry_checks import model_inputs
 from tf_maml.learners.family.masked import MaskedMember
@@ -128,8 +129,8 @@ class ProtoMAML(MaskedMember):
     `head_only`). The meta-gradient flows through the prototypes into the
     embedding, with `first_order` too (the paper's fo-Proto-MAML); the head's
     own variables are never meta-trained. Classes without a support example
-    (padded variable-way episodes) get bias `-1e15` (less for 16-bit compute
-    dtypes) and kernel 0: no probability, before and after adaptation.
+    (padded variable-way episodes) get bias `-1e15` (with a float16 compute
+    dtype, -8188) and kernel 0: no probability, before and after adaptation.
 
     Args:
         embedding: any `keras.Model` returning one feature vector per example,
@@ -164,7 +165,15 @@ class ProtoMAML(MaskedMember):
         model = prototype_classifier(embedding, num_classes)
         super().__init__(model, _Adapted(bool(head_only)), inner_lr, inner_optimizer, **kwargs)
         self.head_only = bool(head_only)
-        self.num_classes = int(num_classes)
+
+    head_only = hyperparameter(
+        "head_only", fixed("head_only", "it makes the inner rule's mask"),
+        "True: only the head adapts in the inner loop.")
+
+    @property
+    def num_classes(self):
+        """The head's logits (fixed when made: the model's shape)."""
+        return embedding_and_head(self.model)[1].units
 
     def build_member(self):
         def positions(variables, of):
