@@ -1,5 +1,7 @@
 """Layers built for meta-learning: TaskNorm (Bronskill et al., ICML 2020) here, and
-CAVIA's `TaskContext` (`tf_maml/task_context.py`, offered here as `tf_maml.layers.TaskContext`).
+CAVIA's `TaskContext` (`tf_maml/task_context.py`) and SpecAugment's masking
+(`tf_maml/spec_augment.py`), offered here as `tf_maml.layers.TaskContext` and
+`tf_maml.layers.SpecAugment`.
 
 BatchNormalization in few-shot learning either normalizes the queries with
 their own batch's statistics (transductive: the accuracy depends on which
@@ -23,6 +25,7 @@ import keras
 from keras import ops
 
 from tf_maml.keras_patches import current_example_weights
+from tf_maml.spec_augment import SpecAugment  # noqa: F401 (tf_maml.layers.SpecAugment)
 from tf_maml.task_context import TaskContext  # noqa: F401 (tf_maml.layers.TaskContext)
 
 MOMENTS = ("instance", "layer")

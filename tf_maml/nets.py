@@ -2,7 +2,7 @@
 
 import keras
 
-from tf_maml.layers import TaskNormalization
+from tf_maml.layers import SpecAugment, TaskNormalization
 from tf_maml.task_context import TaskContext
 
 NORMALIZATIONS = ("batch", "task")
@@ -66,10 +66,18 @@ def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample
     Returns:
         A `keras.Sequential` model returning logits.
     """
+    layers = [keras.Input(input_shape)]
+    layers += _conv_blocks(filters, blocks, downsample, normalization, context)
+    layers += [keras.layers.Flatten(), keras.layers.Dense(num_classes)]
+    return keras.Sequential(layers, name=name)
+
+
+def _conv_blocks(filters, blocks, downsample, normalization, context):
+    """conv4's blocks: [3x3 convolution, normalization, ReLU, 2x2 down-sampling] each."""
     if downsample not in ("max_pool", "stride"):
         raise ValueError(f"`downsample` must be 'max_pool' or 'stride'; received {downsample!r}.")
     norm = _normalization_layer(normalization)
-    layers = [keras.Input(input_shape)]
+    layers = []
     for block in range(blocks):
         if context and block == min(2, blocks - 1):
             # CAVIA's place (its FiLM before the third block): constant context channels
@@ -83,6 +91,53 @@ def conv4(num_classes, input_shape=(28, 28, 1), filters=64, blocks=4, downsample
         ]
         if downsample == "max_pool":
             layers.append(keras.layers.MaxPooling2D(2))
+    return layers
+
+
+def keyword_convnet(num_classes, sample_rate=16000, duration=1.0, num_mel_bins=40,
+                    frame_length=0.025, frame_step=0.01, filters=64, blocks=4,
+                    normalization="batch", augment=None, context=0, name="keyword_convnet"):
+    """A keyword spotter from raw waveforms: log-mel spectrogram, then conv4's blocks.
+
+    The front end is `keras.layers.MelSpectrogram` (log-mel energies in dB,
+    each example on its own: no cut-off relative to the batch's loudest),
+    scaled to about unit range, then `tf_maml.layers.SpecAugment` when
+    `augment` is given (training only), then `blocks` convolutional blocks
+    as `conv4` and a dense layer of logits. The model takes
+    `[batch, duration * sample_rate]` float waveforms in [-1, 1], so a served
+    model needs no feature code.
+
+    Args:
+        num_classes: logits per example (the number of ways).
+        sample_rate, duration: of the waveforms.
+        num_mel_bins: mel bands.
+        frame_length, frame_step: seconds per analysis window, and between windows.
+        filters, blocks, normalization, context: as `conv4`.
+        augment: None, or the `SpecAugment` arguments as a dict, e.g.
+            `{"frequency_masks": 2, "max_frequency_width": 8, "time_masks": 2,
+            "max_time_width": 10}`.
+        name: model name.
+    """
+    samples = int(round(sample_rate * duration))
+    window, step = int(round(frame_length * sample_rate)), int(round(frame_step * sample_rate))
+    if not 1 <= step <= window <= samples:
+        raise ValueError(f"Frames must fit: 1 <= frame_step ({step} samples) <= frame_length "
+                         f"({window} samples) <= duration ({samples} samples).")
+    fft_length = 1 << (window - 1).bit_length()
+    mel = keras.layers.MelSpectrogram(
+        fft_length=fft_length, sequence_stride=step, sequence_length=window,
+        sampling_rate=sample_rate, num_mel_bins=num_mel_bins,
+        # The cut-off top_db is relative to the whole batch's maximum: made inactive so
+        # an example's features do not depend on the examples beside it.
+        top_db=1e9)
+    frames = samples // step + 1
+    layers = [keras.Input((samples,)), mel,
+              # dB of 16-bit speech lie in about [-100, 25]: scaled to about [-1, 1.5].
+              keras.layers.Rescaling(1.0 / 50.0, offset=1.0),
+              keras.layers.Reshape((num_mel_bins, frames, 1))]
+    if augment:
+        layers.append(SpecAugment(**dict(augment)))
+    layers += _conv_blocks(filters, blocks, "max_pool", normalization, context)
     layers += [keras.layers.Flatten(), keras.layers.Dense(num_classes)]
     return keras.Sequential(layers, name=name)
 

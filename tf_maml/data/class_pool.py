@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from tf_maml.data import directories
+from tf_maml.data import audio, directories
 from tf_maml.data.batch_stream import indexed_batches
 from tf_maml.data.sizes import check_counts, is_integer
 
@@ -93,6 +93,29 @@ class ClassPool:
                 unreadable file, or mixed sizes without `image_size` (each named).
         """
         by_class = directories.images_by_class(path, image_size, color_mode)
+        return cls(list(by_class.values()), class_ids=list(by_class))
+
+    @classmethod
+    def from_audio_directory(cls, path, sample_rate=16000, duration=1.0, resample_rates=True):
+        """A pool of the WAV recordings under `path`, one subfolder per class (a word).
+
+        Classes are the subfolders in sorted order, their names the
+        `class_ids`; each recording becomes an int16 waveform of `duration`
+        seconds at `sample_rate` (mono; cut, or padded with silence at the
+        end), which episodes scale to [-1, 1). `tf_maml.data.audio` says more.
+
+        Args:
+            path: a directory with one subfolder of .wav files (16-bit PCM) per class.
+            sample_rate: samples per second of the waveforms.
+            duration: seconds kept of each recording.
+            resample_rates: resample a file of another rate (True) or refuse it.
+
+        Raises:
+            ValueError: no such directory, no subfolders, an empty class, an
+                unreadable file, or (without `resample_rates`) a file of another
+                rate, each named.
+        """
+        by_class = audio.waveforms_by_class(path, sample_rate, duration, resample_rates)
         return cls(list(by_class.values()), class_ids=list(by_class))
 
     @classmethod
@@ -227,11 +250,24 @@ class ClassPool:
             )
 
 
+# The scale of integer examples by dtype: 8-bit pixels to [0, 1], 16-bit PCM audio to [-1, 1).
+INTEGER_SCALES = {np.dtype(np.uint8): 1.0 / 255.0, np.dtype(np.int16): 1.0 / 32768.0}
+
+
+def example_scale(dtype):
+    """The scale of examples of `dtype`: 1/255 for uint8 images, 1/32768 for int16 audio,
+    1/255 for other integers, 1.0 for floating ones (taken to be scaled already)."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer):
+        return 1.0
+    return INTEGER_SCALES.get(dtype, 1.0 / 255.0)
+
+
 def pool_constants(pool, scale=None):
     """`(images, counts, scale)`: the pool as graph constants, and the scale of its
-    images (`None`: 1/255 for integer images, 1.0 for floating ones)."""
+    examples (`None`: `example_scale` of their dtype)."""
     if scale is None:
-        scale = 1.0 / 255.0 if np.issubdtype(pool.images.dtype, np.integer) else 1.0
+        scale = example_scale(pool.images.dtype)
     return tf.constant(pool.images), tf.constant(pool.counts), scale
 
 
@@ -292,8 +328,9 @@ def few_shot_episodes(
         start_batch: index of the first batch.
         scale: images are cast to float32 and multiplied by `scale`; `None`
             (the default) picks it from the pool's dtype: 1/255 for integer
-            pools (uint8 pixels 0..255 become 0..1), 1.0 for floating pools
-            (taken to be scaled already).
+            pools (uint8 pixels 0..255 become 0..1), 1/32768 for int16 ones
+            (16-bit audio becomes [-1, 1)), 1.0 for floating pools (taken to
+            be scaled already).
 
     Returns:
         A dataset of `((support_x, support_y), (query_x, query_y))` with

@@ -1,4 +1,5 @@
-"""Image classes from a directory tree: one subfolder per class, image files inside."""
+"""Image classes from a directory tree: one subfolder per class, image files inside
+(audio files: `tf_maml.data.audio`)."""
 
 import os
 
@@ -31,26 +32,33 @@ def image_files_by_class(path):
         ValueError: `path` is not a directory, has no subfolder, or a subfolder
             (named) holds no image file.
     """
+    return files_by_class(path, IMAGE_FORMATS, "image")
+
+
+def files_by_class(path, extensions, kind):
+    """`{class name: sorted paths of the files ending in `extensions`}` of the subfolders
+    of `path` (subfolders nested in a class belong to it); `kind` names the files in
+    errors ("image", "audio")."""
     if not tf.io.gfile.isdir(path):
         raise ValueError(f"{path!r} is not a directory; give the folder holding one "
-                         "subfolder of images per class.")
+                         f"subfolder of {kind} files per class.")
     names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(path)
                    if tf.io.gfile.isdir(os.path.join(path, n)))
     if not names:
         raise ValueError(f"{path!r} has no subfolders; each class must be a subfolder of "
-                         "image files.")
+                         f"{kind} files.")
     files = {}
     for name in names:
         folder = os.path.join(path, name)
-        images = sorted(
+        found = sorted(
             os.path.join(root, f)
             for root, _, found in tf.io.gfile.walk(folder)
-            for f in found if f.lower().endswith(IMAGE_FORMATS)
+            for f in found if f.lower().endswith(extensions)
         )
-        if not images:
-            raise ValueError(f"Class {name!r} ({folder}) holds no image file "
-                             f"({', '.join(IMAGE_FORMATS)}); remove the folder or add images.")
-        files[name] = images
+        if not found:
+            raise ValueError(f"Class {name!r} ({folder}) holds no {kind} file "
+                             f"({', '.join(extensions)}); remove the folder or add files.")
+        files[name] = found
     return files
 
 
@@ -99,20 +107,29 @@ def _with_channels(image, channels):
     return tf.ensure_shape(tf.concat([rgb, alpha], axis=-1), [None, None, 4])
 
 
-def _decode_all(paths, load):
-    """The images of `paths` (decoded in parallel), or a ValueError naming a bad file."""
-    images = tf.data.Dataset.from_tensor_slices(paths).map(
+def decode_all(paths, load, kind="image"):
+    """The decoded files of `paths` (in parallel), or a ValueError naming a bad file."""
+    decoded = tf.data.Dataset.from_tensor_slices(paths).map(
         load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     try:
-        return [image.numpy() for image in images]
+        return [value.numpy() for value in decoded]
     except tf.errors.InvalidArgumentError:
         for path in paths:  # find the file (rare: a damaged tree)
             try:
                 load(tf.constant(path))
             except tf.errors.InvalidArgumentError as error:
-                raise ValueError(f"Cannot read image {path!r}: "
-                                 f"{error.message.splitlines()[0]}") from None
+                raise ValueError(f"Cannot read {kind} {path!r}: "
+                                 f"{_failure_text(error.message)}") from None
         raise
+
+
+def _failure_text(message):
+    """An op error's message in one line: a failed `tf.debugging.Assert`'s own data
+    ("Sample rate 22050 differs from 16000 ..."), else the first line."""
+    if "Summarized data: " not in message:
+        return message.splitlines()[0]
+    parts = message.split("Summarized data: ", 1)[1].splitlines()
+    return " ".join(p[2:-1] if p.startswith(("b'", 'b"')) else p for p in parts if p.strip())
 
 
 def images_by_class(path, image_size=None, color_mode="rgb"):
@@ -126,7 +143,7 @@ def images_by_class(path, image_size=None, color_mode="rgb"):
     load = image_loader(image_size, color_mode)
     files = image_files_by_class(path)
     flat = [f for paths in files.values() for f in paths]
-    images = _decode_all(flat, load)
+    images = decode_all(flat, load)
     first = images[0].shape
     for file, image in zip(flat, images):
         if image.shape != first:

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from tf_maml.runs import checkpoints, members, plots, step_curves, tasks
+from tf_maml.runs import checkpoints, members, plots, pretrained_baseline, step_curves, tasks
 # The config checks of a run, under the names this module has always offered.
 from tf_maml.runs.config_checks import (  # noqa: F401
     ADDED_FIELDS, HARMLESS_FIELDS, TRAINING_FIELDS, ConfigMismatchError, check_config,
@@ -194,6 +194,7 @@ def run(config, workdir, allow_config_change=False):
     field that matters (not in `HARMLESS_FIELDS`) is refused unless
     `allow_config_change`. One run at a time per workdir (`run_lock`).
     """
+    tasks.task_of(config).check(config)  # before the workdir records anything
     with run_lock(workdir):
         meta_learner, training_seconds = trained_meta_learner(
             config, workdir, build_meta_learner,
@@ -220,7 +221,8 @@ def run_variants(base, workdir, variants):
 
 def _plot_results_by_step(curves, config, task, report, workdir):
     """`loss_by_step.png` (and `accuracy_by_step.png`): the figures as reported and, where
-    they differ, as served (each query on its own, as `adapt()`), in one plot."""
+    they differ, as served (each query on its own, as `adapt()`), in one plot, with the
+    transfer baselines' where the run has them."""
     ylabels = {"loss": task.loss_label, "accuracy": "query accuracy"}
     title = (f"{plots.run_title(task.setting(config), report['meta_steps'], report['algorithm'])}"
              f", {config.eval_tasks} test tasks")
@@ -232,7 +234,12 @@ def _plot_results_by_step(curves, config, task, report, workdir):
             label, others = "as reported (query batch statistics)", {
                 "served (each query on its own, as adapt())": served}
         else:
-            label, others = "reported = served", None
+            label, others = "reported = served", {}
+        # The transfer baselines, as the meta-learner's first curve (pretrained_baseline).
+        for prefix, baseline in (("pretrained_", "pretrained, fine-tuned"),
+                                 ("prototype_", "pretrained, nearest prototype (no steps)")):
+            if prefix + name in curves:
+                others[f"{baseline} ({label.split(' (')[0]})"] = curves[prefix + name]
         plots.plot_by_step(*curves[name], os.path.join(workdir, f"{name}_by_step.png"),
                            ylabels[name], label=label, others=others, title=title)
 
@@ -294,16 +301,28 @@ def evaluate(meta_learner, config, workdir=None):
         "transductive": bool(meta_learner.transductive),
     }
     task = tasks.task_of(config)
-    curves = {}
-    for name, values in results.items():
-        curves[name] = step_curves.mean_and_confidence(values)
-        report[f"{name}_by_step"] = [round(float(m), 4) for m in curves[name][0]]
-        report[f"{name}_confidence_95"] = [round(float(c), 4) for c in curves[name][1]]
-        # Plain SGD can diverge on a rare task; the median shows the typical one.
-        report[f"{name}_median_by_step"] = [round(float(m), 4) for m in np.median(values, axis=0)]
+    curves = _add_results(report, "", results)
+    if workdir is not None and config.get("pretrained"):
+        # The transfer baseline on the same test tasks (it keeps its network in workdir).
+        for name, baseline in pretrained_baseline.evaluate(config, workdir).items():
+            curves.update(_add_results(report, f"{name}_", baseline))
     if workdir is not None:
         logging.info("Drawing the figures in %s.", workdir)
         _plot_results_by_step(curves, config, task, report, workdir)
         task.figures(meta_learner, config, workdir)
     logging.info("query results by step: %s", {k: v for k, v in report.items() if "by_step" in k})
     return report
+
+
+def _add_results(report, prefix, results):
+    """Adds each figure's mean, 95% interval and median by step to `report` under
+    `prefix`; returns `{prefix + name: (mean, interval)}`."""
+    curves = {}
+    for name, values in results.items():
+        key = prefix + name
+        curves[key] = step_curves.mean_and_confidence(values)
+        report[f"{key}_by_step"] = [round(float(m), 4) for m in curves[key][0]]
+        report[f"{key}_confidence_95"] = [round(float(c), 4) for c in curves[key][1]]
+        # Plain SGD can diverge on a rare task; the median shows the typical one.
+        report[f"{key}_median_by_step"] = [round(float(m), 4) for m in np.median(values, axis=0)]
+    return curves

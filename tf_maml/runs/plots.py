@@ -78,14 +78,22 @@ def plot_by_step(mean, confidence, path, ylabel, label="MAML", others=None, titl
     """A result against the number of inner gradient steps, with 95% intervals.
 
     `others`: more curves, `{label: (mean, confidence)}` (baselines, or the served
-    figures beside the reported ones); `title`: the run (task, setting, meta-steps,
+    figures beside the reported ones; a curve of one value, a method that takes no
+    steps, is a dashed line with its interval shaded); `title`: the run (task, setting, meta-steps,
     test tasks). Returns `figure_text` of the figure.
     """
     series = {label: (mean, confidence), **(others or {})}
     steps = np.arange(len(mean))
     figure, axis = plt.subplots(figsize=(6, 4))
-    for name, (values, interval) in series.items():
-        axis.errorbar(steps, values, yerr=interval, marker="o", capsize=3, label=name)
+    for index, (name, (values, interval)) in enumerate(series.items()):
+        color = f"C{index}"
+        if len(values) == 1 and len(steps) > 1:
+            axis.axhline(values[0], linestyle="--", color=color, label=name)
+            axis.axhspan(values[0] - interval[0], values[0] + interval[0], color=color,
+                         alpha=0.15)
+        else:
+            axis.errorbar(steps, values, yerr=interval, marker="o", capsize=3, color=color,
+                          label=name)
     axis.set_xlabel("number of gradient steps")
     axis.set_ylabel(ylabel)
     axis.set_xticks(steps)
