@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -74,6 +75,14 @@ def start_python(args, *, cwd=ROOT):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.Popen([sys.executable, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
+
+
+def run_in_fresh_process(code, tmp_path):
+    """Runs `code` in a new Python in `tmp_path`; returns the array it saves as out.npy."""
+    script = tmp_path / "fresh.py"
+    script.write_text(textwrap.dedent(code))
+    run_python([script], cwd=tmp_path)
+    return np.load(tmp_path / "out.npy")
 
 
 def run_script(name, *args, **kwargs):

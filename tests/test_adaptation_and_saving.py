@@ -1,6 +1,5 @@
 """adapt(), SavedModel export, serving the adaptation, saving and resuming."""
 
-import textwrap
 
 import keras
 import numpy as np
@@ -12,16 +11,8 @@ from tf_maml.runs.step_curves import query_results_by_step
 
 from helpers import (
     as_float32, assert_export_serves_like_adapt, classification_episode, conv_bn_pool_net,
-    run_python, sparse_ce,
+    run_in_fresh_process, sparse_ce,
 )
-
-
-def run_in_fresh_process(code, tmp_path):
-    """Runs `code` in a new Python; returns the array it saves as out.npy."""
-    script = tmp_path / "fresh.py"
-    script.write_text(textwrap.dedent(code))
-    run_python([script], cwd=tmp_path)
-    return np.load(tmp_path / "out.npy")
 
 
 @pytest.fixture

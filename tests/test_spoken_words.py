@@ -14,6 +14,8 @@ import tf_maml
 from tf_maml import data, nets
 from tf_maml.data import spoken_words
 
+from helpers import run_in_fresh_process, run_python
+
 ESPEAK_SKIP_REASON = ("needs espeak-ng (the Debian package espeak-ng: "
                       "sudo apt-get install espeak-ng)")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason=ESPEAK_SKIP_REASON)
@@ -202,6 +204,35 @@ def test_spoken_words_run_reports_meta_learner_and_baselines(tmp_path, monkeypat
         "pretrained, nearest prototype (no steps) (as reported)", "as reported (query batch "
         "statistics)", "served (each query on its own, as adapt())",
         "pretrained, fine-tuned (as reported)"]
+    # Served: the exported adaptation takes one or more recordings of each new word.
+    meta = keras.models.load_model(workdir / "meta.keras")
+    meta.export_adaptive(str(tmp_path / "adaptive"), steps=2)
+    pool = data.ClassPool.from_audio_directory(config.data_dir + "/evaluation", duration=0.5)
+    expected = []
+    for shots in (1, 3):
+        waves = (pool.images[:3] / 32768).astype("float32")
+        task = {"support_x": waves[:, :shots].reshape(3 * shots, -1),
+                "support_y": np.repeat(np.arange(3, dtype="int32"), shots),
+                "query_x": waves[:, 3]}
+        np.savez(tmp_path / f"task_{shots}.npz", **task)
+        expected.append(meta.adapt(task["support_x"], task["support_y"], steps=2)
+                        .predict(task["query_x"], verbose=0))
+    served = run_in_fresh_process("""
+        import numpy as np, tensorflow as tf
+        served = tf.saved_model.load("adaptive")
+        out = []
+        for shots in (1, 3):
+            task = np.load(f"task_{shots}.npz")
+            out.append(served.signatures["serving_default"](
+                **{k: tf.constant(task[k]) for k in task.files})["output_0"].numpy())
+        np.save("out.npy", np.stack(out))
+        """, tmp_path)
+    np.testing.assert_allclose(served, np.stack(expected), atol=1e-4)
+    shown = run_python(["-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir",
+                        str(tmp_path / "adaptive"), "--tag_set", "serve", "--signature_def",
+                        "serving_default"]).stdout
+    assert "support_x" in shown and "(-1, 8000)" in shown  # waveforms of any count
+
     with pytest.raises(ValueError, match="held_out_voices must be in 0..3"):
         config.held_out_voices = 4
         tf_maml.runs.experiment.run(config, str(tmp_path / "other"))
