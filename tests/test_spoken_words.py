@@ -240,3 +240,25 @@ def test_spoken_words_run_reports_meta_learner_and_baselines(tmp_path, monkeypat
     config.held_out_voices, config.data_dir = 2, str(tmp_path / "nothing")
     with pytest.raises(ValueError, match="make_spoken_words.py --out=DIR"):
         tf_maml.runs.experiment.run(config, str(tmp_path / "other"))
+
+
+def test_variable_ways_and_held_out_voices_draw_from_the_right_recordings(tmp_path):
+    from configs import spoken_words as spoken_words_config  # noqa: PLC0415
+    from tf_maml.runs import tasks  # noqa: PLC0415
+
+    config = spoken_words_config.get_config("variable")
+    config.update({"data_dir": str(tone_corpus(tmp_path / "corpus", voices=6)),
+                   "duration": 0.5, "queries": 1})
+    config.variable.update({"min_ways": 3, "max_ways": 6, "max_support": 12})
+    (sx, sy, sw), (qx, qy, qw) = next(iter(tasks.episodes(config, "train", num_batches=1)))
+    assert sx.shape == (4, 12, 8000) and qx.shape == (4, 6, 8000)
+    real_ways = qw.numpy().sum(axis=1)  # one query per word of each task
+    assert 3 <= real_ways.min() and real_ways.max() <= 6 and np.unique(real_ways).size > 1
+    # Held-out speakers: meta-training hears the first 4, tests only the last 2 (their
+    # loudness, RMS 0.2 * (0.5 + 0.1 * index) in the tone corpus, tells them apart).
+    config.held_out_voices = 2
+    heard = tasks.task_of(config).pool(config, "train").images
+    tested = tasks.task_of(config).pool(config, "test").images
+    assert heard.shape[1] == 4 and tested.shape[1] == 2
+    loudness = lambda waves: np.sqrt(np.mean((waves / 32768) ** 2, axis=-1))  # noqa: E731
+    assert loudness(heard).max() < 0.17 < loudness(tested).min()
