@@ -36,6 +36,14 @@ def last_step(steps):
     return max(steps - 1, 0)
 
 
+def stateless_forward(model, params, state, x, training, weights=None, return_losses=False):
+    """`model.stateless_call` under `params` and `state`, in `training` mode where the
+    model takes one, padding (`weights` 0) left out of BatchNorm's statistics."""
+    kwargs = {"training": training} if call_has_training_arg(model) else {}
+    with example_weights(weights):
+        return model.stateless_call(params, state, x, return_losses=return_losses, **kwargs)
+
+
 class InnerLoop:
     """Adaptation of `model`'s weights to one task with `rule`.
 
@@ -73,9 +81,8 @@ class InnerLoop:
 
     def forward(self, params, state, x, training, weights=None):
         """`(outputs, state, losses)` of the wrapped model under `params`."""
-        kwargs = {"training": training} if call_has_training_arg(self.model) else {}
-        with example_weights(weights):
-            return self.model.stateless_call(params, state, x, return_losses=True, **kwargs)
+        return stateless_forward(self.model, params, state, x, training, weights,
+                                 return_losses=True)
 
     def output_spec(self, example_spec):
         """The model's output spec (nested for several outputs) for a batch of

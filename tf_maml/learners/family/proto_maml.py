@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_maml.keras_patches import call_has_training_arg, example_weights
+from tf_maml.engine.inner_loop import stateless_forward
+from tf_maml.keras_patches import call_has_training_arg
 from tf_maml.learners import fixed, hyperparameter
 from tf_maml.learners.arguments import checked_int, checked_rule
 from tf_maml.learners.entry_checks import model_inputs
@@ -204,12 +205,9 @@ class ProtoMAML(MaskedMember):
     def support_features(self, params, state, support_x, support_weight=None):
         """The embedding of the support examples under `params`, in training mode as the
         inner steps see them (BatchNorm with the support set's statistics, padding ignored)."""
-        embedding = self._embedding
-        kwargs = {"training": True} if call_has_training_arg(embedding) else {}
-        with example_weights(support_weight):
-            features, _ = embedding.stateless_call(
-                [params[i] for i in self._embedding_params],
-                [state[i] for i in self._embedding_state], support_x, **kwargs)
+        features, _ = stateless_forward(
+            self._embedding, [params[i] for i in self._embedding_params],
+            [state[i] for i in self._embedding_state], support_x, True, support_weight)
         return features
 
     def get_config(self):
