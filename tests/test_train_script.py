@@ -370,3 +370,11 @@ def test_cavia_runs_from_the_sinusoid_config_with_a_context(tmp_path):
     np.testing.assert_array_equal(meta.model.layers[0].context.numpy(), [0.0, 0.0])
     with pytest.raises(ValueError, match="CAVIA adapts only tf_maml.layers.TaskContext"):
         tf_maml.experiment.build_meta_learner(tiny_config(algorithm="cavia"))
+
+
+def test_pipeline_benchmark_times_a_configs_own_episodes(tmp_path):
+    run_script("pipeline_benchmark.py", SINUSOID_CONFIG, "--batches=3", "--meta_steps=0",
+               f"--out={tmp_path / 't.md'}")
+    rows = (tmp_path / "t.md").read_text().splitlines()
+    assert rows[2].startswith("| sinusoid regression, 10-shot, meta-batch 25 | ")
+    assert float(rows[2].split(" | ")[1]) > 0  # batches per second
