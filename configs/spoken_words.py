@@ -64,11 +64,12 @@ def get_config(setting="5w1s"):
     config.transductive = ml_collections.config_dict.placeholder(bool)
     # The transfer baseline in the same report (tf_maml.runs.pretrained_baseline): the
     # backbone trained on all background words jointly (Adam), then per test task a new
-    # head fine-tuned on the support set by SGD of inner_lr ("head": the body fixed;
+    # head fine-tuned on the support set by SGD of inner_lr ("head": the body frozen;
     # "all": every layer), and nearest-prototype classification on its features.
+    # inner_lr 0.5: the best after 10 steps of 0.1, 0.5, 2 and 8 on validation words.
     config.pretrained = ml_collections.ConfigDict({
         "epochs": 10, "batch_size": 64, "learning_rate": 1e-3, "fine_tune": "head",
-        "inner_lr": 0.1})
+        "inner_lr": 0.5})
     return config
 
 

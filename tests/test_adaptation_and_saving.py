@@ -230,3 +230,27 @@ def test_adapt_traces_once_per_steps_and_follows_training_and_compile():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     adapted = maml.adapt(support_x[0], support_y[0])
     assert adapted.predict(query_x[0], verbose=0).shape == tuple(query_x[0].shape)
+
+
+def test_a_frozen_batchnorm_keeps_its_moving_statistics_when_served():
+    """Keras runs a BatchNormalization with trainable=False in inference mode: served
+    (each query with the support set's statistics) it keeps its moving statistics, as
+    the query-batch figure does. It was given zero statistics, and served garbage."""
+    rng = np.random.default_rng(0)
+    model = conv_bn_pool_net()
+    for layer in model.layers[:-1]:  # a frozen, pretrained-like body
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.uniform(-0.5, 0.5, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+        layer.trainable = False
+    episode = as_float32(classification_episode(rng, tasks=1))
+    (support_x, support_y), (query_x, _) = episode
+    anil = tf_maml.ANIL(model, inner_lr=0.4, eval_inner_steps=2)
+    with pytest.raises(ValueError, match="compile it first"):  # was: 'NoneType' not callable
+        anil.adapt(support_x[0], support_y[0])
+    anil.compile(loss=sparse_ce())
+    adapted = anil.adapt(support_x[0], support_y[0])
+    for original, served in zip(model.non_trainable_weights, adapted.non_trainable_weights):
+        np.testing.assert_array_equal(served.numpy(), original.numpy())
+    batch = anil.predict(tf.data.Dataset.from_tensors(episode), verbose=0)[0]  # query batch
+    np.testing.assert_allclose(adapted.predict(query_x[0], verbose=0), batch, atol=1e-5)

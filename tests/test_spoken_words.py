@@ -195,6 +195,10 @@ def test_spoken_words_run_reports_meta_learner_and_baselines(tmp_path, monkeypat
                  "pretrained_served_accuracy"):
         assert len(report[f"{name}_by_step"]) == 3, name
     assert len(report["prototype_accuracy_by_step"]) == 1
+    # The baselines' body is frozen (BatchNorm keeps pretraining's statistics): served and
+    # reported agree.
+    for name in ("pretrained_accuracy", "prototype_accuracy"):
+        assert report[f"{name}_by_step"] == report[name.replace("_", "_served_", 1) + "_by_step"]
     # The fine-tuned head starts at zero: chance before its first step.
     assert report["pretrained_accuracy_by_step"][0] == pytest.approx(1 / 3, abs=1e-4)
     pretrained = keras.models.load_model(workdir / "pretrained.keras")

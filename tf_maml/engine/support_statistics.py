@@ -35,10 +35,15 @@ def task_norm_layers(model):
 
 
 def _moving_statistics(model):
-    """`(index into non_trainable_variables, momentum)` of every moving mean and variance."""
+    """`(index into non_trainable_variables, momentum)` of every moving mean and variance
+    that a support set sets (not a frozen layer's)."""
     index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
     positions = []
     for layer in batch_norm_layers(model):
+        if not layer.trainable:
+            # Keras runs a frozen BatchNormalization in inference mode, training calls
+            # too: it keeps its moving statistics, served as in meta-training.
+            continue
         if layer.renorm or not 0.0 <= layer.momentum < 1.0:
             raise ValueError(
                 f"BatchNormalization layer {layer.name!r} (momentum={layer.momentum}, "

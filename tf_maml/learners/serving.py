@@ -91,6 +91,11 @@ class TracedAdaptation:
         # Keras' loading compiles through compile_from_config, which a
         # compile() override would disable: the compiled loss is compared here.
         loss = compile_loss(meta)
+        if loss is None:
+            raise ValueError(
+                "adapt() and export_adaptive() take inner steps on the compiled loss, and "
+                "the meta-learner has none: compile it first, e.g. "
+                "meta.compile(optimizer='adam', loss=...).")
         traced_loss, function = self._functions.get(steps, (None, None))
         if traced_loss is not loss:
             function = tf.function(

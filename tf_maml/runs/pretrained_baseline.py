@@ -6,9 +6,10 @@ and (Chen et al., ICLR 2019, "A Closer Look at Few-shot Classification"):
 
 - `pretrained_*`: a new head, zero at the start, fine-tuned on the support set
   by the same steps the meta-learner's evaluation takes (`config.pretrained.
-  fine_tune`: "head", the body fixed, or "all" layers), 0..eval_max_steps;
-- `prototype_*`: nearest-prototype classification on its features (ProtoNet's
-  classifier: `tf_maml.ProtoMAML` before any step).
+  fine_tune`: "head", the body frozen with its BatchNorm moving statistics, or
+  "all" layers), 0..eval_max_steps;
+- `prototype_*`: nearest-prototype classification on its features, the body
+  frozen (ProtoNet's classifier: `tf_maml.ProtoMAML` before any step).
 
 Both are evaluated by `step_curves.query_results_by_step` on the meta-learner's
 test tasks, as reported and as served. `workdir/pretrained.keras` keeps the
@@ -82,6 +83,10 @@ def fine_tuning_learner(pretrained, config):
     if settings.fine_tune not in FINE_TUNE:
         raise ValueError(f"pretrained.fine_tune must be one of {FINE_TUNE}; received "
                          f"{settings.fine_tune!r}.")
+    # Fine-tuning the head only, the body is frozen: its BatchNorm layers keep the moving
+    # statistics of pretraining (Keras runs a frozen one in inference mode), as Chen et
+    # al.'s baseline; fine-tuning all layers, they normalize with the support set's.
+    pretrained.trainable = settings.fine_tune == "all"
     body = nets.without_head(pretrained)
     inputs = keras.Input(body.input_shape[1:])
     head = keras.layers.Dense(tasks.task_of(config).num_outputs(config),
@@ -95,7 +100,9 @@ def fine_tuning_learner(pretrained, config):
 
 
 def prototype_learner(pretrained, config):
-    """ProtoMAML on the pretrained body: before any step, nearest-prototype classification."""
+    """ProtoMAML on the pretrained body, frozen: before any step, nearest-prototype
+    classification on the features of pretraining (moving BatchNorm statistics)."""
+    pretrained.trainable = False
     return _compiled(tf_maml.ProtoMAML(
         nets.without_head(pretrained), num_classes=tasks.task_of(config).num_outputs(config),
         inner_lr=config.pretrained.inner_lr, transductive=config.get("transductive")), config)
