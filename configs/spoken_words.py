@@ -41,7 +41,8 @@ def get_config(setting="5w1s"):
     config.ways = ways
     # The corpus made by scripts/make_spoken_words.py (required).
     config.data_dir = ""
-    # Seconds kept of each recording (the corpus' words last at most 0.9 s) and its rate.
+    # Seconds kept of each recording (the corpus' words last 0.47 s in the median, one of
+    # 13,920 more than 1 s) and its rate.
     config.duration = 1.0
     config.sample_rate = 16000
     # The corpus' last `held_out_voices` speakers: out of meta-training and validation;
