@@ -241,6 +241,11 @@ def test_spoken_words_run_reports_meta_learner_and_baselines(tmp_path, monkeypat
         config.held_out_voices = 4
         tf_maml.runs.experiment.run(config, str(tmp_path / "other"))
     assert not (tmp_path / "other").exists()  # refused before the workdir records anything
+    config.held_out_voices, config.pretrained.fine_tune = 2, "body"
+    with pytest.raises(ValueError, match=r"pretrained.fine_tune must be one of \('head', 'all'\)"):
+        tf_maml.runs.experiment.run(config, str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
+    config.pretrained.fine_tune = "head"
     config.held_out_voices, config.data_dir = 2, str(tmp_path / "nothing")
     with pytest.raises(ValueError, match="make_spoken_words.py --out=DIR"):
         tf_maml.runs.experiment.run(config, str(tmp_path / "other"))

@@ -195,6 +195,8 @@ def run(config, workdir, allow_config_change=False):
     `allow_config_change`. One run at a time per workdir (`run_lock`).
     """
     tasks.task_of(config).check(config)  # before the workdir records anything
+    if config.get("pretrained"):
+        pretrained_baseline.check_settings(config)
     with run_lock(workdir):
         meta_learner, training_seconds = trained_meta_learner(
             config, workdir, build_meta_learner,

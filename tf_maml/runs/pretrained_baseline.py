@@ -70,6 +70,17 @@ def pretrained_network(config, workdir):
     return model
 
 
+def check_settings(config):
+    """Refuses `config.pretrained` settings the baseline cannot use, before any run."""
+    settings = config.pretrained
+    if settings.fine_tune not in FINE_TUNE:
+        raise ValueError(f"pretrained.fine_tune must be one of {FINE_TUNE}; received "
+                         f"{settings.fine_tune!r}.")
+    if not hasattr(tasks.task_of(config), "training_pool"):
+        raise ValueError(f"The {config.task} task has no pool of training classes for the "
+                         "pretrained baseline; remove config.pretrained.")
+
+
 def _compiled(meta_learner, config):
     loss, metrics = tasks.task_of(config).loss_and_metrics(config)
     meta_learner.compile(optimizer="adam", loss=loss, metrics=metrics)
@@ -80,9 +91,7 @@ def fine_tuning_learner(pretrained, config):
     """A meta-learner whose evaluation is the baseline's fine-tuning: the pretrained
     body, a new zero head of the task's ways, adapted by SGD of `pretrained.inner_lr`."""
     settings = config.pretrained
-    if settings.fine_tune not in FINE_TUNE:
-        raise ValueError(f"pretrained.fine_tune must be one of {FINE_TUNE}; received "
-                         f"{settings.fine_tune!r}.")
+    check_settings(config)
     # Fine-tuning the head only, the body is frozen: its BatchNorm layers keep the moving
     # statistics of pretraining (Keras runs a frozen one in inference mode), as Chen et
     # al.'s baseline; fine-tuning all layers, they normalize with the support set's.
