@@ -11,7 +11,7 @@ waveforms.
 import numpy as np
 import tensorflow as tf
 
-from tf_maml.data.directories import decode_all, files_by_class
+from tf_maml.data.directories import decode_all, files_by_class, stack_by_class
 
 AUDIO_FORMATS = (".wav",)
 
@@ -84,9 +84,4 @@ def waveforms_by_class(path, sample_rate=16000, duration=1.0, resample_rates=Tru
     load = waveform_loader(sample_rate, duration, resample_rates)
     files = files_by_class(path, AUDIO_FORMATS, "audio")
     flat = [f for paths in files.values() for f in paths]
-    waveforms = decode_all(flat, load, kind="audio")
-    out, start = {}, 0
-    for name, paths in files.items():
-        out[name] = np.stack(waveforms[start:start + len(paths)])
-        start += len(paths)
-    return out
+    return stack_by_class(files, decode_all(flat, load, kind="audio"))

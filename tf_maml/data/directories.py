@@ -151,9 +151,15 @@ def images_by_class(path, image_size=None, color_mode="rgb"):
                 f"Images differ in size: {flat[0]!r} is {first[:2]}, {file!r} is "
                 f"{image.shape[:2]}; pass image_size=(height, width) to resize them all."
             )
+    return stack_by_class(files, images)
+
+
+def stack_by_class(files, decoded):
+    """`{class name: stacked array}` of `decoded`, the files of `files` (`{class name:
+    paths}`) decoded in their order."""
     out, start = {}, 0
     for name, paths in files.items():
-        out[name] = np.stack(images[start:start + len(paths)])
+        out[name] = np.stack(decoded[start:start + len(paths)])
         start += len(paths)
     return out
 

@@ -52,7 +52,6 @@ VARIANTS = (
 )
 PITCHES = (25, 75)  # espeak-ng's -p range drawn from (0..99; 50 is its default)
 SPEEDS = (140, 220)  # words per minute drawn from (175 is espeak-ng's default)
-ESPEAK_RATE = 22050  # the rate espeak-ng's own voices speak at
 # Silence trimmed from both ends, keeping a margin: a recording starts near its word.
 _SILENCE, _MARGIN_SECONDS = 1e-3, 0.03
 

@@ -240,12 +240,14 @@ class SpokenWords(FewShotClassification):
 
     def backbone(self, config, num_classes=None):
         model = config.model
+        # SpecAugment only where it masks something (its widths alone mask nothing).
+        masks = model.augment.frequency_masks or model.augment.time_masks
         return nets.keyword_convnet(
-            num_classes or self.num_outputs(config), sample_rate=config.sample_rate, duration=config.duration,
-            num_mel_bins=model.num_mel_bins, frame_length=model.frame_length,
-            frame_step=model.frame_step, filters=model.filters,
-            normalization=model.normalization, context=model.context,
-            augment=dict(model.augment) if any(model.augment.values()) else None)
+            num_classes or self.num_outputs(config), sample_rate=config.sample_rate,
+            duration=config.duration, num_mel_bins=model.num_mel_bins,
+            frame_length=model.frame_length, frame_step=model.frame_step,
+            filters=model.filters, normalization=model.normalization, context=model.context,
+            augment=dict(model.augment) if masks else None)
 
 
 @functools.lru_cache(maxsize=4)
