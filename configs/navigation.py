@@ -6,10 +6,13 @@ before and after adaptation, one inner policy-gradient step of 0.1, a
 policy of two hidden layers of 100 ReLU units, the linear feature baseline,
 discount 0.99. Outer update: ProMP's (Rothfuss et al. 2019): Adam 1e-3,
 5 PPO-clip steps (clip 0.3) a meta-iteration, the low-variance curvature
-objective ("lvc"; or "unbiased"). The paper used TRPO for 500 iterations;
+objective ("lvc"; or "unbiased"); or the paper's, TRPO with a KL bound of
+0.01 (--config.outer_update=trpo). The paper ran 500 iterations;
 `meta_steps` counts meta-iterations.
 
   python scripts/train.py --config=configs/navigation.py --workdir=runs/navigation
+  python scripts/train.py --config=configs/navigation.py --config.outer_update=trpo \
+      --workdir=runs/navigation_trpo
 
 Other environments: --config.task=cartpole --config.env.name=cartpole
 (`tf_maml.rl.experiment.ENVIRONMENTS` lists them; config.env holds their
@@ -35,8 +38,10 @@ def get_config():
     config.policy = ml_collections.ConfigDict({"hidden": (100, 100), "init_log_std": 0.0})
     config.trajectories = 20
     config.estimator = "lvc"
-    config.outer_steps = 5
+    config.outer_update = "ppo"  # or "trpo"
+    config.outer_steps = 5  # PPO's
     config.clip_ratio = 0.3
+    config.max_kl = 0.01  # TRPO's
     config.discount = 0.99
     config.gae_lambda = 1.0
     # Also train one policy on all tasks jointly (the paper's "pretrained" baseline).

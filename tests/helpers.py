@@ -302,3 +302,34 @@ def assert_directional_derivatives_match(maml, episode, rtol=1e-5, **kwargs):
     analytic, numeric = directional_derivatives(maml, episode, **kwargs)
     np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=1e-9)
     assert np.abs(analytic).min() > 1e-6
+
+
+class Bandit(tf_maml.rl.envs.TaskEnv):
+    """One step; reward -(action - goal)^2; every task has the goal `goal`."""
+
+    observation_size, task_size, horizon = 1, 1, 1
+    action_space = tf_maml.rl.envs.Box(1, -np.inf, np.inf)
+
+    def __init__(self, goal):
+        self.goal = goal
+
+    def sample_tasks(self, count, seed):
+        return tf.fill([count, 1], self.goal)
+
+    def reset(self, tasks, seeds):
+        zeros = tf.zeros([tf.shape(tasks)[0], 1])
+        return zeros, zeros
+
+    def step(self, tasks, state, action):
+        reward = -tf.square(action[:, 0] - tasks[:, 0])
+        return state, state, reward, tf.zeros_like(reward, tf.bool)
+
+
+def bandit_policy(theta, sigma):
+    """`(policy, head)`: a Gaussian policy whose mean is the weight `theta` (its input is
+    always 0) and whose standard deviation `sigma` is fixed."""
+    head = tf_maml.rl.policies.GaussianHead(1, init_log_std=np.log(sigma))
+    policy = keras.Sequential([keras.Input((1,)), head])
+    head.log_std.trainable = False
+    head.mean.bias.assign([theta])
+    return policy, head

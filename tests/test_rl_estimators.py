@@ -18,34 +18,15 @@ The first-order meta-gradient (inner gradient constant, no sampling term)
 has the expectation `-2 d (1 - 2 alpha)`.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 import tf_maml
-from tf_maml.rl import envs
+from helpers import bandit_policy, Bandit
 
 THETA, GOAL, SIGMA, ALPHA, K = 0.0, -0.8, 1.0, 0.2, 8
 BATCHES, TASKS = 40, 100
 T_999 = 3.56  # Student's t, 39 degrees of freedom, two-sided 99.9 %
-
-
-class Bandit(envs.TaskEnv):
-    """One step; reward -(action - goal)^2; every task has the goal GOAL."""
-
-    observation_size, task_size, horizon = 1, 1, 1
-    action_space = envs.Box(1, -np.inf, np.inf)
-
-    def sample_tasks(self, count, seed):
-        return tf.fill([count, 1], GOAL)
-
-    def reset(self, tasks, seeds):
-        zeros = tf.zeros([tf.shape(tasks)[0], 1])
-        return zeros, zeros
-
-    def step(self, tasks, state, action):
-        reward = -tf.square(action[:, 0] - tasks[:, 0])
-        return state, state, reward, tf.zeros_like(reward, tf.bool)
 
 
 def closed_form(first_order):
@@ -58,11 +39,8 @@ def closed_form(first_order):
 
 def estimates(estimator, first_order):
     """Batch means of the estimated gradient of the expected return with respect to theta."""
-    env = Bandit()
-    head = tf_maml.rl.policies.GaussianHead(1, init_log_std=np.log(SIGMA))
-    policy = keras.Sequential([keras.Input((1,)), head])
-    head.log_std.trainable = False
-    head.mean.bias.assign([THETA])
+    env = Bandit(GOAL)
+    policy, head = bandit_policy(THETA, SIGMA)
     meta = tf_maml.rl.MetaPolicyGradient(
         policy, env, inner_lr=ALPHA, trajectories=K, estimator=estimator,
         first_order=first_order, baseline=None, normalize_advantages=False, discount=1.0,

@@ -244,9 +244,9 @@ def test_meta_gradient_through_layer_normalization_matches_finite_differences():
     batch = next(iter(tf_maml.rl.task_batches(meta.env, 2, seed=0, num_batches=1)))
     params, state = meta.inner_loop.current_values()
     sampled = meta._sample_adapting(params, state, batch["tasks"], batch["seeds"], 1, True)
-    second_order = meta._outer_gradients(sampled)[0]
+    second_order = meta.outer_gradients(sampled)[0]
     meta.first_order = True
-    first_order = meta._outer_gradients(sampled)[0]
+    first_order = meta.outer_gradients(sampled)[0]
     variables, rng = meta.policy.trainable_variables, np.random.default_rng(0)
     start = [v.numpy() for v in variables]
     for _ in range(2):
@@ -256,7 +256,7 @@ def test_meta_gradient_through_layer_normalization_matches_finite_differences():
         for sign in (1.0, -1.0):
             for v, s, d in zip(variables, start, direction):
                 v.assign(s + sign * 1e-3 * d / norm)
-            losses.append(float(meta._outer_gradients(sampled)[1]))
+            losses.append(float(meta.outer_gradients(sampled)[1]))
         for v, s in zip(variables, start):
             v.assign(s)
         numeric = (losses[0] - losses[1]) / 2e-3

@@ -14,6 +14,11 @@ not, although their first derivatives are right:
    inexact (about 4% there) or, inside tf_maml's task loop, does not compile.
 3. On a GPU, `LSTM` and `GRU` run cuDNN's kernels by default, whose gradient
    has no gradient of its own.
+4. Under XLA, TensorFlow's gradient of a slice (of a concatenation's
+   gradient, say) is an `XlaDynamicUpdateSlice`, which has no gradient:
+   third derivatives (TRPO's Fisher-vector products through an inner step)
+   failed. Its gradient is registered below, once, for every thread (an op
+   without a gradient has no other behaviour to keep).
 
 Within `exact_second_order()` these backend functions are replaced, for the
 calling thread only, by formulations whose gradient graphs differentiate
@@ -141,6 +146,26 @@ _DISPATCHERS = (
     (keras_backend, "lstm", _recurrent(_STOCK_LSTM)),
     (keras_backend, "gru", _recurrent(_STOCK_GRU)),
 )
+
+
+def _dynamic_update_slice_gradient(op, grad):
+    """`XlaDynamicUpdateSlice(input, update, indices)`: the gradient outside the written
+    block flows to `input`, inside it to `update`; written with Slice and Pad."""
+    input_, update, indices = op.inputs
+    size = tf.shape(update, out_type=indices.dtype)
+    update_grad = tf.slice(grad, indices, size)
+    paddings = tf.stack([indices, tf.shape(input_, out_type=indices.dtype) - indices - size], 1)
+    return grad - tf.pad(update_grad, paddings), update_grad, None
+
+
+def _register_dynamic_update_slice_gradient():
+    try:
+        tf.RegisterGradient("XlaDynamicUpdateSlice")(_dynamic_update_slice_gradient)
+    except KeyError:  # registered already (by TensorFlow, in a later release)
+        pass
+
+
+_register_dynamic_update_slice_gradient()
 
 
 def _install():

@@ -29,6 +29,15 @@ def checked_estimator(meta, value):
     return value
 
 
+OUTER_UPDATES = ("ppo", "trpo")
+
+
+def checked_outer_update(meta, value):
+    if value not in OUTER_UPDATES:
+        raise ValueError(f"`outer_update` must be one of {OUTER_UPDATES}; received {value!r}.")
+    return value
+
+
 def checked_baseline(meta, value):
     if value not in ("linear", None):
         raise ValueError(f"`baseline` must be 'linear' or None; received {value!r}.")

@@ -71,7 +71,8 @@ def build_meta_learner(config, inner_steps=None):
         trajectories=config.trajectories, first_order=config.first_order,
         eval_inner_steps=config.eval_max_steps, estimator=config.estimator,
         outer_steps=config.outer_steps, clip_ratio=config.clip_ratio, discount=config.discount,
-        gae_lambda=config.gae_lambda)
+        gae_lambda=config.gae_lambda, outer_update=config.get("outer_update", "ppo"),
+        max_kl=config.get("max_kl", 0.01))
     meta.compile(optimizer=keras.optimizers.Adam(config.outer_lr),
                  jit_compile=config.jit_compile if env.pure else False)
     return meta
@@ -138,7 +139,7 @@ def evaluate(meta, config, workdir=None, pretrained=None):
                                meta_batch_size=config.eval_tasks)))
     steps = config.eval_max_steps
     sampled = meta.sample_by_step(held_out, steps)
-    report = {"meta_iterations": int(meta.optimizer.iterations.numpy()) // meta.outer_steps,
+    report = {"meta_iterations": meta.meta_iterations,
               "config": experiment.flat_config(config), "tasks": config.eval_tasks,
               "trajectories": meta.trajectories}
     curves = {}

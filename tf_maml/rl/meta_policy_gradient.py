@@ -3,10 +3,11 @@
 A meta-iteration (one `train_step`, one compiled program): for every task of
 a batch of task parameters, sample trajectories with the policy, take the
 inner policy-gradient step(s) with the inner update rule (`tf_maml.rules`),
-sample again with the adapted policy; then `outer_steps` updates of the
-compiled optimizer on PPO's clipped objective of the post-update
-trajectories, each differentiating through a fresh adaptation from the same
-pre-update trajectories (as ProMP, Rothfuss et al. 2019).
+sample again with the adapted policy; then the outer update of the
+post-update trajectories' objective, differentiating through a fresh
+adaptation from the same pre-update trajectories: `outer_steps` updates of
+the compiled optimizer on PPO's clipped objective (as ProMP, Rothfuss et
+al. 2019), or one TRPO step (the MAML paper's; `tf_maml.rl.trpo`).
 """
 
 import keras
@@ -14,11 +15,11 @@ import tensorflow as tf
 
 from tf_maml.learners import guards
 from tf_maml.engine import task_loop as task_loop_lib
-from tf_maml.learners.arguments import checked_fraction, checked_int, checked_rule
+from tf_maml.learners.arguments import checked_fraction, checked_int, checked_positive, checked_rule
 from tf_maml.learners import MetaLearner, flag, hyperparameter
 from tf_maml.rl import advantages as advantages_lib
 from tf_maml.rl import envs as envs_lib
-from tf_maml.rl import arguments, objectives, policies, rollouts, serving
+from tf_maml.rl import arguments, objectives, outer_objective, policies, rollouts, serving, trpo
 from tf_maml.keras_patches import is_validation_within_fit
 from tf_maml.rl.tasks import checked_task_batch
 
@@ -60,8 +61,17 @@ class MetaPolicyGradient(MetaLearner):
         first_order: if True, the inner gradients are constants.
         eval_inner_steps: inner steps in `evaluate`.
         estimator: "lvc" or "unbiased".
-        outer_steps: optimizer steps per meta-iteration on the same samples.
-        clip_ratio: PPO's clipping of the post-update probability ratio.
+        outer_update: "ppo", `outer_steps` steps of the compiled optimizer
+            on PPO's clipped objective, or "trpo", one trust-region step
+            (`tf_maml.rl.trpo`; the compiled optimizer is not used, and
+            `kl`, the step's measured KL, is logged: 0 when the line
+            search kept the weights).
+        outer_steps: optimizer steps per meta-iteration on the same samples ("ppo").
+        clip_ratio: PPO's clipping of the post-update probability ratio ("ppo").
+        max_kl: TRPO's bound on the mean KL divergence between the adapted
+            policies before and after the step ("trpo").
+        cg_steps, cg_damping: TRPO's conjugate gradient iterations and the
+            damping added to the Fisher information ("trpo").
         discount, gae_lambda, baseline, normalize_advantages: the advantages
             (`tf_maml.rl.advantages`): discounted returns less the linear
             feature baseline fitted per task, GAE with `gae_lambda < 1`,
@@ -83,7 +93,7 @@ class MetaPolicyGradient(MetaLearner):
                  first_order=False, eval_inner_steps=3, estimator="lvc", outer_steps=5,
                  clip_ratio=0.3, discount=0.99, gae_lambda=1.0, baseline="linear",
                  normalize_advantages=True, inner_optimizer=None, parallel_tasks="auto",
-                 **kwargs):
+                 outer_update="ppo", max_kl=0.01, cg_steps=10, cg_damping=1e-5, **kwargs):
         super().__init__(policy, **kwargs)
         if isinstance(env, dict):
             env = envs_lib.deserialize(env)
@@ -100,6 +110,10 @@ class MetaPolicyGradient(MetaLearner):
         self.eval_inner_steps = eval_inner_steps
         self.trajectories = trajectories
         self.outer_steps = outer_steps
+        self.outer_update = outer_update
+        self.max_kl = max_kl
+        self.cg_steps = cg_steps
+        self.cg_damping = cg_damping
         self.parallel_tasks = parallel_tasks
         self.clip_ratio = clip_ratio
         self.discount = discount
@@ -108,7 +122,7 @@ class MetaPolicyGradient(MetaLearner):
         self.baseline = baseline
         self.normalize_advantages = normalize_advantages
         self._trackers = [keras.metrics.Mean(name=n)
-                          for n in ("loss", "return", "pre_adaptation_return")]
+                          for n in ("loss", "return", "pre_adaptation_return", "kl")]
         self.built = True  # the policy is built; nothing depends on data
 
     # Hyper-parameters: read while a step is traced; assigning one retraces.
@@ -118,6 +132,11 @@ class MetaPolicyGradient(MetaLearner):
     trajectories = arguments.number("trajectories", lambda v, n: checked_int(v, n, 1))
     outer_steps = arguments.number("outer_steps", lambda v, n: checked_int(v, n, 1))
     clip_ratio = arguments.number("clip_ratio", checked_fraction)
+    outer_update = hyperparameter("outer_update", arguments.checked_outer_update,
+                                  "`outer_update` (see the class).")
+    max_kl = arguments.number("max_kl", checked_positive)
+    cg_steps = arguments.number("cg_steps", lambda v, n: checked_int(v, n, 1))
+    cg_damping = arguments.number("cg_damping", checked_positive)
     discount = arguments.number("discount", checked_fraction)
     gae_lambda = arguments.number(
         "gae_lambda", lambda v, n: checked_fraction(v, n, zero_allowed=True))
@@ -179,6 +198,10 @@ class MetaPolicyGradient(MetaLearner):
 
     def fit(self, x=None, *args, **kwargs):
         checked_task_batch(self.env, x)
+        if self.outer_update == "trpo" and self.distribute_strategy.num_replicas_in_sync > 1:
+            raise ValueError("outer_update='trpo' runs on one replica: its line search and "
+                             "step are not all-reduced. Use outer_update='ppo' with a "
+                             "distribution strategy.")
         self._check_jit_compile()
         return super().fit(x, *args, **kwargs)
 
@@ -209,17 +232,39 @@ class MetaPolicyGradient(MetaLearner):
         sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
                                         self.inner_steps, True)
         # The meta-iteration (1 first), as fault messages count meta-steps.
-        iteration = self.optimizer.iterations // self.outer_steps + 1
+        iteration = self.optimizer.iterations // self._optimizer_steps_per_iteration() + 1
         environment_fault = self._environment_fault(sampled)
-        for _ in range(self.outer_steps):
-            grads, loss = self._outer_gradients(sampled)
-            ok = self._guard.record(
-                iteration, environment_fault,
-                (guards.NONFINITE, ~guards.all_finite(grads + [loss]), tf.zeros([3], tf.int32)))
-            guards.run_if(ok, self.optimizer.apply, grads, self.policy.trainable_variables)
         returns = sampled["returns"]
-        return self._update_trackers({"loss": loss, "return": returns[:, -1],
-                                      "pre_adaptation_return": returns[:, 0]})
+        logs = {"return": returns[:, -1], "pre_adaptation_return": returns[:, 0]}
+        if self.outer_update == "trpo":
+            step, logs["loss"], logs["kl"], grads = trpo.trust_region_step(self, sampled)
+            ok = self._guard.record(iteration, environment_fault, self._nonfinite(
+                grads + step + [logs["loss"]]))
+            guards.run_if(ok, self._add_to_policy, step)
+            self.optimizer.iterations.assign_add(1)  # counts meta-iterations
+            return self._update_trackers(logs)
+        for _ in range(self.outer_steps):
+            grads, logs["loss"] = self.outer_gradients(sampled)
+            ok = self._guard.record(iteration, environment_fault,
+                                    self._nonfinite(grads + [logs["loss"]]))
+            guards.run_if(ok, self.optimizer.apply, grads, self.policy.trainable_variables)
+        return self._update_trackers(logs)
+
+    @staticmethod
+    def _nonfinite(values):
+        return guards.NONFINITE, ~guards.all_finite(values), tf.zeros([3], tf.int32)
+
+    def _add_to_policy(self, step):
+        for variable, value in zip(self.policy.trainable_variables, step):
+            variable.assign_add(tf.cast(value, variable.dtype))
+
+    def _optimizer_steps_per_iteration(self):
+        return self.outer_steps if self.outer_update == "ppo" else 1
+
+    @property
+    def meta_iterations(self):
+        """Meta-iterations trained so far (counted by the compiled optimizer's `iterations`)."""
+        return int(self.optimizer.iterations.numpy()) // self._optimizer_steps_per_iteration()
 
     def test_step(self, data):
         data = keras.utils.unpack_x_y_sample_weight(data)[0]
@@ -227,9 +272,7 @@ class MetaPolicyGradient(MetaLearner):
         sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
                                         self.eval_inner_steps, False)
         returns = sampled["returns"]
-        self._guard.record(0, self._environment_fault(sampled),
-                           (guards.NONFINITE, ~guards.all_finite([returns]),
-                            tf.zeros([3], tf.int32)))
+        self._guard.record(0, self._environment_fault(sampled), self._nonfinite([returns]))
         # No loss: evaluation updates nothing.
         return self._update_trackers({"return": returns[:, -1],
                                       "pre_adaptation_return": returns[:, 0]})
@@ -242,18 +285,10 @@ class MetaPolicyGradient(MetaLearner):
         self._guard.name_inputs(rollouts.ENVIRONMENT_OUTPUTS)
         return guards.INPUT, code > 0, tf.stack([tf.maximum(code - 1, 0), 0, 0])
 
-    def _outer_gradients(self, sampled):
+    def outer_gradients(self, sampled):
         """`(grads, loss)`: the meta-gradient of the outer loss at the current weights, mean
         over the tasks of `sampled` (`_sample_adapting`'s, with trajectories)."""
-        params, state = self.inner_loop.current_values()
-        trajectories = sampled["trajectories"]
-        parts = (trajectories[-1], self._score_coefficients(trajectories[-1]), trajectories[:-1])
-        result = task_loop_lib.run_tasks(
-            lambda task, state: self._task_meta_gradient(task, params, state),
-            parts, state, [tf.zeros_like(p) for p in params], ["loss"], {}, tf.float32,
-            "while", self.parallel_tasks)
-        count = tf.cast(result["num_tasks"], tf.float32)
-        return [g / count for g in result["grads"]], result["loss"] / count
+        return outer_objective.meta_gradient(self, sampled)
 
     # ------------------------------------------------------------------
     # Sampling and adaptation.
@@ -333,43 +368,17 @@ class MetaPolicyGradient(MetaLearner):
         return task_loop_lib.run_tasks(task_fn, (tasks, seeds), state, [], [],
                                        seed_dtype, tf.float32, "while", self.parallel_tasks)
 
-    def _score_coefficients(self, post):
-        """Per task, the post-update return less the other tasks' mean, in the units of the
-        outer objective (estimator "unbiased"; zeros otherwise)."""
-        returns = post["return"]
-        if self.estimator != "unbiased" or self.first_order or self.inner_steps == 0:
-            return tf.zeros_like(returns)
-        count = tf.cast(tf.shape(returns)[0], returns.dtype)
-        others = (tf.reduce_sum(returns) - returns) / tf.maximum(count - 1.0, 1.0)
-        baseline = tf.where(count > 1.0, others, tf.zeros_like(others))
-        # The outer objective is a mean over steps of advantages divided by `scale`.
-        steps_per_trajectory = tf.reduce_sum(post["mask"], [-2, -1]) / self.trajectories
-        return (returns - baseline) / (steps_per_trajectory * post["scale"])
-
-    def _task_meta_gradient(self, task, params, state):
-        """One task's outer loss and its gradient with respect to `params`."""
-        post, coefficient, before = task  # trajectories after all inner steps, before each
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(params)
-            fast, rule_state = params, None
-            for step, trajectories in enumerate(before):
-                fast, state, rule_state = self._adapt(fast, state, trajectories,
-                                                      self.first_order, rule_state, step)
-            observations, y = self._flat(post)
-            y_pred = self.inner_loop.forward(fast, state, observations, training=False)[0]
-            log_probs = self.distribution.log_prob(y_pred, y["actions"])
-            objective = objectives.clipped_objective(log_probs, y["log_probs"],
-                                                     y["advantages"], y["mask"], self.clip_ratio)
-            if self.estimator == "unbiased" and self.inner_steps and not self.first_order:
-                pre_observations, pre_y = self._flat(before[0])
-                pre_pred = self.inner_loop.forward(params, state, pre_observations,
-                                                   training=False)[0]
-                objective += objectives.score_term(
-                    self.distribution.log_prob(pre_pred, pre_y["actions"]), pre_y["log_probs"],
-                    pre_y["mask"], coefficient)
-            loss = -objective
-        grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return state, grads, {"loss": loss}, {}
+    def post_update_prediction(self, params, state, before, post):
+        """`(y_pred, y, state)`: the policy adapted from `params` on a task's pre-update
+        trajectories `before` (one per inner step), on its post-update trajectories `post`
+        flattened to examples `y` (`_flat`)."""
+        fast, rule_state = params, None
+        for step, trajectories in enumerate(before):
+            fast, state, rule_state = self._adapt(fast, state, trajectories, self.first_order,
+                                                  rule_state, step)
+        observations, y = self._flat(post)
+        y_pred = self.inner_loop.forward(fast, state, observations, training=False)[0]
+        return y_pred, y, state
 
     def meta_gradients(self, data):
         """The meta-gradient of the outer loss (the negated objective: descend it) for one
@@ -379,7 +388,7 @@ class MetaPolicyGradient(MetaLearner):
             params, state = self.inner_loop.current_values()
             sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
                                             self.inner_steps, True)
-            return self._outer_gradients(sampled)[0]
+            return self.outer_gradients(sampled)[0]
 
     def returns_by_step(self, data, steps=None):
         """`[T, steps + 1]`: each task's average return after 0..steps inner steps
@@ -446,5 +455,6 @@ class MetaPolicyGradient(MetaLearner):
             "clip_ratio": self.clip_ratio, "discount": self.discount,
             "gae_lambda": self.gae_lambda, "baseline": self.baseline,
             "normalize_advantages": self.normalize_advantages,
-            "parallel_tasks": self.parallel_tasks,
+            "parallel_tasks": self.parallel_tasks, "outer_update": self.outer_update,
+            "max_kl": self.max_kl, "cg_steps": self.cg_steps, "cg_damping": self.cg_damping,
         }

@@ -28,11 +28,16 @@ def masked_mean(values, mask):
     return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
+def surrogate_objective(log_probs, old_log_probs, advantages, mask):
+    """The importance-sampled surrogate `pi / pi_old * A` (TRPO's, and "lvc"'s inner one)."""
+    return masked_mean(tf.exp(log_probs - old_log_probs) * advantages, mask)
+
+
 def inner_objective(log_probs, old_log_probs, advantages, mask, estimator):
     """The inner step's surrogate for trajectories sampled with log-probabilities `old_log_probs`."""
-    ratio = tf.exp(log_probs - old_log_probs)
     if estimator == "lvc":
-        return masked_mean(ratio * advantages, mask)
+        return surrogate_objective(log_probs, old_log_probs, advantages, mask)
+    ratio = tf.exp(log_probs - old_log_probs)
     return masked_mean(tf.stop_gradient(ratio) * log_probs * advantages, mask)
 
 

@@ -29,14 +29,15 @@ HARMLESS_FIELDS = frozenset({
 # evaluates with the config file's). The seed is one: the run's test tasks.
 TRAINING_FIELDS = frozenset({
     "meta_steps", "steps_per_epoch", "outer_lr", "meta_batch_size", "first_order",
-    "inner_steps", "queries", "reptile", "dtype_policy", "seed",
+    "inner_steps", "queries", "reptile", "dtype_policy", "seed", "outer_update", "max_kl",
 })
 
 # Fields added to the configs after runs were recorded without them, with the
 # value that trains as those runs did: such a run resumes under the new config.
 ADDED_FIELDS = {"model.normalization": "batch", "sampler": "fixed", "variable.min_ways": 5,
                 "variable.max_ways": 20, "variable.max_support": 100, "model.context": 0,
-                "imaml.proximal_weight": 2.0, "imaml.cg_steps": 5, "proto_maml.head_only": False}
+                "imaml.proximal_weight": 2.0, "imaml.cg_steps": 5, "proto_maml.head_only": False,
+                "outer_update": "ppo", "max_kl": 0.01}
 
 
 class ConfigMismatchError(ValueError):

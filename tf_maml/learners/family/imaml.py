@@ -5,36 +5,12 @@ import tensorflow as tf
 
 from tf_maml import episodes
 from tf_maml import rules
+from tf_maml.engine.conjugate_gradient import conjugate_gradient, dot
 from tf_maml.engine.inner_loop import last_step
 from tf_maml.learners import fixed, hyperparameter
 from tf_maml.learners.arguments import checked_int, checked_positive, checked_rule, refuse
 from tf_maml.learners.maml import MAML
 from tf_maml.learners.objective import TaskObjective
-
-
-def _dot(a, b):
-    return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(a, b)])
-
-
-def conjugate_gradient(apply, b, steps):
-    """`steps` iterations of conjugate gradient for `apply(x) = b`, from `x = 0`.
-
-    `apply` is a symmetric linear map on lists of tensors shaped as `b`. A
-    residual that reaches 0 stays there (no division by zero).
-    """
-    x = [tf.zeros_like(t) for t in b]
-    r, p = list(b), list(b)
-    rr = _dot(r, r)
-    for _ in range(steps):
-        ap = apply(p)
-        alpha = tf.math.divide_no_nan(rr, _dot(p, ap))
-        x = [xi + alpha * pi for xi, pi in zip(x, p)]
-        r = [ri - alpha * api for ri, api in zip(r, ap)]
-        rr_next = _dot(r, r)
-        beta = tf.math.divide_no_nan(rr_next, rr)
-        p = [ri + beta * pi for ri, pi in zip(r, p)]
-        rr = rr_next
-    return x
 
 
 @keras.saving.register_keras_serializable(package="tf_maml")
@@ -149,7 +125,7 @@ class IMAML(MAML):
         implicit = self.implicit_gradient(fast, state, support_x, support_y, support_weight,
                                           query_grads)
         # Its gradient with respect to theta is the implicit meta-gradient.
-        surrogate = _dot([tf.stop_gradient(g) for g in implicit], params)
+        surrogate = dot([tf.stop_gradient(g) for g in implicit], params)
         return TaskObjective(fast, state, y_pred, loss, surrogate)
 
     def task_meta_gradients(self, tape, objective, params, meta_values, fast):
@@ -191,7 +167,7 @@ class IMAML(MAML):
                     loss = self.task_loss(support_x, support_y, y_pred, extra, support_weight)
                 grads = inner.gradient(loss, [fast[i] for i in loop.adapted],
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                projection = _dot([tf.convert_to_tensor(g) for g in grads], vector)
+                projection = dot([tf.convert_to_tensor(g) for g in grads], vector)
             return [tf.convert_to_tensor(g) for g in outer.gradient(
                 projection, fast, unconnected_gradients=tf.UnconnectedGradients.ZERO)]
 
