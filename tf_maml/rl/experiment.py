@@ -25,8 +25,9 @@ from tf_maml.rl.tasks import task_batches
 
 # Environments a config can name (config.env.name), with their settings as arguments.
 ENVIRONMENTS = {"navigation2d": envs.Navigation2D, "cartpole": envs.CartPole,
-                "half_cheetah_velocity": envs.HalfCheetahVelocity}
-TASKS = ("navigation", "cartpole", "half_cheetah_velocity")
+                "half_cheetah_velocity": envs.HalfCheetahVelocity,
+                "matrix_game_opponents": envs.MatrixGameOpponents}
+TASKS = ("navigation", "cartpole", "half_cheetah_velocity", "opponents")
 
 
 class ReinforcementTask:
@@ -129,7 +130,9 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     `pretrained_return_by_step` (the policy trained on all tasks jointly,
     adapted with the same inner step) and `random_return_by_step` (a
     random initialization, adapted alike). Every policy meets the same
-    tasks and seeds. With a `workdir`, writes the figures.
+    tasks and seeds. For an environment that knows its best response to
+    each task (`best_response_returns`), `best_response_return` and its
+    interval too. With a `workdir`, writes the figures.
     """
     env = meta.env
     logging.info("Evaluating on %d held-out tasks after 0..%d inner steps: MAML, a random "
@@ -151,9 +154,16 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     for name, baseline in baselines.items():
         returns = baseline.returns_by_step(held_out, steps).numpy()
         curves[name] = _by_step(report, f"{name}_", returns)
-    logging.info("returns by step: %s", {k: v for k, v in report.items() if "by_step" in k})
+    if hasattr(env, "best_response_returns"):
+        best = env.best_response_returns(held_out["tasks"].numpy())
+        curves["best_response"] = _by_step(report, "best_response_", best[:, None])
+        report["best_response_return"] = report.pop("best_response_return_by_step")[0]
+        report["best_response_return_confidence_95"] = report.pop(
+            "best_response_return_confidence_95")[0]
+    logging.info("returns by step: %s", {k: v for k, v in report.items() if "return" in k})
     if workdir is not None:
-        labels = {"pretrained": "pretrained", "random": "random initialization"}
+        labels = {"pretrained": "pretrained", "random": "random initialization",
+                  "best_response": "best response to each task (exact)"}
         title = plots.run_title(_SETTINGS.get(config.task, config.task),
                                 report["meta_iterations"], "MAML", "meta-iterations")
         plots.plot_by_step(mean, confidence, os.path.join(workdir, "return_by_step.png"),
@@ -170,7 +180,8 @@ def evaluate(meta, config, workdir=None, pretrained=None):
 
 # Tasks as figure titles name them.
 _SETTINGS = {"navigation": "2D navigation", "cartpole": "CartPole, varied dynamics",
-             "half_cheetah_velocity": "half-cheetah, goal velocities"}
+             "half_cheetah_velocity": "half-cheetah, goal velocities",
+             "opponents": "rock-paper-scissors against reactive opponents"}
 
 
 def _plot_learning_curves(workdir, config, title):

@@ -8,7 +8,9 @@ from tf_maml.rl.envs.base import Box, Discrete, TaskEnv, deserialize, serialize
 from tf_maml.rl.envs.cartpole import CartPole
 from tf_maml.rl.envs.gym_bridge import GymTaskEnv
 from tf_maml.rl.envs.half_cheetah import HalfCheetahVelocity
+from tf_maml.rl.envs.matrix_game import MatrixGameOpponents
 from tf_maml.rl.envs.navigation import Navigation2D
 
-__all__ = ["Box", "CartPole", "Discrete", "GymTaskEnv", "HalfCheetahVelocity", "Navigation2D",
+__all__ = ["Box", "CartPole", "Discrete", "GymTaskEnv", "HalfCheetahVelocity", "MatrixGameOpponents",
+           "Navigation2D",
            "TaskEnv", "deserialize", "serialize"]

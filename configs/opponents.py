@@ -1,0 +1,39 @@
+"""Game AI that adapts to its opponent: rock-paper-scissors against reactive opponents.
+
+`tf_maml.rl.envs.MatrixGameOpponents`: a task is an opponent, a mixed
+strategy for the first round and for each action the agent took the round
+before (each row drawn from a Dirichlet of concentration 0.3: opponents
+with habits, such as favouring a move, answering the agent's last move with
+what beats it, or copying it); a match is 20 rounds, the return its score
+(+1 a win, -1 a loss). The policy sees both players' last moves. MAML
+meta-trains it to adapt after 10 matches against a new opponent (one
+policy-gradient step), against the policy trained on all opponents jointly
+(the "pretrained" baseline) and the exact best response to each opponent.
+
+  python scripts/train.py --config=configs/opponents.py --workdir=runs/opponents
+"""
+
+import ml_collections
+
+from tf_maml.runs.configs import base_config
+
+
+def get_config():
+    config = base_config(
+        "opponents", meta_batch_size=20, inner_lr=0.5, inner_steps=1, outer_lr=1e-3,
+        meta_steps=300, steps_per_epoch=25, validation_batches=1,
+        eval_tasks=40, eval_max_steps=3,
+    )
+    config.env = ml_collections.ConfigDict({"name": "matrix_game_opponents", "horizon": 20,
+                                            "concentration": 0.3})
+    config.policy = ml_collections.ConfigDict({"hidden": (64, 64), "init_log_std": 0.0})
+    config.trajectories = 10  # matches against each opponent before and after adapting
+    config.estimator = "lvc"
+    config.outer_update = "ppo"
+    config.outer_steps = 5
+    config.clip_ratio = 0.3
+    config.max_kl = 0.01
+    config.discount = 1.0  # the match's score
+    config.gae_lambda = 1.0
+    config.pretrained = True
+    return config
