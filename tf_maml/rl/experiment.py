@@ -181,7 +181,7 @@ def evaluate(meta, config, workdir=None, pretrained=None):
 # Tasks as figure titles name them.
 _SETTINGS = {"navigation": "2D navigation", "cartpole": "CartPole, varied dynamics",
              "half_cheetah_velocity": "half-cheetah, goal velocities",
-             "opponents": "rock-paper-scissors against reactive opponents"}
+             "opponents": "rock-paper-scissors opponents"}
 
 
 def _plot_learning_curves(workdir, config, title):
