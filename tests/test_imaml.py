@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import tf_maml
 from tf_maml import rules
-from tf_maml.learners.family.imaml import conjugate_gradient
+from tf_maml.engine.conjugate_gradient import conjugate_gradient
 
 from helpers import (
     assert_directional_derivatives_match, linear_model, meta_gradient, regression_episode,
@@ -98,3 +98,24 @@ def test_imaml_is_a_proximal_rule_saved_and_refuses_what_it_cannot_honour(tmp_pa
     learned.compile(optimizer="adam", loss="mse")
     with pytest.raises(ValueError, match="has learned variables; the implicit meta-gradient"):
         learned.train_on_batch(*episode)
+
+
+def test_residual_script_measures_the_distance_to_the_proximal_minimizer():
+    """scripts/imaml_residual.py: the proximal objective's gradient norm at the adapted
+    weights falls to 0 as a convergent inner loop reaches phi*, and not with a step size
+    past the stability limit (as on Omniglot, docs/results.md)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "imaml_residual.py")
+    spec = importlib.util.spec_from_file_location("imaml_residual", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (support_x, support_y), _ = regression_episode(np.random.default_rng(3))
+    for inner_lr, converges in ((0.1, True), (1.2, False)):
+        imaml = tf_maml.IMAML(linear_model(4), inner_lr=inner_lr, inner_steps=5,
+                              proximal_weight=2.0)
+        imaml.compile(optimizer="sgd", loss="mse")
+        start, offset = script.residuals(imaml, support_x[0], support_y[0], 0)
+        end, distance = script.residuals(imaml, support_x[0], support_y[0], 20 if converges else 10)
+        assert offset == 0 and distance > 0
+        assert (end < 1e-3 * start) == converges and (end > start) != converges, (start, end)
