@@ -92,5 +92,7 @@ def test_opponents_run_reports_the_best_response_beside_the_baselines(tmp_path):
                                                      "test", 1, meta_batch_size=4)))
     best = envs.MatrixGameOpponents(3).best_response_returns(held_out["tasks"].numpy())
     assert report["best_response_return"] == pytest.approx(best.mean(), abs=1e-3)
-    assert report["best_response_return"] >= max(report["return_by_step"])
+    # The exact expectation is above every sampled mean, up to its interval.
+    assert report["best_response_return"] >= max(
+        r - c for r, c in zip(report["return_by_step"], report["return_confidence_95"]))
     assert os.path.exists(tmp_path / "return_by_step.png")

@@ -18,7 +18,8 @@ not, although their first derivatives are right:
    gradient, say) is an `XlaDynamicUpdateSlice`, which has no gradient:
    third derivatives (TRPO's Fisher-vector products through an inner step)
    failed. Its gradient is registered below, once, for every thread (an op
-   without a gradient has no other behaviour to keep).
+   without a gradient has no other behaviour to keep), with TensorFlow's
+   private XLA op wrapper (`gen_xla_ops`), kept to this module.
 
 Within `exact_second_order()` these backend functions are replaced, for the
 calling thread only, by formulations whose gradient graphs differentiate
@@ -43,6 +44,7 @@ import threading
 
 import tensorflow as tf
 from keras.src import backend as keras_backend
+from tensorflow.compiler.tf2xla.ops import gen_xla_ops
 from keras.src.backend.tensorflow import nn as tf_backend_nn
 
 
@@ -150,12 +152,14 @@ _DISPATCHERS = (
 
 def _dynamic_update_slice_gradient(op, grad):
     """`XlaDynamicUpdateSlice(input, update, indices)`: the gradient outside the written
-    block flows to `input`, inside it to `update`; written with Slice and Pad."""
+    block flows to `input`, inside it to `update`. XLA clamps the start so the block fits;
+    so does this."""
     input_, update, indices = op.inputs
     size = tf.shape(update, out_type=indices.dtype)
-    update_grad = tf.slice(grad, indices, size)
-    paddings = tf.stack([indices, tf.shape(input_, out_type=indices.dtype) - indices - size], 1)
-    return grad - tf.pad(update_grad, paddings), update_grad, None
+    start = tf.clip_by_value(indices, tf.zeros_like(indices),
+                             tf.shape(input_, out_type=indices.dtype) - size)
+    input_grad = gen_xla_ops.xla_dynamic_update_slice(grad, tf.zeros_like(update), start)
+    return input_grad, tf.slice(grad, start, size), None
 
 
 def _register_dynamic_update_slice_gradient():

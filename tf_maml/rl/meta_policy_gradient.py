@@ -240,8 +240,7 @@ class MetaPolicyGradient(MetaLearner):
             step, logs["loss"], logs["kl"], grads = trpo.trust_region_step(self, sampled)
             ok = self._guard.record(iteration, environment_fault, self._nonfinite(
                 grads + step + [logs["loss"]]))
-            guards.run_if(ok, self._add_to_policy, step)
-            self.optimizer.iterations.assign_add(1)  # counts meta-iterations
+            guards.run_if(ok, trpo.apply_step, self, step)
             return self._update_trackers(logs)
         for _ in range(self.outer_steps):
             grads, logs["loss"] = self.outer_gradients(sampled)
@@ -254,16 +253,12 @@ class MetaPolicyGradient(MetaLearner):
     def _nonfinite(values):
         return guards.NONFINITE, ~guards.all_finite(values), tf.zeros([3], tf.int32)
 
-    def _add_to_policy(self, step):
-        for variable, value in zip(self.policy.trainable_variables, step):
-            variable.assign_add(tf.cast(value, variable.dtype))
-
     def _optimizer_steps_per_iteration(self):
         return self.outer_steps if self.outer_update == "ppo" else 1
 
     @property
     def meta_iterations(self):
-        """Meta-iterations trained so far (counted by the compiled optimizer's `iterations`)."""
+        """Meta-iterations applied so far (counted by the compiled optimizer's `iterations`)."""
         return int(self.optimizer.iterations.numpy()) // self._optimizer_steps_per_iteration()
 
     def test_step(self, data):

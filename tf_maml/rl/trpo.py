@@ -129,3 +129,12 @@ def trust_region_step(meta, sampled):
     full_step = natural_gradient_step(meta, sampled, grads)
     fraction, kl = _line_search(meta, sampled, params, full_step, loss)
     return [fraction * s for s in full_step], loss, kl, grads
+
+
+def apply_step(meta, step):
+    """Adds `step` to the policy's trainable weights and counts the meta-iteration in the
+    compiled optimizer's `iterations` (which TRPO does not otherwise use), as PPO's applied
+    steps count there."""
+    for variable, value in zip(meta.policy.trainable_variables, step):
+        variable.assign_add(tf.cast(value, variable.dtype))
+    meta.optimizer.iterations.assign_add(1)
