@@ -19,31 +19,17 @@ Other environments: --config.task=cartpole --config.env.name=cartpole
 arguments).
 """
 
-import ml_collections
-
-from tf_maml.runs.configs import base_config
+from tf_maml.runs.configs import reinforcement_config
 
 
 def get_config():
-    config = base_config(
+    # The progress bar (verbose=1): Keras' one line per epoch (verbose=2) prints negative
+    # values such as returns in exponent form (-5.0410e+01; Keras 3.15 tests `avg > 1e-3`).
+    return reinforcement_config(
         "navigation", meta_batch_size=20, inner_lr=0.1, inner_steps=1, outer_lr=1e-3,
         meta_steps=500, steps_per_epoch=25, validation_batches=1,
         # Evaluation: 40 held-out tasks, returns after 0..3 inner steps.
         eval_tasks=40, eval_max_steps=3,
+        env={"name": "navigation2d", "horizon": 100, "goal_range": 0.5},
+        policy_hidden=(100, 100), trajectories=20, discount=0.99,
     )
-    # The progress bar (verbose=1): Keras' one line per epoch (verbose=2) prints negative
-    # values such as returns in exponent form (-5.0410e+01; Keras 3.15 tests `avg > 1e-3`).
-    config.env = ml_collections.ConfigDict({"name": "navigation2d", "horizon": 100,
-                                            "goal_range": 0.5})
-    config.policy = ml_collections.ConfigDict({"hidden": (100, 100), "init_log_std": 0.0})
-    config.trajectories = 20
-    config.estimator = "lvc"
-    config.outer_update = "ppo"  # or "trpo"
-    config.outer_steps = 5  # PPO's
-    config.clip_ratio = 0.3
-    config.max_kl = 0.01  # TRPO's
-    config.discount = 0.99
-    config.gae_lambda = 1.0
-    # Also train one policy on all tasks jointly (the paper's "pretrained" baseline).
-    config.pretrained = True
-    return config

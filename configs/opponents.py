@@ -14,27 +14,16 @@ probes), 500 meta-iterations, against the policy trained on all opponents jointl
   python scripts/train.py --config=configs/opponents.py --workdir=runs/opponents
 """
 
-import ml_collections
-
-from tf_maml.runs.configs import base_config
+from tf_maml.runs.configs import reinforcement_config
 
 
 def get_config():
-    config = base_config(
+    return reinforcement_config(
         "opponents", meta_batch_size=20, inner_lr=1.0, inner_steps=1, outer_lr=1e-3,
         meta_steps=500, steps_per_epoch=25, validation_batches=1,
         eval_tasks=40, eval_max_steps=3,
+        env={"name": "matrix_game_opponents", "horizon": 20, "concentration": 0.3},
+        policy_hidden=(64, 64),
+        trajectories=10,  # matches against each opponent before and after adapting
+        discount=1.0,  # the match's score
     )
-    config.env = ml_collections.ConfigDict({"name": "matrix_game_opponents", "horizon": 20,
-                                            "concentration": 0.3})
-    config.policy = ml_collections.ConfigDict({"hidden": (64, 64), "init_log_std": 0.0})
-    config.trajectories = 10  # matches against each opponent before and after adapting
-    config.estimator = "lvc"
-    config.outer_update = "ppo"
-    config.outer_steps = 5
-    config.clip_ratio = 0.3
-    config.max_kl = 0.01
-    config.discount = 1.0  # the match's score
-    config.gae_lambda = 1.0
-    config.pretrained = True
-    return config

@@ -53,6 +53,11 @@ def all_finite(tensors):
     return tf.math.is_finite(total)
 
 
+def nonfinite_fault(finite):
+    """A `StepGuard.record` fault: the step's result is not `finite` (a scalar bool)."""
+    return NONFINITE, ~finite, tf.zeros([3], tf.int32)
+
+
 def input_fault(named):
     """`(bad, detail)`: whether an input holds a NaN or infinity, or a weight a negative value.
 

@@ -84,7 +84,7 @@ class MetaSteps:
         gradients = [gradients[id(v)] for v in variables]
         finite = guards.all_finite(gradients + [result["loss"]])
         ok = self._guard.record(self.optimizer.iterations + 1, *faults,
-                                (guards.NONFINITE, ~finite, tf.zeros([3], tf.int32)))
+                                guards.nonfinite_fault(finite))
         guards.run_if(ok, self._apply_update, variables, gradients, result["state"])
         return self._update_metrics(query[1], result, None if weights is None else weights[1])
 
@@ -96,7 +96,7 @@ class MetaSteps:
                                  with_gradients=False, served=self.transductive,
                                  weights=weights)
         finite = tf.reduce_all(tf.math.is_finite(result["loss"]))
-        self._guard.record(0, *faults, (guards.NONFINITE, ~finite, tf.zeros([3], tf.int32)))
+        self._guard.record(0, *faults, guards.nonfinite_fault(finite))
         return self._update_metrics(query[1], result, None if weights is None else weights[1])
 
     def predict_step(self, data):
@@ -142,7 +142,7 @@ class MetaSteps:
             if leaf.dtype.is_floating:
                 finite = finite & tf.reduce_all(tf.math.is_finite(leaf))
         self._guard.record(0, (guards.INPUT, bad_input, detail),
-                           (guards.NONFINITE, ~finite, tf.zeros([3], tf.int32)))
+                           guards.nonfinite_fault(finite))
         return predictions
 
 

@@ -238,20 +238,16 @@ class MetaPolicyGradient(MetaLearner):
         logs = {"return": returns[:, -1], "pre_adaptation_return": returns[:, 0]}
         if self.outer_update == "trpo":
             step, logs["loss"], logs["kl"], grads = trpo.trust_region_step(self, sampled)
-            ok = self._guard.record(iteration, environment_fault, self._nonfinite(
-                grads + step + [logs["loss"]]))
+            finite = guards.all_finite(grads + step + [logs["loss"]])
+            ok = self._guard.record(iteration, environment_fault, guards.nonfinite_fault(finite))
             guards.run_if(ok, trpo.apply_step, self, step)
             return self._update_trackers(logs)
         for _ in range(self.outer_steps):
             grads, logs["loss"] = self.outer_gradients(sampled)
-            ok = self._guard.record(iteration, environment_fault,
-                                    self._nonfinite(grads + [logs["loss"]]))
+            finite = guards.all_finite(grads + [logs["loss"]])
+            ok = self._guard.record(iteration, environment_fault, guards.nonfinite_fault(finite))
             guards.run_if(ok, self.optimizer.apply, grads, self.policy.trainable_variables)
         return self._update_trackers(logs)
-
-    @staticmethod
-    def _nonfinite(values):
-        return guards.NONFINITE, ~guards.all_finite(values), tf.zeros([3], tf.int32)
 
     def _optimizer_steps_per_iteration(self):
         return self.outer_steps if self.outer_update == "ppo" else 1
@@ -267,7 +263,8 @@ class MetaPolicyGradient(MetaLearner):
         sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
                                         self.eval_inner_steps, False)
         returns = sampled["returns"]
-        self._guard.record(0, self._environment_fault(sampled), self._nonfinite([returns]))
+        self._guard.record(0, self._environment_fault(sampled),
+                           guards.nonfinite_fault(guards.all_finite([returns])))
         # No loss: evaluation updates nothing.
         return self._update_trackers({"return": returns[:, -1],
                                       "pre_adaptation_return": returns[:, 0]})

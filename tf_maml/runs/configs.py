@@ -59,3 +59,29 @@ def supervised_config(task, *, shots, queries, reptile, eval_queries, steps_per_
     config.steps_per_execution = steps_per_execution
     config.eval_queries = eval_queries
     return config
+
+
+def reinforcement_config(task, *, env, policy_hidden, trajectories, discount, **base):
+    """`base_config` and the fields of meta-RL runs (`tf_maml.rl.experiment`).
+
+    `env`: the environment's name and settings (`name` one of
+    `tf_maml.rl.experiment.ENVIRONMENTS`); `trajectories` per task before and
+    after adapting. The outer update is ProMP's (5 PPO-clip steps, clip 0.3,
+    the "lvc" estimator), or the paper's with `outer_update="trpo"` (KL
+    bound `max_kl`); `pretrained`: also train one policy on all tasks jointly
+    (the paper's "pretrained" baseline).
+    """
+    config = base_config(task, **base)
+    config.env = ml_collections.ConfigDict(env)
+    config.policy = ml_collections.ConfigDict({"hidden": tuple(policy_hidden),
+                                               "init_log_std": 0.0})
+    config.trajectories = trajectories
+    config.estimator = "lvc"
+    config.outer_update = "ppo"  # or "trpo"
+    config.outer_steps = 5  # PPO's
+    config.clip_ratio = 0.3
+    config.max_kl = 0.01  # TRPO's
+    config.discount = discount
+    config.gae_lambda = 1.0
+    config.pretrained = True
+    return config
