@@ -27,6 +27,8 @@ setup(
         # The gymnasium bridge and MuJoCo's half-cheetah (tf_maml.rl.envs); the rest of
         # tf_maml.rl needs neither.
         "rl": ["gymnasium[mujoco]>=1.1"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "gymnasium[mujoco]>=1.1"],
+        # Meta-World's ML1 skills (tf_maml.rl.envs.MetaWorldML1, configs/metaworld.py).
+        "metaworld": ["gymnasium[mujoco]>=1.1", "metaworld>=3.1"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "gymnasium[mujoco]>=1.1", "metaworld>=3.1"],
     },
 )

@@ -15,7 +15,17 @@ same Keras policy (two layers of 100 ReLU, Gaussian):
 
 Reports environment steps per second, median over `--repeats`.
 
+`--environments` adds other environment paths (names of
+`tf_maml.rl.experiment.ENVIRONMENTS`, default settings, horizon `--horizon`
+where the environment takes one), each sampled in the graph by
+`rollouts.sample` with a policy of the same shape: the in-graph game
+(`matrix_game_opponents`) and the gymnasium bridge (`half_cheetah_velocity`,
+`metaworld_ml1`); for a bridge, also gymnasium's own `step` in a Python loop
+with random actions (what the bridge adds is the difference).
+
   python scripts/rl_sampling_benchmark.py --out=docs/data/benchmarks/rl_sampling.jsonl
+  python scripts/rl_sampling_benchmark.py --environments=matrix_game_opponents,\
+      half_cheetah_velocity,metaworld_ml1 --tasks=10 --trajectories=10 --repeats=3
 """
 
 import json
@@ -29,6 +39,10 @@ _TRAJECTORIES = flags.DEFINE_integer("trajectories", 20, "Trajectories per task.
 _HORIZON = flags.DEFINE_integer("horizon", 100, "Steps per trajectory.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions (after one warm-up).")
 _OUT = flags.DEFINE_string("out", None, "Append JSON lines here.")
+_ENVIRONMENTS = flags.DEFINE_list(
+    "environments", ["navigation2d"],
+    "Environment paths to time: navigation2d (against the Python loop) and any other "
+    "name of tf_maml.rl.experiment.ENVIRONMENTS.")
 
 
 def navigation_vector_env(goals, horizon):
@@ -102,6 +116,39 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
+def time_gymnasium_loop(env, tasks, steps, repeats):
+    """Seconds of `steps` gymnasium steps with random actions, in one environment of the
+    bridge's pool, the task applied as the bridge does (no graph, no policy)."""
+    import numpy as np  # noqa: PLC0415
+
+    gym_env = env.make_environment()  # a fresh one: the timed rollouts keep the pool
+
+    def run():
+        if env.set_task is not None:
+            env.set_task(gym_env, tasks[0])
+        gym_env.reset(seed=0)
+        done = 0
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = gym_env.step(gym_env.action_space.sample())
+            done += 1
+            if terminated or truncated or done % env.horizon == 0:
+                gym_env.reset()
+        return np.float32(done)
+
+    return timed(run, repeats)
+
+
+def environment(name, horizon):
+    """An environment of `tf_maml.rl.experiment.ENVIRONMENTS` with `horizon` where it has one."""
+    import inspect  # noqa: PLC0415
+
+    from tf_maml.rl import experiment  # noqa: PLC0415
+
+    make = experiment.ENVIRONMENTS[name]
+    takes_horizon = "horizon" in inspect.signature(make).parameters
+    return make(horizon=horizon) if takes_horizon else make()
+
+
 def main(argv):
     del argv
     import keras  # noqa: PLC0415
@@ -111,30 +158,38 @@ def main(argv):
     import tf_maml  # noqa: PLC0415
     from tf_maml.runs import reporting  # noqa: PLC0415
 
-    keras.utils.set_random_seed(0)
-    env = tf_maml.rl.envs.Navigation2D(horizon=_HORIZON.value)
-    policy = tf_maml.rl.policies.mlp(env)
-    tasks = env.sample_tasks(_TASKS.value, [0, 0])
-    seeds = tf.random.stateless_uniform([_TASKS.value, 2], [0, 1], None, None, tf.int32)
-    steps = _TASKS.value * _TRAJECTORIES.value * _HORIZON.value
-    goals = np.repeat(tasks.numpy(), _TRAJECTORIES.value, axis=0)
-    seconds = {
-        "graph": time_graph(policy, env, tasks, seeds, _TRAJECTORIES.value, _REPEATS.value),
-        "python loop": time_python_loop(policy, goals, _HORIZON.value, _REPEATS.value),
-    }
-    print(f"2D navigation, {_TASKS.value} tasks x {_TRAJECTORIES.value} trajectories x "
-          f"{_HORIZON.value} steps ({reporting.machine()})")
-    print("| sampling | seconds | environment steps/s |\n|---|---|---|")
-    for name, value in seconds.items():
-        print(f"| {name} | {value:.3f} | {steps / value:,.0f} |")
-        if _OUT.value:
-            with open(_OUT.value, "a") as f:
-                f.write(json.dumps({
-                    "sampling": name, "tasks": _TASKS.value, "trajectories": _TRAJECTORIES.value,
-                    "horizon": _HORIZON.value, "seconds_median": round(value, 4),
-                    "env_steps_per_s": round(steps / value), "machine": reporting.machine(),
-                    "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-                }) + "\n")
+    print(f"{_TASKS.value} tasks x {_TRAJECTORIES.value} trajectories ({reporting.machine()})")
+    print("| environment | horizon | sampling | seconds | environment steps/s |\n"
+          "|---|---|---|---|---|")
+    for name in _ENVIRONMENTS.value:
+        keras.utils.set_random_seed(0)
+        env = environment(name, _HORIZON.value)
+        policy = tf_maml.rl.policies.mlp(env)
+        tasks = env.sample_tasks(_TASKS.value, [0, 0])
+        seeds = tf.random.stateless_uniform([_TASKS.value, 2], [0, 1], None, None, tf.int32)
+        steps = _TASKS.value * _TRAJECTORIES.value * env.horizon
+        seconds = {"graph" if env.pure else "graph, through the bridge": time_graph(
+            policy, env, tasks, seeds, _TRAJECTORIES.value, _REPEATS.value)}
+        if name == "navigation2d":
+            goals = np.repeat(tasks.numpy(), _TRAJECTORIES.value, axis=0)
+            seconds["python loop"] = time_python_loop(policy, goals, env.horizon,
+                                                      _REPEATS.value)
+        elif not env.pure:
+            seconds["gymnasium alone, random actions"] = time_gymnasium_loop(
+                env, tasks.numpy(), steps, _REPEATS.value)
+        for sampling, value in seconds.items():
+            print(f"| {name} | {env.horizon} | {sampling} | {value:.3f} | "
+                  f"{steps / value:,.0f} |")
+            if _OUT.value:
+                with open(_OUT.value, "a") as f:
+                    f.write(json.dumps({
+                        "environment": name, "sampling": sampling, "tasks": _TASKS.value,
+                        "trajectories": _TRAJECTORIES.value, "horizon": env.horizon,
+                        "seconds_median": round(value, 4),
+                        "env_steps_per_s": round(steps / value),
+                        "machine": reporting.machine(),
+                        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+                    }) + "\n")
 
 
 if __name__ == "__main__":

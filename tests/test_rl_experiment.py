@@ -110,13 +110,19 @@ def test_speed_benchmark_reports_meta_iterations_and_environment_steps(tmp_path)
 
 
 def test_sampling_benchmark_compares_the_graph_with_a_python_loop(tmp_path):
+    pytest.importorskip("mujoco")
     result = run_script("rl_sampling_benchmark.py", "--tasks=2", "--trajectories=2",
-                        "--horizon=5", "--repeats=1", f"--out={tmp_path / 'sampling.jsonl'}")
+                        "--horizon=5", "--repeats=1", f"--out={tmp_path / 'sampling.jsonl'}",
+                        "--environments=navigation2d,matrix_game_opponents,half_cheetah_velocity")
     records = [json.loads(line) for line in
                (tmp_path / "sampling.jsonl").read_text().splitlines()]
-    assert [r["sampling"] for r in records] == ["graph", "python loop"]
-    assert all(r["env_steps_per_s"] > 0 for r in records)
-    assert "| python loop |" in result.stdout
+    assert [(r["environment"], r["sampling"]) for r in records] == [
+        ("navigation2d", "graph"), ("navigation2d", "python loop"),
+        ("matrix_game_opponents", "graph"),
+        ("half_cheetah_velocity", "graph, through the bridge"),
+        ("half_cheetah_velocity", "gymnasium alone, random actions")]
+    assert all(r["env_steps_per_s"] > 0 and r["horizon"] == 5 for r in records)
+    assert "| navigation2d | 5 | python loop |" in result.stdout
 
 
 def test_navigation_figures_say_what_they_show(uninterrupted, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_maml
-from tf_maml.rl import envs
+from tf_maml.rl import envs, sampling
 
 ENV = envs.Navigation2D(horizon=10)
 
@@ -243,7 +243,7 @@ def test_meta_gradient_through_layer_normalization_matches_finite_differences():
     assert seen and all(mode is False for mode in seen)  # traced in the exact ops, no XLA
     batch = next(iter(tf_maml.rl.task_batches(meta.env, 2, seed=0, num_batches=1)))
     params, state = meta.inner_loop.current_values()
-    sampled = meta._sample_adapting(params, state, batch["tasks"], batch["seeds"], 1, True)
+    sampled = sampling.sample_adapting(meta, params, state, batch["tasks"], batch["seeds"], 1, True)
     second_order = meta.outer_gradients(sampled)[0]
     meta.first_order = True
     first_order = meta.outer_gradients(sampled)[0]

@@ -26,8 +26,9 @@ from tf_maml.rl.tasks import task_batches
 # Environments a config can name (config.env.name), with their settings as arguments.
 ENVIRONMENTS = {"navigation2d": envs.Navigation2D, "cartpole": envs.CartPole,
                 "half_cheetah_velocity": envs.HalfCheetahVelocity,
-                "matrix_game_opponents": envs.MatrixGameOpponents}
-TASKS = ("navigation", "cartpole", "half_cheetah_velocity", "opponents")
+                "matrix_game_opponents": envs.MatrixGameOpponents,
+                "metaworld_ml1": envs.MetaWorldML1}
+TASKS = ("navigation", "cartpole", "half_cheetah_velocity", "opponents", "metaworld")
 
 
 class ReinforcementTask:
@@ -115,10 +116,10 @@ def run(config, workdir, allow_config_change=False):
     return checkpoints.finite_or_none(report)
 
 
-def _by_step(report, prefix, returns):
-    mean, confidence = step_curves.mean_and_confidence(returns)
-    report[f"{prefix}return_by_step"] = [round(float(m), 3) for m in mean]
-    report[f"{prefix}return_confidence_95"] = [round(float(c), 3) for c in confidence]
+def _by_step(report, prefix, values, measure="return"):
+    mean, confidence = step_curves.mean_and_confidence(values)
+    report[f"{prefix}{measure}_by_step"] = [round(float(m), 3) for m in mean]
+    report[f"{prefix}{measure}_confidence_95"] = [round(float(c), 3) for c in confidence]
     return mean, confidence
 
 
@@ -132,7 +133,10 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     random initialization, adapted alike). Every policy meets the same
     tasks and seeds. For an environment that knows its best response to
     each task (`best_response_returns`), `best_response_return` and its
-    interval too. With a `workdir`, writes the figures.
+    interval too; for one that reports success (Meta-World),
+    `success_by_step` (the fraction of episodes that succeeded, mean over
+    tasks) and its interval for each policy alike. With a `workdir`, writes
+    the figures.
     """
     env = meta.env
     logging.info("Evaluating on %d held-out tasks after 0..%d inner steps: MAML, a random "
@@ -147,13 +151,17 @@ def evaluate(meta, config, workdir=None, pretrained=None):
               "trajectories": meta.trajectories}
     curves = {}
     mean, confidence = _by_step(report, "", sampled["returns"].numpy())
+    if "success" in sampled:
+        _by_step(report, "", sampled["success"].numpy(), "success")
     keras.utils.set_random_seed(config.seed)
     baselines = {"random": build_meta_learner(config)}
     if pretrained is not None:
         baselines["pretrained"] = pretrained
     for name, baseline in baselines.items():
-        returns = baseline.returns_by_step(held_out, steps).numpy()
-        curves[name] = _by_step(report, f"{name}_", returns)
+        measured = baseline.sample_by_step(held_out, steps, keep=False)
+        curves[name] = _by_step(report, f"{name}_", measured["returns"].numpy())
+        if "success" in measured:
+            _by_step(report, f"{name}_", measured["success"].numpy(), "success")
     if hasattr(env, "best_response_returns"):
         best = env.best_response_returns(held_out["tasks"].numpy())
         curves["best_response"] = _by_step(report, "best_response_", best[:, None])
@@ -181,7 +189,7 @@ def evaluate(meta, config, workdir=None, pretrained=None):
 # Tasks as figure titles name them.
 _SETTINGS = {"navigation": "2D navigation", "cartpole": "CartPole, varied dynamics",
              "half_cheetah_velocity": "half-cheetah, goal velocities",
-             "opponents": "rock-paper-scissors opponents"}
+             "opponents": "rock-paper-scissors opponents", "metaworld": "Meta-World ML1"}
 
 
 def _plot_learning_curves(workdir, config, title):

@@ -14,12 +14,12 @@ import keras
 import tensorflow as tf
 
 from tf_maml.learners import guards
-from tf_maml.engine import task_loop as task_loop_lib
 from tf_maml.learners.arguments import checked_fraction, checked_int, checked_positive, checked_rule
 from tf_maml.learners import MetaLearner, flag, hyperparameter
 from tf_maml.rl import advantages as advantages_lib
 from tf_maml.rl import envs as envs_lib
-from tf_maml.rl import arguments, objectives, outer_objective, policies, rollouts, serving, trpo
+from tf_maml.rl import (arguments, objectives, outer_objective, policies, rollouts, sampling,
+                        serving, trpo)
 from tf_maml.keras_patches import is_validation_within_fit
 from tf_maml.rl.tasks import checked_task_batch
 
@@ -122,7 +122,7 @@ class MetaPolicyGradient(MetaLearner):
         self.baseline = baseline
         self.normalize_advantages = normalize_advantages
         self._trackers = [keras.metrics.Mean(name=n)
-                          for n in ("loss", "return", "pre_adaptation_return", "kl")]
+                          for n in ("loss", "return", "pre_adaptation_return", "kl", "success")]
         self.built = True  # the policy is built; nothing depends on data
 
     # Hyper-parameters: read while a step is traced; assigning one retraces.
@@ -229,13 +229,12 @@ class MetaPolicyGradient(MetaLearner):
     def train_step(self, data):
         data = keras.utils.unpack_x_y_sample_weight(data)[0]  # train_on_batch packs (x, y, w)
         params, state = self.inner_loop.current_values()
-        sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
+        sampled = sampling.sample_adapting(self, params, state, data["tasks"], data["seeds"],
                                         self.inner_steps, True)
         # The meta-iteration (1 first), as fault messages count meta-steps.
         iteration = self.optimizer.iterations // self._optimizer_steps_per_iteration() + 1
         environment_fault = self._environment_fault(sampled)
-        returns = sampled["returns"]
-        logs = {"return": returns[:, -1], "pre_adaptation_return": returns[:, 0]}
+        logs = sampling.measured_logs(sampled)
         if self.outer_update == "trpo":
             step, logs["loss"], logs["kl"], grads = trpo.trust_region_step(self, sampled)
             finite = guards.all_finite(grads + step + [logs["loss"]])
@@ -260,14 +259,12 @@ class MetaPolicyGradient(MetaLearner):
     def test_step(self, data):
         data = keras.utils.unpack_x_y_sample_weight(data)[0]
         params, state = self.inner_loop.current_values()
-        sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
+        sampled = sampling.sample_adapting(self, params, state, data["tasks"], data["seeds"],
                                         self.eval_inner_steps, False)
-        returns = sampled["returns"]
         self._guard.record(0, self._environment_fault(sampled),
-                           guards.nonfinite_fault(guards.all_finite([returns])))
+                           guards.nonfinite_fault(guards.all_finite([sampled["returns"]])))
         # No loss: evaluation updates nothing.
-        return self._update_trackers({"return": returns[:, -1],
-                                      "pre_adaptation_return": returns[:, 0]})
+        return self._update_trackers(sampling.measured_logs(sampled))
 
     def _environment_fault(self, sampled):
         """A `StepGuard` fault: in some task's trajectories (any inner step), the
@@ -279,7 +276,7 @@ class MetaPolicyGradient(MetaLearner):
 
     def outer_gradients(self, sampled):
         """`(grads, loss)`: the meta-gradient of the outer loss at the current weights, mean
-        over the tasks of `sampled` (`_sample_adapting`'s, with trajectories)."""
+        over the tasks of `sampled` (`sampling.sample_adapting`'s, with trajectories)."""
         return outer_objective.meta_gradient(self, sampled)
 
     # ------------------------------------------------------------------
@@ -294,6 +291,8 @@ class MetaPolicyGradient(MetaLearner):
                                   seed[None], self.trajectories)
         trajectories = self.with_advantages({name: value[0] for name, value in sampled.items()})
         trajectories["return"] = tf.reduce_mean(rollouts.returns(trajectories))
+        if "success" in trajectories:
+            trajectories["success"] = tf.reduce_mean(trajectories["success"])
         return trajectories
 
     def with_advantages(self, trajectories):
@@ -324,42 +323,6 @@ class MetaPolicyGradient(MetaLearner):
         return self.inner_loop.adapt(params, state, x, y, 1, first_order, rule_state,
                                      first_step=step)
 
-    def _sample_adapting(self, params, state, tasks, seeds, steps, keep):
-        """Per task: sample, adapt, sample again... `steps` times.
-
-        Returns a dict: `returns` `[T, steps + 1]`, the average return of the
-        trajectories sampled after 0..steps inner steps, and, if `keep`,
-        `trajectories`: for each step, a dict of `[T, K, H, ...]`.
-        """
-        fields = {**{k: tf.float32 for k in rollouts.FIELDS},
-                  "actions": self.distribution.action_dtype,
-                  "advantages": tf.float32, "scale": tf.float32, "return": tf.float32}
-
-        def task_fn(task, state):
-            task_params, seed = task
-            current, rule_state, per_step, kept, faults = params, None, [], [], []
-            for step in range(steps + 1):
-                # Sampling after inner step k draws from fold_in(the task's seed, k).
-                trajectories = self._rollout(current, state, task_params,
-                                             tf.random.experimental.stateless_fold_in(seed, step))
-                per_step.append(trajectories["return"])
-                kept.append(trajectories)
-                faults.append(rollouts.environment_fault_code(trajectories))
-                if step < steps:
-                    current, state, rule_state = self._adapt(current, state, trajectories, True,
-                                                             rule_state, step)
-            stacks = {"returns": tf.stack(per_step),
-                      "environment_fault": tf.reduce_max(tf.stack(faults))}
-            if keep:
-                stacks["trajectories"] = kept
-            return state, [], {}, stacks
-
-        seed_dtype = {"returns": tf.float32, "environment_fault": tf.float32}
-        if keep:
-            seed_dtype["trajectories"] = [fields] * (steps + 1)
-        return task_loop_lib.run_tasks(task_fn, (tasks, seeds), state, [], [],
-                                       seed_dtype, tf.float32, "while", self.parallel_tasks)
-
     def post_update_prediction(self, params, state, before, post):
         """`(y_pred, y, state)`: the policy adapted from `params` on a task's pre-update
         trajectories `before` (one per inner step), on its post-update trajectories `post`
@@ -378,7 +341,7 @@ class MetaPolicyGradient(MetaLearner):
         `policy.trainable_variables`: the first outer step's, not applied."""
         with self.meta_learning_ops():
             params, state = self.inner_loop.current_values()
-            sampled = self._sample_adapting(params, state, data["tasks"], data["seeds"],
+            sampled = sampling.sample_adapting(self, params, state, data["tasks"], data["seeds"],
                                             self.inner_steps, True)
             return self.outer_gradients(sampled)[0]
 
@@ -390,17 +353,19 @@ class MetaPolicyGradient(MetaLearner):
     def sample_by_step(self, data, steps=None, keep=True):
         """Each task's trajectories and average return after 0..steps inner steps.
 
-        Returns a dict: `returns` `[T, steps + 1]` and, if `keep`,
-        `trajectories`, a list (one per step) of dicts of `[T, K, H, ...]`
-        tensors (`tf_maml.rl.rollouts.FIELDS` and the advantages).
+        Returns a dict: `returns` `[T, steps + 1]`, `success` alike where the
+        environment `reports_success` (the fraction of trajectories that
+        succeeded), and, if `keep`, `trajectories`, a list (one per step) of
+        dicts of `[T, K, H, ...]` tensors (`tf_maml.rl.rollouts.FIELDS` and
+        the advantages).
         """
         steps = self.eval_inner_steps if steps is None else checked_int(steps, "steps", 0)
         checked_task_batch(self.env, data)
         @tf.function(autograph=False)  # one graph: eagerly, every rollout step is Python
         def sample(tasks, seeds):
             params, state = self.inner_loop.current_values()
-            result = self._sample_adapting(params, state, tasks, seeds, steps, keep)
-            return {k: result[k] for k in ("returns", "trajectories") if k in result}
+            result = sampling.sample_adapting(self, params, state, tasks, seeds, steps, keep)
+            return {k: result[k] for k in ("returns", "success", "trajectories") if k in result}
 
         return sample(data["tasks"], data["seeds"])
 
@@ -450,3 +415,4 @@ class MetaPolicyGradient(MetaLearner):
             "parallel_tasks": self.parallel_tasks, "outer_update": self.outer_update,
             "max_kl": self.max_kl, "cg_steps": self.cg_steps, "cg_damping": self.cg_damping,
         }
+

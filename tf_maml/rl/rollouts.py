@@ -36,7 +36,9 @@ def sample(policy_fn, distribution, env, tasks, seeds, trajectories):
         observations (float32), actions as sampled (before the environment
         clips them), their log-probabilities under the policy, rewards, and
         `mask`, 1.0 for the steps up to and including the one where an
-        episode ended, 0.0 after (rewards there are 0).
+        episode ended, 0.0 after (rewards there are 0). For an environment
+        that `reports_success`, also `success` `[T, trajectories]`: 1.0 for
+        a trajectory that succeeded at some step.
     """
     num_tasks = tf.shape(tasks)[0]
     batch = num_tasks * trajectories
@@ -64,8 +66,11 @@ def sample(policy_fn, distribution, env, tasks, seeds, trajectories):
     arrays = [tf.TensorArray(dtype, size=horizon) for dtype in dtypes]
     loop_vars = (tf.constant(0), state, tf.cast(observation, tf.float32),
                  tf.ones([batch], tf.float32), arrays)
-    *_, arrays = tf.while_loop(lambda t, *_: t < horizon, body, loop_vars)
+    _, state, _, _, arrays = tf.while_loop(lambda t, *_: t < horizon, body, loop_vars)
     result = {}
+    if env.reports_success:
+        result["success"] = tf.reshape(tf.cast(env.succeeded(state), tf.float32),
+                                       [num_tasks, trajectories])
     for name, array in zip(FIELDS, arrays):
         stacked = array.stack()  # [horizon, batch, ...]
         stacked = tf.transpose(stacked, [1, 0] + list(range(2, stacked.shape.rank)))

@@ -38,7 +38,7 @@ def _mean_kl(meta, old_prediction, prediction, mask):
 
 def fisher_vector_product(meta, sampled, vector):
     """`(F + cg_damping I) vector`, `F` the adapted policy's Fisher information at the
-    current weights (mean over the tasks of `sampled`, `_sample_adapting`'s)."""
+    current weights (mean over the tasks of `sampled`, `sampling.sample_adapting`'s)."""
     params = meta.inner_loop.current_values()[0]
     trajectories = sampled["trajectories"]
 

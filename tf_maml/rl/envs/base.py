@@ -52,6 +52,11 @@ class TaskEnv(Configurable):
       done (rollouts mask those steps out).
 
     `state` may be any nest of `[B, ...]` tensors. Observations are float32.
+
+    An environment whose tasks can be solved or not (Meta-World's) sets
+    `reports_success` and implements `succeeded(state)`: `[B]` float32, 1.0
+    where the episode reached success at some step up to `state`; rollouts
+    then report each trajectory's `success`.
     """
 
     observation_size = None
@@ -61,6 +66,7 @@ class TaskEnv(Configurable):
     pure = True
     horizon = None
     task_size = None
+    reports_success = False
 
     def sample_tasks(self, count, seed):
         raise NotImplementedError(f"{type(self).__name__} must implement sample_tasks().")
@@ -71,6 +77,8 @@ class TaskEnv(Configurable):
     def step(self, tasks, state, action):
         raise NotImplementedError(f"{type(self).__name__} must implement step().")
 
+    def succeeded(self, state):
+        raise NotImplementedError(f"{type(self).__name__} reports no success.")
 
 
 def serialize(env):

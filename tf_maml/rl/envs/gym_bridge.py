@@ -60,7 +60,8 @@ class GymTaskEnv(TaskEnv):
     clipped to the gymnasium action space. An episode ends when gymnasium
     says it terminated or was truncated; after that the environment is not
     stepped again and returns its last observation, reward 0 and done.
-    The state is int32 `[B, 1]`, the number of the reset it belongs to.
+    The state is int32 `[B, 2]`: the number of the reset it belongs to, and
+    1 once the episode succeeded (with `success_fn`; `succeeded(state)`).
 
     Args:
         make_env: a gymnasium id (`"Pendulum-v1"`) or a callable returning a
@@ -77,6 +78,9 @@ class GymTaskEnv(TaskEnv):
             reward (a goal velocity), or None.
         horizon: steps per episode (default: the environment's
             `max_episode_steps`).
+        success_fn: `info -> bool`, whether a step's gymnasium `info` says
+            the task is solved (Meta-World's `info["success"]`), or None:
+            rollouts then report each trajectory's success.
 
     Example:
 
@@ -95,18 +99,19 @@ class GymTaskEnv(TaskEnv):
     pure = False
 
     def __init__(self, make_env, set_task=None, task_range=None, sample_tasks_fn=None,
-                 task_size=None, reward_fn=None, horizon=None):
+                 task_size=None, reward_fn=None, horizon=None, success_fn=None):
         if not (isinstance(make_env, str) or callable(make_env)):
             raise TypeError(f"`make_env` must be a gymnasium id or a callable; received "
                             f"{make_env!r}.")
         for name, value in (("set_task", set_task), ("sample_tasks_fn", sample_tasks_fn),
-                            ("reward_fn", reward_fn)):
+                            ("reward_fn", reward_fn), ("success_fn", success_fn)):
             if value is not None and not callable(value):
                 raise TypeError(f"`{name}` must be a callable or None; received {value!r}.")
         if (task_range is None) == (sample_tasks_fn is None):
             raise ValueError("Give one of `task_range` and `sample_tasks_fn`; received "
                              f"task_range={task_range!r}, sample_tasks_fn={sample_tasks_fn!r}.")
         self.make_env, self.set_task, self.reward_fn = make_env, set_task, reward_fn
+        self.success_fn = success_fn
         self.sample_tasks_fn, self.task_range = sample_tasks_fn, task_range
         if task_range is not None:
             self._task_low, self._task_high = checked_task_range(task_range)
@@ -117,7 +122,7 @@ class GymTaskEnv(TaskEnv):
         else:
             self.task_size = checked_int(task_size, "task_size", 1)
         self._envs_lock = threading.Lock()
-        self._envs = [self._make()]  # the first also tells the spaces
+        self._envs = [self.make_environment()]  # the first also tells the spaces
         self._read_spaces(self._envs[0])
         if horizon is None:
             spec = getattr(self._envs[0], "spec", None)
@@ -127,7 +132,8 @@ class GymTaskEnv(TaskEnv):
         self.horizon = checked_int(horizon, "horizon", 1)
         self._generation, self._batch = 0, 0
 
-    def _make(self):
+    def make_environment(self):
+        """A new gymnasium environment of the family (no task applied)."""
         if isinstance(self.make_env, str):
             return gymnasium().make(self.make_env)
         return self.make_env()
@@ -148,6 +154,15 @@ class GymTaskEnv(TaskEnv):
         else:
             raise ValueError(f"GymTaskEnv takes Discrete or flat Box actions; {self.make_env!r} "
                              f"has {action_space}.")
+
+    @property
+    def reports_success(self):
+        return self.success_fn is not None
+
+    def succeeded(self, state):
+        if self.success_fn is None:
+            return super().succeeded(state)
+        return tf.cast(state[:, 1] > 0, tf.float32)
 
     def _gym_action(self, action):
         space = self._gym_action_space
@@ -181,7 +196,7 @@ class GymTaskEnv(TaskEnv):
         return (*self._shaped(tasks, state, observation), reward, done)
 
     def _shaped(self, tasks, state, observation):
-        state.set_shape([tasks.shape[0], 1])
+        state.set_shape([tasks.shape[0], 2])
         observation.set_shape([tasks.shape[0], self.observation_size])
         return state, observation
 
@@ -191,7 +206,7 @@ class GymTaskEnv(TaskEnv):
                              f"received seeds of shape {seeds.shape}.")
         with self._envs_lock:
             while len(self._envs) < len(tasks):
-                self._envs.append(self._make())
+                self._envs.append(self.make_environment())
             self._generation += 1
             self._batch = len(tasks)
             observations = np.zeros([self._batch, self.observation_size], np.float32)
@@ -201,20 +216,23 @@ class GymTaskEnv(TaskEnv):
                 observations[i] = np.reshape(self._envs[i].reset(seed=gym_seed(seed))[0], -1)
             self._done = np.zeros(self._batch, bool)
             self._last = observations
-            return np.full([self._batch, 1], self._generation, np.int32), observations.copy()
+            state = np.zeros([self._batch, 2], np.int32)
+            state[:, 0] = self._generation
+            return state, observations.copy()
 
     def _step_pool(self, tasks, state, actions):
         with self._envs_lock:
             if self._generation == 0:
                 raise RuntimeError("GymTaskEnv.step came before any reset.")
-            if state.shape != (self._batch, 1) or np.any(state != self._generation):
+            if state.shape != (self._batch, 2) or np.any(state[:, 0] != self._generation):
                 raise RuntimeError(
-                    f"GymTaskEnv stepped the environments of reset {np.unique(state)} (batch "
+                    f"GymTaskEnv stepped the environments of reset {np.unique(state[:, 0])} (batch "
                     f"{state.shape[0]}) after reset {self._generation} (batch {self._batch}): "
                     "two rollouts stepped one pool of gymnasium environments at once. Run them "
                     "one after another (MetaPolicyGradient(parallel_tasks=1)), or give each "
                     "its own GymTaskEnv.")
             rewards = np.zeros(self._batch, np.float32)
+            state = state.copy()
             for i in np.flatnonzero(~self._done):
                 action = self._gym_action(actions[i])
                 observation, reward, terminated, truncated, info = self._envs[i].step(action)
@@ -223,6 +241,8 @@ class GymTaskEnv(TaskEnv):
                 self._last[i] = np.reshape(observation, -1)
                 rewards[i] = reward
                 self._done[i] = terminated or truncated
+                if self.success_fn is not None and self.success_fn(info):
+                    state[i, 1] = 1
             return state, self._last.copy(), rewards, self._done.copy()
 
     def close(self):
@@ -236,7 +256,7 @@ class GymTaskEnv(TaskEnv):
         return {"make_env": self.make_env, "set_task": self.set_task,
                 "task_range": self.task_range, "sample_tasks_fn": self.sample_tasks_fn,
                 "task_size": self.task_size, "reward_fn": self.reward_fn,
-                "horizon": self.horizon}
+                "horizon": self.horizon, "success_fn": self.success_fn}
 
 
 # ----------------------------------------------------------------------

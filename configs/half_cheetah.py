@@ -1,0 +1,31 @@
+"""MAML on the half-cheetah with a goal velocity (Finn et al. 2017, section 5.3, Figure 5).
+
+`tf_maml.rl.envs.HalfCheetahVelocity` (MuJoCo through the gymnasium bridge:
+`pip install "gymnasium[mujoco]"`): a task is a goal velocity uniform in
+[0, 2]; the reward is minus the distance of the forward velocity to it, minus
+0.05 |action|^2; 200 steps an episode. As the paper (and pytorch-maml-rl's
+HalfCheetahVel config): one inner policy-gradient step of 0.1, 20
+trajectories a task before and after, two hidden layers of 100 ReLU,
+discount 0.99, GAE lambda 1 with the linear feature baseline. The paper
+meta-trained 40 tasks a meta-batch for hundreds of TRPO iterations; the
+default budget here is what fits in an hour of a 2-core CPU (10 tasks a
+meta-batch, 60 meta-iterations, ProMP's outer step), stated with the
+results; --config.meta_batch_size=40 --config.meta_steps=500 is the paper's.
+
+  python scripts/train.py --config=configs/half_cheetah.py --workdir=runs/half_cheetah
+  python scripts/train.py --config=configs/half_cheetah.py --config.outer_update=trpo \
+      --workdir=runs/half_cheetah_trpo
+"""
+
+from tf_maml.runs.configs import reinforcement_config
+
+
+def get_config():
+    return reinforcement_config(
+        "half_cheetah_velocity", meta_batch_size=10, inner_lr=0.1, inner_steps=1,
+        outer_lr=1e-3, meta_steps=60, steps_per_epoch=10, validation_batches=1,
+        # Evaluation: 20 held-out goal velocities, returns after 0..3 inner steps.
+        eval_tasks=20, eval_max_steps=3,
+        env={"name": "half_cheetah_velocity", "horizon": 200, "velocity_range": (0.0, 2.0)},
+        policy_hidden=(100, 100), trajectories=20, discount=0.99,
+    )
