@@ -29,6 +29,9 @@ setup(
         "rl": ["gymnasium[mujoco]>=1.1"],
         # Meta-World's ML1 skills (tf_maml.rl.envs.MetaWorldML1, configs/metaworld.py).
         "metaworld": ["gymnasium[mujoco]>=1.1", "metaworld>=3.1"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "gymnasium[mujoco]>=1.1", "metaworld>=3.1"],
+        # highway-env's driving (tf_maml.rl.envs.HighwayTraffic, configs/highway.py).
+        "driving": ["highway-env>=1.10"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "gymnasium[mujoco]>=1.1", "metaworld>=3.1",
+                 "highway-env>=1.10"],
     },
 )

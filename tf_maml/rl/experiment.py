@@ -27,8 +27,8 @@ from tf_maml.rl.tasks import task_batches
 ENVIRONMENTS = {"navigation2d": envs.Navigation2D, "cartpole": envs.CartPole,
                 "half_cheetah_velocity": envs.HalfCheetahVelocity,
                 "matrix_game_opponents": envs.MatrixGameOpponents,
-                "metaworld_ml1": envs.MetaWorldML1}
-TASKS = ("navigation", "cartpole", "half_cheetah_velocity", "opponents", "metaworld")
+                "metaworld_ml1": envs.MetaWorldML1, "highway_traffic": envs.HighwayTraffic}
+TASKS = ("navigation", "cartpole", "half_cheetah_velocity", "opponents", "metaworld", "highway")
 
 
 class ReinforcementTask:
@@ -189,7 +189,8 @@ def evaluate(meta, config, workdir=None, pretrained=None):
 # Tasks as figure titles name them.
 _SETTINGS = {"navigation": "2D navigation", "cartpole": "CartPole, varied dynamics",
              "half_cheetah_velocity": "half-cheetah, goal velocities",
-             "opponents": "rock-paper-scissors opponents", "metaworld": "Meta-World ML1"}
+             "opponents": "rock-paper-scissors opponents", "metaworld": "Meta-World ML1",
+             "highway": "highway traffic"}
 
 
 def _plot_learning_curves(workdir, config, title):
