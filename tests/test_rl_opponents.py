@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tf_maml.rl.experiment
-from tf_maml.rl import envs
+from tf_maml.rl import envs, plots as rl_plots
 
 from configs import opponents  # helpers put the repository on the path
 
@@ -96,3 +96,20 @@ def test_opponents_run_reports_the_best_response_beside_the_baselines(tmp_path):
     assert report["best_response_return"] >= max(
         r - c for r, c in zip(report["return_by_step"], report["return_confidence_95"]))
     assert os.path.exists(tmp_path / "return_by_step.png")
+    assert os.path.exists(tmp_path / "matches.png")
+
+
+def test_match_figure_shows_the_moves_and_scores_of_each_step(tmp_path):
+    # One opponent, two matches of 3 rounds, before and after one step.
+    before = {"actions": np.array([[[0, 1, 2], [2, 2, 2]]]),
+              "rewards": np.array([[[1.0, -1.0, 0.0], [-1.0, -1.0, 0.0]]])}
+    after = {"actions": np.array([[[1, 1, 1], [1, 0, 1]]]),
+             "rewards": np.array([[[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]])}
+    text = rl_plots.plot_matches({"trajectories": [before, after]}, tmp_path / "m.png",
+                                 matches=2, title="run")
+    assert text["panels"][0]["title"].startswith("before adaptation")
+    assert "mean score of all 2 matches -1.0" in text["panels"][0]["title"]
+    assert "after 1 inner step(s)" in text["panels"][1]["title"]
+    assert "+2.5" in text["panels"][1]["title"]
+    assert text["panels"][1]["xlabel"].startswith("round")
+    assert os.path.getsize(tmp_path / "m.png") > 0

@@ -1,5 +1,7 @@
-"""Figures of meta-reinforcement learning: 2D navigation paths and learning curves."""
+"""Figures of meta-reinforcement learning: 2D navigation paths, matches against an
+opponent and learning curves."""
 
+import matplotlib.colors
 import matplotlib.ticker
 import numpy as np
 import tensorflow as tf
@@ -83,4 +85,42 @@ def plot_learning_curves(iterations, series, path, ylabel="average return", titl
     axis.set_ylabel(ylabel)
     axis.legend(fontsize=8)
     axis.set_title(title, fontsize=9)
+    return save_figure(figure, path)
+
+
+def plot_matches(sampled, path, task=0, matches=3, steps=(0, 1), move_names="RPS", title=""):
+    """Matches of a repeated game (`MatrixGameOpponents`) against one held-out opponent,
+    before and after inner steps: a row of rounds per match, each round the agent's move
+    coloured by its payoff (green won, grey tied, red lost), the match's score at the end.
+    Returns `figure_text` of the figure.
+
+    Args:
+        sampled: `MetaPolicyGradient.sample_by_step(...)`'s result (trajectories kept).
+        path: PNG file to write.
+        task: which sampled opponent.
+        matches: matches (trajectories) to show per number of steps.
+        steps: which numbers of inner steps to show (those sampled).
+        move_names: a letter per action.
+        title: the figure's title (the run).
+    """
+    steps = [s for s in steps if s < len(sampled["trajectories"])]
+    figure, axes = plt.subplots(len(steps), 1, figsize=(9, 0.5 + 0.45 * matches * len(steps)),
+                                squeeze=False)
+    colours = matplotlib.colors.ListedColormap(["#d9534f", "#cccccc", "#5cb85c"])
+    for axis, step in zip(axes[:, 0], steps):
+        trajectories = sampled["trajectories"][step]
+        actions = np.asarray(trajectories["actions"][task][:matches])
+        rewards = np.asarray(trajectories["rewards"][task][:matches])
+        axis.imshow(np.sign(rewards), cmap=colours, vmin=-1, vmax=1, aspect="auto")
+        for (match, round_), action in np.ndenumerate(actions):
+            axis.text(round_, match, move_names[action], ha="center", va="center", fontsize=8)
+        average = float(np.mean(np.sum(trajectories["rewards"][task], -1)))
+        axis.set_yticks(range(len(actions)), [f"score {s:+.0f}" for s in rewards.sum(-1)],
+                        fontsize=8)
+        axis.set_xticks(range(actions.shape[1]), range(1, actions.shape[1] + 1), fontsize=7)
+        label = "before adaptation" if step == 0 else f"after {step} inner step(s)"
+        axis.set_title(f"{label}: the agent's moves by round (mean score of all "
+                       f"{len(trajectories['rewards'][task])} matches {average:+.1f})", fontsize=9)
+    axes[-1, 0].set_xlabel("round (green: won, grey: tied, red: lost)")
+    figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)
