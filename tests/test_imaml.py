@@ -119,3 +119,15 @@ def test_residual_script_measures_the_distance_to_the_proximal_minimizer():
         end, distance = script.residuals(imaml, support_x[0], support_y[0], 20 if converges else 10)
         assert offset == 0 and distance > 0
         assert (end < 1e-3 * start) == converges and (end > start) != converges, (start, end)
+    # The implicit meta-gradient is the unrolled one once the inner loop converges.
+    imaml = tf_maml.IMAML(linear_model(4), inner_lr=0.1, inner_steps=5, proximal_weight=2.0)
+    imaml.compile(optimizer="sgd", loss="mse")
+    episode = regression_episode(np.random.default_rng(4))
+    converged = script.against_unrolled(imaml, episode, 0.1, 150)
+    early = script.against_unrolled(imaml, episode, 0.1, 2)
+    (cosine, norm), (_, exact) = (converged[name] for name in (
+        "implicit (iMAML)", "unrolled (MAML, second order)"))
+    assert cosine > 0.9999 and norm == pytest.approx(exact, rel=1e-3), converged
+    (_, norm), (_, exact) = (early[name] for name in (
+        "implicit (iMAML)", "unrolled (MAML, second order)"))
+    assert abs(norm / exact - 1) > 0.1, early  # two steps: far from phi*
