@@ -129,6 +129,7 @@ def test_metaworld_run_reports_success_by_step_against_baselines(tmp_path):
             assert len(report[f"{prefix}{measure}_by_step"]) == 2, (prefix, measure)
             assert len(report[f"{prefix}{measure}_confidence_95"]) == 2
         assert all(0.0 <= s <= 1.0 for s in report[f"{prefix}success_by_step"])
+    assert (tmp_path / "success_by_step.png").exists()
     history = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
     assert "success" in history and "val_success" in history
     with pytest.raises(ValueError, match="Unknown Meta-World setting 'pick'"):

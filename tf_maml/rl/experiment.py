@@ -149,10 +149,10 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     report = {"meta_iterations": meta.meta_iterations,
               "config": experiment.flat_config(config), "tasks": config.eval_tasks,
               "trajectories": meta.trajectories}
-    curves = {}
+    curves, successes = {}, {}
     mean, confidence = _by_step(report, "", sampled["returns"].numpy())
     if "success" in sampled:
-        _by_step(report, "", sampled["success"].numpy(), "success")
+        successes["MAML"] = _by_step(report, "", sampled["success"].numpy(), "success")
     keras.utils.set_random_seed(config.seed)
     baselines = {"random": build_meta_learner(config)}
     if pretrained is not None:
@@ -161,7 +161,8 @@ def evaluate(meta, config, workdir=None, pretrained=None):
         measured = baseline.sample_by_step(held_out, steps, keep=False)
         curves[name] = _by_step(report, f"{name}_", measured["returns"].numpy())
         if "success" in measured:
-            _by_step(report, f"{name}_", measured["success"].numpy(), "success")
+            successes[name] = _by_step(report, f"{name}_", measured["success"].numpy(),
+                                       "success")
     if hasattr(env, "best_response_returns"):
         best = env.best_response_returns(held_out["tasks"].numpy())
         curves["best_response"] = _by_step(report, "best_response_", best[:, None])
@@ -178,6 +179,12 @@ def evaluate(meta, config, workdir=None, pretrained=None):
                            "average return", label="MAML",
                            others={labels[k]: v for k, v in curves.items()},
                            title=f"{title}, {config.eval_tasks} held-out tasks")
+        if successes:
+            plots.plot_by_step(*successes.pop("MAML"),
+                               os.path.join(workdir, "success_by_step.png"),
+                               "episodes that succeeded (fraction)", label="MAML",
+                               others={labels[k]: v for k, v in successes.items()},
+                               title=f"{title}, {config.eval_tasks} held-out tasks")
         if isinstance(env, envs.Navigation2D):
             rl_plots.plot_navigation_paths(meta, sampled, held_out["tasks"],
                                            os.path.join(workdir, "navigation_paths.png"),
