@@ -18,7 +18,8 @@ gymnasium = pytest.importorskip("gymnasium")
 
 
 class Counter(gymnasium.Env):
-    """Counts the 1s played; solved once the count reaches the task's threshold."""
+    """Counts the 1s played; `info` says solved only at the step the count hits the task's
+    threshold (an episode succeeded if any step did)."""
 
     observation_space = gymnasium.spaces.Box(0.0, 100.0, (1,), np.float32)
     action_space = gymnasium.spaces.Discrete(2)
@@ -31,7 +32,7 @@ class Counter(gymnasium.Env):
 
     def step(self, action):
         self.count += int(action)
-        info = {"success": self.count >= self.threshold}
+        info = {"success": self.count == self.threshold}
         return np.array([self.count], np.float32), 0.0, False, False, info
 
 
@@ -47,9 +48,11 @@ def test_bridge_reports_success_as_gymnasium_info_says():
     tasks, seeds = tf.constant([[2.0], [5.0]]), tf.constant([[1, 2], [3, 4]])
     result = sample_fn(env, 8)(tasks, seeds)
     actions = result["actions"].numpy()
-    expected = (actions.sum(-1) >= tasks.numpy()).astype(np.float32)  # [tasks, trajectories]
-    np.testing.assert_array_equal(result["success"], expected)
-    assert 0 < expected.mean() < 1  # both outcomes occur
+    # Succeeded if the count hit the threshold at some step, whatever it is at the end.
+    hit = np.any(np.cumsum(actions, -1) == tasks.numpy()[:, :, None], -1)
+    np.testing.assert_array_equal(result["success"], hit.astype(np.float32))
+    assert 0 < hit.mean() < 1  # both outcomes occur
+    assert np.any(hit & (actions.sum(-1) > tasks.numpy())), "no success that did not last"
 
 
 def metaworld_env(env_name="reach-v3", horizon=12):
@@ -85,13 +88,38 @@ def test_metaworld_rollouts_match_metaworld_with_its_own_tasks():
     np.testing.assert_array_equal(result["observations"][..., -3:], 0.0)
 
 
-def test_metaworld_tasks_are_drawn_from_the_skills_range():
+def test_metaworld_success_is_reported_where_the_hand_starts_at_the_goal():
+    env = metaworld_env(horizon=3)
+    probe = env.make_environment()
+    probe.set_task(metaworld_config_task(env))
+    probe.reset()
+    # The object away from the goal (reach-v3 redraws a goal within 0.15 of it).
+    task = np.concatenate([[0.3, 0.9, 0.02], probe.tcp_center]).astype(np.float32)
+    result = sample_fn(env, 2)(tf.constant([task]), tf.constant([[5, 6]]))
+    np.testing.assert_array_equal(result["success"], [[1.0, 1.0]])
+
+
+def metaworld_config_task(env):
+    """One of ML1's own tasks for `env`'s skill."""
+    import metaworld  # noqa: PLC0415
+
+    return metaworld.ML1(env.env_name, seed=0).train_tasks[0]
+
+
+def test_metaworld_tasks_are_drawn_as_ml1_draws_its_goals():
+    """In the skill's range, and valid for it: push-v3 redraws a goal within 0.15 of the
+    object at reset, forever once the task is frozen (about 6 % of uniform draws)."""
     env = metaworld_env("push-v3")
     tasks = env.sample_tasks(200, tf.constant([0, 1])).numpy()
-    low, high = env.task_range
+    low, high = env.task_bounds
     assert tasks.shape == (200, 6) and np.all(tasks >= low - 1e-6) and np.all(tasks <= high + 1e-6)
+    assert np.linalg.norm(tasks[:, :2] - tasks[:, 3:5], axis=1).min() >= 0.15
     # Object x and goal y vary; the table height does not.
     assert tasks[:, 0].std() > 0.03 and tasks[:, 4].std() > 0.02 and tasks[:, 2].std() < 1e-6
+    np.testing.assert_array_equal(env.sample_tasks(200, tf.constant([0, 1])), tasks)
+    assert not np.array_equal(env.sample_tasks(200, tf.constant([0, 2])), tasks)
+    state, _ = env.reset(tasks[:40], tf.zeros([40, 2], tf.int32))  # each reset ends
+    assert state.shape == (40, 2)
     restored = envs.deserialize(json.loads(json.dumps(envs.serialize(env))))
     assert type(restored) is envs.MetaWorldML1
     assert restored.get_config() == {"env_name": "push-v3", "horizon": 12}

@@ -2,9 +2,11 @@
 skill, a task per object and goal position, the goal hidden from the policy."""
 
 import pickle
+import threading
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_maml.learners.arguments import checked_int
 from tf_maml.rl.envs.gym_bridge import GymTaskEnv
@@ -38,15 +40,47 @@ def _solved(info):
     return bool(info["success"])
 
 
+class _GoalSampler:
+    """Draws task vectors as ML1 draws its goals: a Meta-World environment resets with
+    its positions unfrozen and seeded, and its `reset_model` redraws until they are
+    valid for the skill (e.g. the goal 0.15 from the object). A vector drawn uniformly in
+    the range instead can be one its reset redraws forever once frozen by `set_task`.
+    Meta-World keeps these switches in attributes of its environments; they are read and
+    set here only."""
+
+    def __init__(self, env_class, template):
+        self.env = env_class()
+        self.env.set_task(template)  # ML1's settings (goal hidden); then unfreeze
+        self.env._freeze_rand_vec = False
+        self.env.seeded_rand_vec = True
+        self.lock = threading.Lock()  # tf.data may draw from several threads
+
+    def __call__(self, count, seed):
+        rng = np.random.default_rng(np.asarray(seed).view(np.uint32).tolist())
+        tasks = np.zeros([int(count), len(self.env._random_reset_space.low)], np.float32)
+        with self.lock:
+            for i in range(len(tasks)):
+                self.env.seed(int(rng.integers(2**31)))
+                self.env.reset()
+                tasks[i] = self.env._last_rand_vec
+        return tasks
+
+    def bounds(self):
+        """`(low, high)` of the skill's positions."""
+        space = self.env._random_reset_space
+        return space.low.astype(np.float32), space.high.astype(np.float32)
+
+
 @keras.saving.register_keras_serializable(package="tf_maml.rl.envs")
 class MetaWorldML1(GymTaskEnv):
     """A Meta-World ML1 skill (`"reach-v3"`, `"push-v3"`, ...) as a task family.
 
     As Meta-World's ML1 benchmark: a task is the object's and the goal's
-    initial positions (Meta-World's `rand_vec`), drawn uniformly in the
-    skill's own range, and the observation hides the goal, so the policy
-    must find it from rewards; ML1's train and test goals are such draws,
-    so tasks drawn from other seeds are held-out goals. Rewards are
+    initial positions (Meta-World's `rand_vec`), drawn as ML1 draws its 50
+    train and 50 test goals (uniform in the skill's range, redrawn until
+    valid for the skill), and the observation hides the goal, so the policy
+    must find it from rewards; tasks drawn from other seeds are held-out
+    goals. Rewards are
     Meta-World's (shaped, at most 10 a step); rollouts report whether each
     episode succeeded (Meta-World's `info["success"]` at any step). Needs
     `pip install metaworld` (MuJoCo). Not a pure function (see `GymTaskEnv`).
@@ -72,18 +106,20 @@ class MetaWorldML1(GymTaskEnv):
         benchmark = module.ML1(env_name, seed=0)
         self.env_name = env_name
         self._env_class = benchmark.train_classes[env_name]
-        probe = self._env_class()
-        limit = probe.max_path_length
+        self._goals = _GoalSampler(self._env_class, benchmark.train_tasks[0])
+        limit = self._goals.env.max_path_length
         horizon = checked_int(horizon, "horizon", 1)
         if horizon > limit:
             raise ValueError(f"`horizon` {horizon} is past Meta-World's episode limit {limit} "
                              f"for {env_name!r}.")
-        # The range ML1 draws its goals from (Meta-World keeps it in this attribute).
-        space = probe._random_reset_space
-        probe.close()
+        self.task_bounds = self._goals.bounds()
         super().__init__(self._env_class, _TaskSetter(benchmark.train_tasks[0]),
-                         task_range=(space.low, space.high), horizon=horizon,
-                         success_fn=_solved)
+                         sample_tasks_fn=self._sample_goals, task_size=len(self.task_bounds[0]),
+                         horizon=horizon, success_fn=_solved)
+
+    def _sample_goals(self, count, seed):
+        return tf.numpy_function(self._goals, [count, tf.cast(seed, tf.int64)],
+                                 tf.float32, name="metaworld_goals")
 
     def get_config(self):
         return {"env_name": self.env_name, "horizon": self.horizon}
