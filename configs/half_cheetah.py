@@ -8,9 +8,10 @@ HalfCheetahVel config): one inner policy-gradient step of 0.1, 20
 trajectories a task before and after, two hidden layers of 100 ReLU,
 discount 0.99, GAE lambda 1 with the linear feature baseline. The paper
 meta-trained 40 tasks a meta-batch for hundreds of TRPO iterations; the
-default budget here is what fits in an hour of a 2-core CPU (10 tasks a
-meta-batch, 60 meta-iterations, ProMP's outer step), stated with the
-results; --config.meta_batch_size=40 --config.meta_steps=500 is the paper's.
+default budget here is a small one for a 2-core CPU (10 tasks a meta-batch,
+60 meta-iterations, ProMP's outer step; its time and result in
+docs/results.md where measured); --config.meta_batch_size=40
+--config.meta_steps=500 is the paper's.
 
   python scripts/train.py --config=configs/half_cheetah.py --workdir=runs/half_cheetah
   python scripts/train.py --config=configs/half_cheetah.py --config.outer_update=trpo \

@@ -7,9 +7,9 @@ and lane-change politeness (0 to 1); episodes of 30 decisions (one a
 second) among 5 meta-actions, highway-env's reward (speed, right lane,
 crashes end the episode). The policy adapts to new traffic from 10
 episodes (one policy-gradient step of 0.1), against the policy trained on
-all traffic jointly. highway-env simulates in Python (tens of decisions a
-second here, docs/benchmarks.md): the default budget (10 tasks a
-meta-batch, 30 meta-iterations) is what fits in about an hour.
+all traffic jointly. highway-env simulates in Python, the slowest of the
+bridged environments (docs/rl.md): the default budget (10 tasks a
+meta-batch, 30 meta-iterations) is a small one, not yet measured.
 
   python scripts/train.py --config=configs/highway.py --workdir=runs/highway
 """

@@ -68,12 +68,19 @@ def meta_gradient(meta, episode):
 def against_unrolled(imaml, episode, inner_lr, steps):
     """`{name: (cosine with the unrolled gradient, norm)}` for iMAML's implicit
     meta-gradient, the unrolled (exact) one and the first-order one, with `steps` inner
-    steps of `inner_lr` (all three adapt alike: the proximal term, then SGD)."""
+    steps of `inner_lr` (all three adapt alike: the proximal term, then SGD; the same
+    normalization). The implicit one carries two errors: an inner loop short of `phi*`
+    and a conjugate gradient solve of `imaml.cg_steps` steps. `imaml` keeps its inner
+    loop (rule and steps) as it was."""
+    kept = imaml.inner_optimizer.rules[1], imaml.inner_steps
     imaml.inner_optimizer, imaml.inner_steps = rules.sgd(inner_lr), steps
     grads = {"implicit (iMAML)": meta_gradient(imaml, episode)}
+    imaml.inner_optimizer, imaml.inner_steps = kept
     for name, first_order in (("unrolled (MAML, second order)", False), ("first order", True)):
         maml = tf_maml.MAML(keras.models.clone_model(imaml.model), inner_steps=steps,
-                            first_order=first_order, inner_optimizer=rules.chain(
+                            first_order=first_order, transductive=imaml.transductive,
+                            fused_batch_norm=imaml.fused_batch_norm,
+                            inner_optimizer=rules.chain(
                                 rules.proximal(imaml.proximal_weight), rules.sgd(inner_lr)))
         maml.model.set_weights(imaml.model.get_weights())
         maml.loss = imaml.loss

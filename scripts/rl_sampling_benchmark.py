@@ -20,8 +20,10 @@ Reports environment steps per second, median over `--repeats`.
 where the environment takes one), each sampled in the graph by
 `rollouts.sample` with a policy of the same shape: the in-graph game
 (`matrix_game_opponents`) and the gymnasium bridge (`half_cheetah_velocity`,
-`metaworld_ml1`); for a bridge, also gymnasium's own `step` in a Python loop
-with random actions (what the bridge adds is the difference).
+`metaworld_ml1`, `highway_traffic`); for a bridge, also gymnasium's own
+`step` in a Python loop with random actions, as many steps (the difference
+is what the bridge and the policy add). Steps are those simulated: episodes
+that end early (a crash) count their steps up to the end.
 
   python scripts/rl_sampling_benchmark.py --out=docs/data/benchmarks/rl_sampling.jsonl
   python scripts/rl_sampling_benchmark.py --environments=matrix_game_opponents,\
@@ -101,12 +103,13 @@ def time_graph(policy, env, tasks, seeds, trajectories, repeats):
     from tf_maml.rl import distributions, rollouts  # noqa: PLC0415
 
     distribution = distributions.for_action_space(env.action_space)
-    sample = tf.function(lambda: rollouts.sample(policy, distribution, env, tasks, seeds,
-                                                 trajectories)["rewards"])
-    return timed(lambda: sample().numpy(), repeats)
+    sample = tf.function(lambda: tf.reduce_sum(rollouts.sample(
+        policy, distribution, env, tasks, seeds, trajectories)["mask"]))
+    return timed(lambda: sample().numpy(), repeats), int(sample().numpy())
 
 
 def timed(fn, repeats):
+    """The median seconds of `fn()` over `repeats` calls, after one (tracing)."""
     fn()  # warm-up: tracing
     times = []
     for _ in range(repeats):
@@ -117,8 +120,8 @@ def timed(fn, repeats):
 
 
 def time_gymnasium_loop(env, tasks, steps, repeats):
-    """Seconds of `steps` gymnasium steps with random actions, in one environment of the
-    bridge's pool, the task applied as the bridge does (no graph, no policy)."""
+    """Seconds of `steps` gymnasium steps with random actions, in a new environment of the
+    bridge's family, the task applied as the bridge does (no graph, no policy)."""
     import numpy as np  # noqa: PLC0415
 
     gym_env = env.make_environment()  # a fresh one: the timed rollouts keep the pool
@@ -167,13 +170,14 @@ def main(argv):
         policy = tf_maml.rl.policies.mlp(env)
         tasks = env.sample_tasks(_TASKS.value, [0, 0])
         seeds = tf.random.stateless_uniform([_TASKS.value, 2], [0, 1], None, None, tf.int32)
-        steps = _TASKS.value * _TRAJECTORIES.value * env.horizon
-        seconds = {"graph" if env.pure else "graph, through the bridge": time_graph(
-            policy, env, tasks, seeds, _TRAJECTORIES.value, _REPEATS.value)}
-        if name == "navigation2d":
+        graph_seconds, steps = time_graph(policy, env, tasks, seeds, _TRAJECTORIES.value,
+                                          _REPEATS.value)
+        seconds = {"graph" if env.pure else "graph, through the bridge": graph_seconds}
+        if name == "navigation2d":  # every environment steps the whole horizon there
             goals = np.repeat(tasks.numpy(), _TRAJECTORIES.value, axis=0)
             seconds["python loop"] = time_python_loop(policy, goals, env.horizon,
                                                       _REPEATS.value)
+            steps = _TASKS.value * _TRAJECTORIES.value * env.horizon
         elif not env.pure:
             seconds["gymnasium alone, random actions"] = time_gymnasium_loop(
                 env, tasks.numpy(), steps, _REPEATS.value)
@@ -185,7 +189,7 @@ def main(argv):
                     f.write(json.dumps({
                         "environment": name, "sampling": sampling, "tasks": _TASKS.value,
                         "trajectories": _TRAJECTORIES.value, "horizon": env.horizon,
-                        "seconds_median": round(value, 4),
+                        "seconds_median": round(value, 4), "steps": steps,
                         "env_steps_per_s": round(steps / value),
                         "machine": reporting.machine(),
                         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},

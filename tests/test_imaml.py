@@ -131,3 +131,4 @@ def test_residual_script_measures_the_distance_to_the_proximal_minimizer():
     (_, norm), (_, exact) = (early[name] for name in (
         "implicit (iMAML)", "unrolled (MAML, second order)"))
     assert abs(norm / exact - 1) > 0.1, early  # two steps: far from phi*
+    assert imaml.inner_steps == 5 and imaml.inner_optimizer.rules[1].learning_rate == 0.1

@@ -1,5 +1,6 @@
 """A meta-reinforcement-learning run from configs/navigation.py, small: report, figures, reruns."""
 
+import importlib.util
 import json
 import os
 
@@ -110,18 +111,21 @@ def test_speed_benchmark_reports_meta_iterations_and_environment_steps(tmp_path)
 
 
 def test_sampling_benchmark_compares_the_graph_with_a_python_loop(tmp_path):
-    pytest.importorskip("mujoco")
+    bridged = ["half_cheetah_velocity"] if importlib.util.find_spec("mujoco") else []
     result = run_script("rl_sampling_benchmark.py", "--tasks=2", "--trajectories=2",
                         "--horizon=5", "--repeats=1", f"--out={tmp_path / 'sampling.jsonl'}",
-                        "--environments=navigation2d,matrix_game_opponents,half_cheetah_velocity")
+                        "--environments=" + ",".join(
+                            ["navigation2d", "matrix_game_opponents"] + bridged))
     records = [json.loads(line) for line in
                (tmp_path / "sampling.jsonl").read_text().splitlines()]
-    assert [(r["environment"], r["sampling"]) for r in records] == [
-        ("navigation2d", "graph"), ("navigation2d", "python loop"),
-        ("matrix_game_opponents", "graph"),
-        ("half_cheetah_velocity", "graph, through the bridge"),
-        ("half_cheetah_velocity", "gymnasium alone, random actions")]
-    assert all(r["env_steps_per_s"] > 0 and r["horizon"] == 5 for r in records)
+    expected = [("navigation2d", "graph"), ("navigation2d", "python loop"),
+                ("matrix_game_opponents", "graph")]
+    if bridged:
+        expected += [("half_cheetah_velocity", "graph, through the bridge"),
+                     ("half_cheetah_velocity", "gymnasium alone, random actions")]
+    assert [(r["environment"], r["sampling"]) for r in records] == expected
+    # 2 tasks x 2 trajectories x 5 steps: no episode of these ends early.
+    assert all(r["env_steps_per_s"] > 0 and r["steps"] == 20 for r in records)
     assert "| navigation2d | 5 | python loop |" in result.stdout
 
 

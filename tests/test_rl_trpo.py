@@ -67,7 +67,8 @@ def test_fisher_vector_product_through_the_inner_step_matches_the_closed_form():
     batch = _batch()
     with meta.meta_learning_ops():
         params, state = meta.inner_loop.current_values()
-        sampled = sampling.sample_adapting(meta, params, state, batch["tasks"], batch["seeds"], 1, True)
+        sampled = sampling.sample_adapting(meta, params, state, batch["tasks"], batch["seeds"],
+                                           1, True)
         ones = [tf.ones_like(p) for p in params]
         product = trpo.fisher_vector_product(meta, sampled, ones)
     pre = sampled["trajectories"][0]

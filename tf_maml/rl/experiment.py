@@ -189,11 +189,10 @@ def evaluate(meta, config, workdir=None, pretrained=None):
             rl_plots.plot_navigation_paths(meta, sampled, held_out["tasks"],
                                            os.path.join(workdir, "navigation_paths.png"),
                                            steps=tuple(range(min(steps, 3) + 1)), title=title)
-        if isinstance(env, envs.MatrixGameOpponents):
+        # Its colours read a round's payoff as won, tied or lost: rock-paper-scissors.
+        if isinstance(env, envs.MatrixGameOpponents) and np.array_equal(
+                env.payoff, envs.matrix_game.ROCK_PAPER_SCISSORS):
             rl_plots.plot_matches(sampled, os.path.join(workdir, "matches.png"),
-                                  move_names="RPS" if np.array_equal(
-                                      env.payoff, envs.matrix_game.ROCK_PAPER_SCISSORS)
-                                  else "0123456789",
                                   title=f"{title}, held-out opponent 1")
         _plot_learning_curves(workdir, config, title)
     return report

@@ -230,7 +230,7 @@ class MetaPolicyGradient(MetaLearner):
         data = keras.utils.unpack_x_y_sample_weight(data)[0]  # train_on_batch packs (x, y, w)
         params, state = self.inner_loop.current_values()
         sampled = sampling.sample_adapting(self, params, state, data["tasks"], data["seeds"],
-                                        self.inner_steps, True)
+                                           self.inner_steps, True)
         # The meta-iteration (1 first), as fault messages count meta-steps.
         iteration = self.optimizer.iterations // self._optimizer_steps_per_iteration() + 1
         environment_fault = self._environment_fault(sampled)
@@ -260,7 +260,7 @@ class MetaPolicyGradient(MetaLearner):
         data = keras.utils.unpack_x_y_sample_weight(data)[0]
         params, state = self.inner_loop.current_values()
         sampled = sampling.sample_adapting(self, params, state, data["tasks"], data["seeds"],
-                                        self.eval_inner_steps, False)
+                                           self.eval_inner_steps, False)
         self._guard.record(0, self._environment_fault(sampled),
                            guards.nonfinite_fault(guards.all_finite([sampled["returns"]])))
         # No loss: evaluation updates nothing.
@@ -341,8 +341,8 @@ class MetaPolicyGradient(MetaLearner):
         `policy.trainable_variables`: the first outer step's, not applied."""
         with self.meta_learning_ops():
             params, state = self.inner_loop.current_values()
-            sampled = sampling.sample_adapting(self, params, state, data["tasks"], data["seeds"],
-                                            self.inner_steps, True)
+            sampled = sampling.sample_adapting(self, params, state, data["tasks"],
+                                               data["seeds"], self.inner_steps, True)
             return self.outer_gradients(sampled)[0]
 
     def returns_by_step(self, data, steps=None):
@@ -415,4 +415,3 @@ class MetaPolicyGradient(MetaLearner):
             "parallel_tasks": self.parallel_tasks, "outer_update": self.outer_update,
             "max_kl": self.max_kl, "cg_steps": self.cg_steps, "cg_damping": self.cg_damping,
         }
-

@@ -89,10 +89,10 @@ def plot_learning_curves(iterations, series, path, ylabel="average return", titl
 
 
 def plot_matches(sampled, path, task=0, matches=3, steps=(0, 1), move_names="RPS", title=""):
-    """Matches of a repeated game (`MatrixGameOpponents`) against one held-out opponent,
-    before and after inner steps: a row of rounds per match, each round the agent's move
-    coloured by its payoff (green won, grey tied, red lost), the match's score at the end.
-    Returns `figure_text` of the figure.
+    """Matches of rock-paper-scissors (`MatrixGameOpponents`, a game whose rounds are won
+    +1, tied 0 or lost -1) against one held-out opponent, before and after inner steps: a
+    row of rounds per match, each round the agent's move coloured by its payoff (green won,
+    grey tied, red lost), the match's score at the end. Returns `figure_text` of the figure.
 
     Args:
         sampled: `MetaPolicyGradient.sample_by_step(...)`'s result (trajectories kept).

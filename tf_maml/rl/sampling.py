@@ -22,8 +22,9 @@ def sample_adapting(meta, params, state, tasks, seeds, steps, keep):
     fields = {**{k: tf.float32 for k in rollouts.FIELDS},
               "actions": meta.distribution.action_dtype,
               "advantages": tf.float32, "scale": tf.float32, "return": tf.float32}
-    measured = ("returns", "success") if meta.env.reports_success else ("returns",)
-    if meta.env.reports_success:
+    reports_success = meta.env.reports_success
+    measured = ("returns", "success") if reports_success else ("returns",)
+    if reports_success:
         fields["success"] = tf.float32
 
     def task_fn(task, state):
@@ -35,7 +36,8 @@ def sample_adapting(meta, params, state, tasks, seeds, steps, keep):
             trajectories = meta._rollout(current, state, task_params,
                                          tf.random.experimental.stateless_fold_in(seed, step))
             per_step.append(trajectories["return"])
-            successes.append(trajectories.get("success"))
+            if reports_success:
+                successes.append(trajectories["success"])
             kept.append(trajectories)
             faults.append(rollouts.environment_fault_code(trajectories))
             if step < steps:
@@ -43,7 +45,7 @@ def sample_adapting(meta, params, state, tasks, seeds, steps, keep):
                                                          rule_state, step)
         stacks = {"returns": tf.stack(per_step),
                   "environment_fault": tf.reduce_max(tf.stack(faults))}
-        if meta.env.reports_success:
+        if reports_success:
             stacks["success"] = tf.stack(successes)
         if keep:
             stacks["trajectories"] = kept

@@ -1,7 +1,7 @@
 """Task environments as tensors: `reset` and `step` are batched TensorFlow functions.
 
-`GymTaskEnv` (and `HalfCheetahVelocity`, `MetaWorldML1`, `HighwayTraffic`) instead run gymnasium environments
-in Python, behind `tf.numpy_function`: not pure, not under XLA.
+`GymTaskEnv` (and `HalfCheetahVelocity`, `MetaWorldML1`, `HighwayTraffic`) instead run
+gymnasium environments in Python, behind `tf.numpy_function`: not pure, not under XLA.
 """
 
 from tf_maml.rl.envs.base import Box, Discrete, TaskEnv, deserialize, serialize

@@ -257,7 +257,3 @@ class GymTaskEnv(TaskEnv):
                 "task_range": self.task_range, "sample_tasks_fn": self.sample_tasks_fn,
                 "task_size": self.task_size, "reward_fn": self.reward_fn,
                 "horizon": self.horizon, "success_fn": self.success_fn}
-
-
-# ----------------------------------------------------------------------
-# The MAML paper's half-cheetah with a goal velocity.

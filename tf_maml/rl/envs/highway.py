@@ -12,7 +12,8 @@ from tf_maml.rl.envs.gym_bridge import GymTaskEnv, gymnasium
 
 # Task vector: (vehicles_density, lanes_count, other drivers' time headway [s], politeness).
 TASK_FIELDS = ("vehicles_density", "lanes_count", "time_wanted", "politeness")
-DEFAULT_TASK_RANGE = ((0.5, 2.0, 0.5, 0.0), (2.0, 4.0, 2.5, 1.0))
+# Lanes in [1.5, 4.5) round to 2, 3 or 4 equally often.
+DEFAULT_TASK_RANGE = ((0.5, 1.5, 0.5, 0.0), (2.0, 4.499, 2.5, 1.0))
 
 
 def highway_env():
@@ -51,7 +52,7 @@ def _drivers_wrapper():
 
 
 def make_highway(horizon):
-    """highway-env's `highway-fast-v0`: kinematics of the 5 nearest vehicles, 5 meta-actions
+    """highway-env's `highway-fast-v0`: kinematics of the car and the 4 nearest, 5 meta-actions
     (lane left, idle, lane right, faster, slower), `horizon` decisions an episode."""
     highway_env()
     env = gymnasium().make("highway-fast-v0", config={"duration": horizon})
@@ -71,11 +72,12 @@ class HighwayTraffic(GymTaskEnv):
 
     highway-env's `highway-fast-v0` (Leurent 2018): the agent's car chooses
     one of 5 meta-actions (change lane left or right, idle, faster,
-    slower) once a second and sees the position, speed and presence of
-    the 5 nearest vehicles; its reward favours high speed and the right
+    slower) once a second and sees its own position and speed and those
+    of the 4 nearest vehicles; its reward favours high speed and the right
     lane, and a collision ends the episode with the lowest reward
     (highway-env's defaults, normalized to [0, 1] a step). A task is the
-    traffic: `vehicles_density`, `lanes_count` (rounded), and the other
+    traffic: `vehicles_density`, `lanes_count` (rounded: 2, 3 or 4 by
+    default, equally often), and the other
     drivers' IDM time headway `time_wanted` (s) and MOBIL `politeness`,
     drawn uniformly in `task_range`. Needs `pip install highway-env`. Not a
     pure function (see `GymTaskEnv`).
@@ -92,9 +94,10 @@ class HighwayTraffic(GymTaskEnv):
             raise ValueError(f"`task_range` must be two sequences of 4 numbers {TASK_FIELDS}, "
                              f"with at least 1 lane and a positive density; received "
                              f"{task_range!r}.")
-        super().__init__(functools.partial(make_highway, horizon), set_traffic, task_range=(low, high),
+        super().__init__(functools.partial(make_highway, horizon), set_traffic,
+                         task_range=(low, high),
                          horizon=horizon)
-        self.task_bounds = (low.tolist(), high.tolist())
 
     def get_config(self):
-        return {"horizon": self.horizon, "task_range": [list(b) for b in self.task_bounds]}
+        return {"horizon": self.horizon,
+                "task_range": [np.asarray(b).tolist() for b in self.task_range]}
