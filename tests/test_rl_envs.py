@@ -1,6 +1,7 @@
 """tf_maml.rl.envs: CartPole against gymnasium's, and the gymnasium bridge driven by rollouts."""
 
 import json
+import sys
 
 import keras
 import numpy as np
@@ -195,6 +196,18 @@ def test_bridge_errors_name_the_value():
         envs.GymTaskEnv("CartPole-v1", set_pole, task_range=([1, 1], [0, 0]))
     with pytest.raises(TypeError, match="`set_task`.*3"):
         envs.GymTaskEnv("CartPole-v1", 3, task_range=(0, 1))
+    with pytest.raises(TypeError, match="`success_fn`.*3"):
+        envs.GymTaskEnv("CartPole-v1", set_pole, task_range=(0, 1), success_fn=3)
+
+
+@pytest.mark.parametrize("module, make, extra", [
+    ("metaworld", lambda: envs.MetaWorldML1("reach-v3"), "metaworld"),
+    ("highway_env", lambda: envs.HighwayTraffic(), "driving")])
+def test_a_missing_simulator_says_how_to_install_it(monkeypatch, module, make, extra):
+    pytest.importorskip("gymnasium")
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(ImportError, match=rf'pip install .*"tf_maml\[{extra}\]"'):
+        make()
 
 
 @pytest.fixture

@@ -241,6 +241,11 @@ def test_spoken_words_run_reports_meta_learner_and_baselines(tmp_path, monkeypat
         config.held_out_voices = 4
         tf_maml.runs.experiment.run(config, str(tmp_path / "other"))
     assert not (tmp_path / "other").exists()  # refused before the workdir records anything
+    config.held_out_voices, config.eval_queries = 2, 2  # 1 shot + 2 queries of 2 speakers
+    with pytest.raises(ValueError, match=r"shots \+ queries = 3 exceeds the examples"):
+        tf_maml.runs.experiment.run(config, str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()  # refused before training
+    config.eval_queries = 1
     config.held_out_voices, config.pretrained.fine_tune = 2, "body"
     with pytest.raises(ValueError, match=r"pretrained.fine_tune must be one of \('head', 'all'\)"):
         tf_maml.runs.experiment.run(config, str(tmp_path / "other"))

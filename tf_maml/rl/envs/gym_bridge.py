@@ -11,6 +11,7 @@ bridge raises an error if they do (`MetaPolicyGradient(parallel_tasks=1)`
 rules it out).
 """
 
+import importlib
 import threading
 
 import numpy as np
@@ -20,15 +21,19 @@ from tf_maml.learners.arguments import checked_int
 from tf_maml.rl.envs.base import Box, Discrete, TaskEnv, checked_tasks
 
 
-def gymnasium():
-    """The `gymnasium` module, or an error saying how to install it."""
+def optional_module(name, needed_by, install):
+    """The module `name`, or an ImportError saying who needs it and how to install it."""
     try:
-        import gymnasium
+        return importlib.import_module(name)
     except ImportError:
-        raise ImportError("tf_maml.rl.envs.GymTaskEnv runs gymnasium environments: "
-                          "pip install gymnasium (MuJoCo ones: pip install "
-                          "\"gymnasium[mujoco]\").") from None
-    return gymnasium
+        raise ImportError(f"{needed_by}: {install}.") from None
+
+
+def gymnasium():
+    """The `gymnasium` module."""
+    return optional_module("gymnasium", "tf_maml.rl.envs.GymTaskEnv runs gymnasium "
+                           "environments", 'pip install gymnasium (MuJoCo ones: pip install '
+                           '"gymnasium[mujoco]")')
 
 
 def gym_seed(seed):

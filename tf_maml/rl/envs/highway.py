@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from tf_maml.learners.arguments import checked_int
-from tf_maml.rl.envs.gym_bridge import GymTaskEnv, gymnasium
+from tf_maml.rl.envs.gym_bridge import GymTaskEnv, gymnasium, optional_module
 
 # Task vector: (vehicles_density, lanes_count, other drivers' time headway [s], politeness).
 TASK_FIELDS = ("vehicles_density", "lanes_count", "time_wanted", "politeness")
@@ -17,15 +17,10 @@ DEFAULT_TASK_RANGE = ((0.5, 1.5, 0.5, 0.0), (2.0, 4.499, 2.5, 1.0))
 
 
 def highway_env():
-    """highway-env's module (it registers its gymnasium ids), or an error saying how to
-    install it."""
-    try:
-        import highway_env
-    except ImportError:
-        raise ImportError("tf_maml.rl.envs.HighwayTraffic runs highway-env: pip install "
-                          "highway-env (or tf_maml's extra: pip install \"tf_maml[driving]\")."
-                          ) from None
-    return highway_env
+    """highway-env's module (importing it registers its gymnasium ids)."""
+    return optional_module("highway_env", "tf_maml.rl.envs.HighwayTraffic runs highway-env",
+                           'pip install highway-env (or tf_maml\'s extra: pip install '
+                           '"tf_maml[driving]")')
 
 
 @functools.cache

@@ -9,18 +9,13 @@ import numpy as np
 import tensorflow as tf
 
 from tf_maml.learners.arguments import checked_int
-from tf_maml.rl.envs.gym_bridge import GymTaskEnv
+from tf_maml.rl.envs.gym_bridge import GymTaskEnv, optional_module
 
 
 def metaworld():
-    """The `metaworld` module, or an error saying how to install it."""
-    try:
-        import metaworld
-    except ImportError:
-        raise ImportError("tf_maml.rl.envs.MetaWorldML1 runs Meta-World: pip install "
-                          "metaworld (or tf_maml's extra: pip install \"tf_maml[metaworld]\")."
-                          ) from None
-    return metaworld
+    return optional_module("metaworld", "tf_maml.rl.envs.MetaWorldML1 runs Meta-World",
+                           'pip install metaworld (or tf_maml\'s extra: pip install '
+                           '"tf_maml[metaworld]")')
 
 
 class _TaskSetter:
