@@ -236,6 +236,8 @@ def test_half_cheetah_velocity_rollouts_match_gymnasium():
         for step, action in enumerate(result["actions"][t, k].numpy()):
             np.testing.assert_allclose(result["observations"][t, k, step], observation,
                                        rtol=1e-5, atol=1e-5)
+            # The episode figure's velocity: the torso's, MuJoCo's qvel[0].
+            assert observation[8] == pytest.approx(by_hand.unwrapped.data.qvel[0])
             action = np.clip(action, -1.0, 1.0)
             observation, _, _, _, info = by_hand.step(action)
             reward = -abs(info["x_velocity"] - float(tasks[t, 0])) - 0.05 * np.sum(action ** 2)

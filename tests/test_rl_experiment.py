@@ -176,3 +176,25 @@ def test_the_drawn_policy_is_the_one_the_evaluation_adapted():
     points = rl_plots.mean_action_path(meta, params, state, goal)
     assert np.allclose(points[0], 0.0) and len(points) <= meta.env.horizon + 1
     assert np.abs(np.diff(points, axis=0)).max() <= 0.1 + 1e-6  # actions clipped as the env
+
+
+def test_episode_figure_traces_each_episode_until_it_ends(tmp_path):
+    from tf_maml.rl import plots as rl_plots  # noqa: PLC0415
+
+    # One task, two episodes of 4 steps before and after a step; the second episode of
+    # each ends after 2 steps.
+    mask = np.array([[[1.0, 1, 1, 1], [1, 1, 0, 0]]])
+    before = {"observations": np.arange(8.0).reshape(1, 2, 4, 1), "mask": mask}
+    after = {"observations": np.full((1, 2, 4, 1), 5.0), "mask": mask}
+    trace = rl_plots.Trace(lambda t, task: t["observations"][..., 0] - task[0], "height",
+                           lambda task: 2 * task[0], "target")
+    values = rl_plots.episode_values({k: v[0] for k, v in before.items()}, [1.0], trace)
+    np.testing.assert_array_equal(values[0], [-1, 0, 1, 2])
+    np.testing.assert_array_equal(values[1], [3, 4, np.nan, np.nan])
+    text = rl_plots.plot_episodes({"trajectories": [before, after]}, np.array([[1.0]]), trace,
+                                  tmp_path / "e.png", episodes=1, title="run")
+    panel = text["panels"][0]
+    assert panel["legend"] == ["before adaptation: mean of 2 episodes",
+                               "after 1 inner step(s): mean of 2 episodes", "target"]
+    assert (panel["ylabel"], text["title"]) == ("height", "run")
+    assert os.path.getsize(tmp_path / "e.png") > 0

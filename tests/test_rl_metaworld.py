@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import tf_maml.rl.experiment
 from tf_maml.rl import envs, rollouts
+from tf_maml.rl import plots as rl_plots
 from tf_maml.rl.envs import gym_bridge
 
 from test_rl_envs import reset_seeds, sample_fn
@@ -144,6 +145,27 @@ def test_environments_without_success_refuse_to_report_it():
     assert "success" not in sampled
 
 
+@pytest.mark.parametrize("skill", ["reach-v3", "push-v3"])
+def test_episode_traces_read_metaworld_s_own_distance_to_the_goal(skill):
+    """The episode figure's distance (from the observation and the task vector) is the one
+    Meta-World's success tests, up to the hand's and the tool's offset (reach) and the
+    height (push)."""
+    metaworld = pytest.importorskip("metaworld")
+    benchmark = metaworld.ML1(skill, seed=1)
+    own = benchmark.train_tasks[0]
+    env = benchmark.train_classes[skill]()
+    env.set_task(own)
+    observation, _ = env.reset(seed=0)
+    trace = rl_plots.episode_trace(metaworld_env(skill, horizon=5))
+    task = pickle.loads(own.data)["rand_vec"]
+    observations = []
+    for _ in range(3):
+        observation, _, _, _, info = env.step(env.action_space.sample())
+        observations.append(observation)
+    traced = trace.values({"observations": np.array(observations)}, task)
+    assert traced[-1] == pytest.approx(info["obj_to_target"], abs=0.01)
+
+
 def test_metaworld_run_reports_success_by_step_against_baselines(tmp_path):
     pytest.importorskip("metaworld")
     config = metaworld_config.get_config("reach")
@@ -158,6 +180,7 @@ def test_metaworld_run_reports_success_by_step_against_baselines(tmp_path):
             assert len(report[f"{prefix}{measure}_confidence_95"]) == 2
         assert all(0.0 <= s <= 1.0 for s in report[f"{prefix}success_by_step"])
     assert (tmp_path / "success_by_step.png").exists()
+    assert (tmp_path / "episodes.png").exists()  # the hand's distance to the goal
     history = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
     assert "success" in history and "val_success" in history
     with pytest.raises(ValueError, match="Unknown Meta-World setting 'pick'"):

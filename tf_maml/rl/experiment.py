@@ -194,6 +194,10 @@ def evaluate(meta, config, workdir=None, pretrained=None):
                 env.payoff, envs.matrix_game.ROCK_PAPER_SCISSORS):
             rl_plots.plot_matches(sampled, os.path.join(workdir, "matches.png"),
                                   title=f"{title}, held-out opponent 1")
+        trace = rl_plots.episode_trace(env)
+        if trace is not None:
+            rl_plots.plot_episodes(sampled, held_out["tasks"], trace,
+                                   os.path.join(workdir, "episodes.png"), title=title)
         _plot_learning_curves(workdir, config, title)
     return report
 

@@ -1,11 +1,14 @@
 """Figures of meta-reinforcement learning: 2D navigation paths, matches against an
-opponent and learning curves."""
+opponent, episodes traced over time and learning curves."""
+
+import collections
 
 import matplotlib.colors
 import matplotlib.ticker
 import numpy as np
 import tensorflow as tf
 
+from tf_maml.rl import envs
 from tf_maml.runs.plots import plt, save_figure
 
 
@@ -122,5 +125,88 @@ def plot_matches(sampled, path, task=0, matches=3, steps=(0, 1), move_names="RPS
         axis.set_title(f"{label}: the agent's moves by round (mean score of all "
                        f"{len(trajectories['rewards'][task])} matches {average:+.1f})", fontsize=9)
     axes[-1, 0].set_xlabel("round (green: won, grey: tied, red: lost)")
+    figure.suptitle(title, fontsize=10)
+    return save_figure(figure, path)
+
+
+# What an episode is drawn as: `values(trajectories, task) -> [K, H]` from one task's
+# trajectories (`[K, H, ...]` arrays) and its task vector; `reference(task)` a level to
+# reach, drawn dashed and named `reference_label`.
+Trace = collections.namedtuple("Trace", "values ylabel reference reference_label")
+
+
+def episode_trace(env):
+    """The `Trace` that shows what `env`'s policy does in an episode, or None."""
+    if isinstance(env, envs.HalfCheetahVelocity):
+        # HalfCheetah-v5's observation 8: the torso's forward velocity (qvel[0]).
+        return Trace(lambda t, task: t["observations"][..., 8], "forward velocity",
+                     lambda task: task[0], "goal velocity")
+    # Meta-World: the goal is the task vector's last 3 numbers (its `_target_pos`).
+    if isinstance(env, envs.MetaWorldML1) and env.env_name == "reach-v3":
+        return Trace(_hand_to_goal, "hand's distance to the goal (m)", lambda task: 0.05,
+                     "success radius")
+    if isinstance(env, envs.MetaWorldML1) and env.env_name == "push-v3":
+        return Trace(_object_to_goal, "object's distance to the goal, x-y (m)",
+                     lambda task: 0.05, "success radius")
+    if isinstance(env, envs.HighwayTraffic):
+        return Trace(lambda t, task: t["rewards"], "reward a decision (an episode ends at a "
+                     "crash)", None, None)
+    return None
+
+
+def _hand_to_goal(trajectories, task):
+    """Meta-World's observation 0:3 is the hand."""
+    return np.linalg.norm(trajectories["observations"][..., 0:3] - task[-3:], axis=-1)
+
+
+def _object_to_goal(trajectories, task):
+    """Meta-World's observation 4:7 is the object; push's goal is on the table (x-y)."""
+    return np.linalg.norm(trajectories["observations"][..., 4:6] - task[-3:-1], axis=-1)
+
+
+def episode_values(trajectories, task, trace):
+    """`trace`'s values of one task's trajectories (`[K, H, ...]` arrays) and task
+    vector: `[K, H]`, NaN after each episode's end."""
+    trajectories = {name: np.asarray(value) for name, value in trajectories.items()}
+    values = np.asarray(trace.values(trajectories, np.asarray(task)), np.float64)
+    return np.where(trajectories["mask"] > 0, values, np.nan)
+
+
+def plot_episodes(sampled, tasks, trace, path, task=0, steps=(0, 1), episodes=3, title=""):
+    """Episodes of one held-out task traced over time (`trace`, see `episode_trace`),
+    before and after inner steps: `episodes` of them thin, the mean over all of the
+    task's episodes thick. Returns `figure_text` of the figure.
+
+    Args:
+        sampled: `MetaPolicyGradient.sample_by_step(...)`'s result (trajectories kept).
+        tasks: the sampled tasks' vectors `[T, task_size]`.
+        trace: a `Trace`.
+        path: PNG file to write.
+        task: which sampled task.
+        steps: which numbers of inner steps to show (those sampled).
+        episodes: episodes drawn one by one per number of steps.
+        title: the figure's title (the run).
+    """
+    steps = [s for s in steps if s < len(sampled["trajectories"])]
+    task_vector = np.asarray(tasks[task])
+    figure, axis = plt.subplots(figsize=(7.5, 4.2))
+    for colour, step in zip(("tab:grey", "tab:blue", "tab:green", "tab:purple"), steps):
+        trajectories = {name: value[task] for name, value in sampled["trajectories"][step].items()}
+        values = episode_values(trajectories, task_vector, trace)
+        counts = np.sum(~np.isnan(values), 0)
+        mean = np.where(counts > 0, np.nansum(values, 0) / np.maximum(counts, 1), np.nan)
+        for k in range(min(episodes, len(values))):
+            axis.plot(values[k], color=colour, alpha=0.35, linewidth=0.8)
+        label = "before adaptation" if step == 0 else f"after {step} inner step(s)"
+        axis.plot(mean, color=colour, linewidth=2,
+                  label=f"{label}: mean of {len(values)} episodes")
+    if trace.reference is not None:
+        axis.axhline(float(trace.reference(task_vector)), color="black", linestyle="--",
+                     label=trace.reference_label)
+    axis.set_xlabel("time step")
+    axis.set_ylabel(trace.ylabel)
+    axis.legend(fontsize=8)
+    axis.set_title(f"held-out task {task + 1}: {episodes} episodes (thin) and the mean "
+                   "(thick)", fontsize=9)
     figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)
