@@ -191,10 +191,15 @@ def test_episode_figure_traces_each_episode_until_it_ends(tmp_path):
     values = rl_plots.episode_values({k: v[0] for k, v in before.items()}, [1.0], trace)
     np.testing.assert_array_equal(values[0], [-1, 0, 1, 2])
     np.testing.assert_array_equal(values[1], [3, 4, np.nan, np.nan])
+    # The mean of the episodes still running; NaN once none is.
+    np.testing.assert_array_equal(rl_plots.running_mean(values), [1, 2, 1, 2])
+    np.testing.assert_array_equal(rl_plots.running_mean(values[1:]), [3, 4, np.nan, np.nan])
     text = rl_plots.plot_episodes({"trajectories": [before, after]}, np.array([[1.0]]), trace,
                                   tmp_path / "e.png", episodes=1, title="run")
     panel = text["panels"][0]
-    assert panel["legend"] == ["before adaptation: mean of 2 episodes",
-                               "after 1 inner step(s): mean of 2 episodes", "target"]
+    assert panel["legend"] == [
+        "before adaptation: mean of its 2 episodes (those running)",
+        "after 1 inner step(s): mean of its 2 episodes (those running)", "target"]
+    assert panel["title"].startswith("held-out task 1: 1 episodes")
     assert (panel["ylabel"], text["title"]) == ("height", "run")
     assert os.path.getsize(tmp_path / "e.png") > 0

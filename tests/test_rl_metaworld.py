@@ -148,22 +148,27 @@ def test_environments_without_success_refuse_to_report_it():
 @pytest.mark.parametrize("skill", ["reach-v3", "push-v3"])
 def test_episode_traces_read_metaworld_s_own_distance_to_the_goal(skill):
     """The episode figure's distance (from the observation and the task vector) is the one
-    Meta-World's success tests, up to the hand's and the tool's offset (reach) and the
-    height (push)."""
+    Meta-World's success tests (`obj_to_target`), checked where it matters: the gripper
+    steered onto the goal (reach), the object pushed from its start (push)."""
     metaworld = pytest.importorskip("metaworld")
     benchmark = metaworld.ML1(skill, seed=1)
     own = benchmark.train_tasks[0]
     env = benchmark.train_classes[skill]()
     env.set_task(own)
-    observation, _ = env.reset(seed=0)
+    env.reset(seed=0)
     trace = rl_plots.episode_trace(metaworld_env(skill, horizon=5))
     task = pickle.loads(own.data)["rand_vec"]
-    observations = []
-    for _ in range(3):
-        observation, _, _, _, info = env.step(env.action_space.sample())
+    target = env._target_pos if skill == "reach-v3" else env.obj_init_pos + [0.0, 0.05, 0.0]
+    observations, distances = [], []
+    for _ in range(60):
+        action = np.append(np.clip(20.0 * (target - env.tcp_center), -1.0, 1.0), -1.0)
+        observation, _, _, _, info = env.step(action)
         observations.append(observation)
+        distances.append(info["obj_to_target"])
     traced = trace.values({"observations": np.array(observations)}, task)
-    assert traced[-1] == pytest.approx(info["obj_to_target"], abs=0.01)
+    np.testing.assert_allclose(traced, distances, atol=0.006)  # the tool-hand offset varies
+    if skill == "reach-v3":
+        assert traced[-1] < 0.01  # steered onto the goal: well inside the success radius
 
 
 def test_metaworld_run_reports_success_by_step_against_baselines(tmp_path):

@@ -6,6 +6,7 @@ every 105x105 image to 28x28 with LANCZOS and inverts it so ink = 1, as the
 MAML papers did. The decoded arrays are cached, so later loads take seconds.
 """
 
+import functools
 import hashlib
 import io
 import os
@@ -167,6 +168,14 @@ def _check_cache_arrays(arrays, image_size):
 
 
 def _load_from_tfds(image_size):
+    images, characters = _decode_tfds(image_size)
+    return ClassPool(images), list(characters)
+
+
+@functools.lru_cache(maxsize=2)
+def _decode_tfds(image_size):
+    """tensorflow-datasets' Omniglot decoded and resized, once per process (it has no file
+    cache: each split of a run reads it)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
@@ -186,7 +195,8 @@ def _load_from_tfds(image_size):
     _check_complete(decoded, "tensorflow-datasets' omniglot")
     characters = sorted(decoded)
     images = np.stack([np.stack(decoded[c]) for c in characters])[..., None]
-    return ClassPool(images), characters
+    images.setflags(write=False)
+    return images, tuple(characters)
 
 
 def omniglot_split(pool, characters, split, protocol="maml", seed=1):

@@ -138,29 +138,35 @@ Trace = collections.namedtuple("Trace", "values ylabel reference reference_label
 def episode_trace(env):
     """The `Trace` that shows what `env`'s policy does in an episode, or None."""
     if isinstance(env, envs.HalfCheetahVelocity):
-        # HalfCheetah-v5's observation 8: the torso's forward velocity (qvel[0]).
-        return Trace(lambda t, task: t["observations"][..., 8], "forward velocity",
-                     lambda task: task[0], "goal velocity")
-    # Meta-World: the goal is the task vector's last 3 numbers (its `_target_pos`).
+        # HalfCheetah-v5's observation 8: the torso's forward velocity (qvel[0]) at the
+        # start of each step (the reward's is the step's mean).
+        return Trace(lambda t, task: t["observations"][..., 8], "forward velocity at each "
+                     "step's start", lambda task: task[0], "goal velocity")
+    # Meta-World: the goal is the task vector's last 3 numbers (its `_target_pos`; push's
+    # goal height is the object's, so push reads x-y only).
     if isinstance(env, envs.MetaWorldML1) and env.env_name == "reach-v3":
-        return Trace(_hand_to_goal, "hand's distance to the goal (m)", lambda task: 0.05,
-                     "success radius")
+        return Trace(_gripper_to_goal, "gripper's distance to the goal (m)",
+                     lambda task: 0.05, "success radius")
     if isinstance(env, envs.MetaWorldML1) and env.env_name == "push-v3":
         return Trace(_object_to_goal, "object's distance to the goal, x-y (m)",
                      lambda task: 0.05, "success radius")
     if isinstance(env, envs.HighwayTraffic):
-        return Trace(lambda t, task: t["rewards"], "reward a decision (an episode ends at a "
-                     "crash)", None, None)
+        return Trace(lambda t, task: t["rewards"], "reward a decision", None, None)
     return None
 
 
-def _hand_to_goal(trajectories, task):
-    """Meta-World's observation 0:3 is the hand."""
-    return np.linalg.norm(trajectories["observations"][..., 0:3] - task[-3:], axis=-1)
+# Meta-World's tool centre point (between the fingers, where reach's success is measured)
+# sits this far below the hand its observation 0:3 gives (to 5 mm as the arm moves).
+_TOOL_BELOW_HAND = np.array([0.0, 0.0, -0.045])
+
+
+def _gripper_to_goal(trajectories, task):
+    tool = trajectories["observations"][..., 0:3] + _TOOL_BELOW_HAND
+    return np.linalg.norm(tool - task[-3:], axis=-1)
 
 
 def _object_to_goal(trajectories, task):
-    """Meta-World's observation 4:7 is the object; push's goal is on the table (x-y)."""
+    """Meta-World's observation 4:7 is the object."""
     return np.linalg.norm(trajectories["observations"][..., 4:6] - task[-3:-1], axis=-1)
 
 
@@ -170,6 +176,13 @@ def episode_values(trajectories, task, trace):
     trajectories = {name: np.asarray(value) for name, value in trajectories.items()}
     values = np.asarray(trace.values(trajectories, np.asarray(task)), np.float64)
     return np.where(trajectories["mask"] > 0, values, np.nan)
+
+
+def running_mean(values):
+    """The mean over episodes at each time step of `[K, H]` values (NaN after an episode's
+    end) of the episodes still running then; NaN once none is."""
+    counts = np.sum(~np.isnan(values), 0)
+    return np.where(counts > 0, np.nansum(values, 0) / np.maximum(counts, 1), np.nan)
 
 
 def plot_episodes(sampled, tasks, trace, path, task=0, steps=(0, 1), episodes=3, title=""):
@@ -190,23 +203,23 @@ def plot_episodes(sampled, tasks, trace, path, task=0, steps=(0, 1), episodes=3,
     steps = [s for s in steps if s < len(sampled["trajectories"])]
     task_vector = np.asarray(tasks[task])
     figure, axis = plt.subplots(figsize=(7.5, 4.2))
-    for colour, step in zip(("tab:grey", "tab:blue", "tab:green", "tab:purple"), steps):
+    shown = episodes
+    for colour, step in enumerate(steps):
         trajectories = {name: value[task] for name, value in sampled["trajectories"][step].items()}
         values = episode_values(trajectories, task_vector, trace)
-        counts = np.sum(~np.isnan(values), 0)
-        mean = np.where(counts > 0, np.nansum(values, 0) / np.maximum(counts, 1), np.nan)
-        for k in range(min(episodes, len(values))):
-            axis.plot(values[k], color=colour, alpha=0.35, linewidth=0.8)
+        shown = min(episodes, len(values))
+        for k in range(shown):
+            axis.plot(values[k], color=f"C{colour}", alpha=0.35, linewidth=0.8)
         label = "before adaptation" if step == 0 else f"after {step} inner step(s)"
-        axis.plot(mean, color=colour, linewidth=2,
-                  label=f"{label}: mean of {len(values)} episodes")
+        axis.plot(running_mean(values), color=f"C{colour}", linewidth=2,
+                  label=f"{label}: mean of its {len(values)} episodes (those running)")
     if trace.reference is not None:
         axis.axhline(float(trace.reference(task_vector)), color="black", linestyle="--",
                      label=trace.reference_label)
     axis.set_xlabel("time step")
     axis.set_ylabel(trace.ylabel)
     axis.legend(fontsize=8)
-    axis.set_title(f"held-out task {task + 1}: {episodes} episodes (thin) and the mean "
+    axis.set_title(f"held-out task {task + 1}: {shown} episodes (thin) and the mean "
                    "(thick)", fontsize=9)
     figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)

@@ -197,9 +197,7 @@ def run(config, workdir, allow_config_change=False):
     tasks.task_of(config).check(config)  # before the workdir records anything
     if config.get("pretrained"):
         pretrained_baseline.check_settings(config)
-    # The test episodes, built before training: a test split too small for shots +
-    # eval_queries (e.g. too few held-out speakers) is refused now, not after the run.
-    episodes(config, "test", num_batches=1, queries=config.eval_queries)
+    check_test_split(config)
     with run_lock(workdir):
         meta_learner, training_seconds = trained_meta_learner(
             config, workdir, build_meta_learner,
@@ -210,6 +208,12 @@ def run(config, workdir, allow_config_change=False):
         report.update(training_seconds=training_seconds)
         checkpoints.write_json(os.path.join(workdir, "report.json"), report)
     return checkpoints.finite_or_none(report)
+
+
+def check_test_split(config):
+    """Builds the test episodes before any training: a test split too small for shots +
+    eval_queries (e.g. too few held-out speakers) is refused now, not after the run."""
+    episodes(config, "test", num_batches=1, queries=config.eval_queries)
 
 
 def run_variants(base, workdir, variants):

@@ -22,11 +22,14 @@ from tf_maml.rl.envs.base import Box, Discrete, TaskEnv, checked_tasks
 
 
 def optional_module(name, needed_by, install):
-    """The module `name`, or an ImportError saying who needs it and how to install it."""
+    """The module `name`, or, if it is not installed, an ImportError saying who needs it and
+    how to install it (an installed module that fails to import raises its own error)."""
     try:
         return importlib.import_module(name)
-    except ImportError:
-        raise ImportError(f"{needed_by}: {install}.") from None
+    except ModuleNotFoundError as error:
+        if error.name is not None and error.name.split(".")[0] != name:
+            raise  # installed, but one of its own dependencies is missing
+        raise ImportError(f"{needed_by}: {install}.") from error
 
 
 def gymnasium():

@@ -13,6 +13,7 @@ from tf_maml.rl.envs.gym_bridge import GymTaskEnv, optional_module
 
 
 def metaworld():
+    """The `metaworld` module."""
     return optional_module("metaworld", "tf_maml.rl.envs.MetaWorldML1 runs Meta-World",
                            'pip install metaworld (or tf_maml\'s extra: pip install '
                            '"tf_maml[metaworld]")')
