@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_maml.rl import distributions, envs, policies, rollouts
+from tf_maml.rl import distributions, envs, experiment, policies, rollouts
 from tf_maml.rl.envs import gym_bridge
 from tf_maml.rl import plots as rl_plots
 
@@ -223,29 +223,39 @@ def half_cheetah_velocity(horizon):
 
 
 @pytest.mark.usefixtures("in_tmp_path")
-def test_half_cheetah_velocity_rollouts_match_gymnasium():
+@pytest.mark.parametrize("make, tasks, reward_by_hand", [
+    (envs.HalfCheetahVelocity, [[0.5], [1.5]],
+     lambda task, velocity, action: -abs(velocity - task) - 0.05 * np.sum(action ** 2)),
+    (envs.HalfCheetahDirection, [[1.0], [-1.0]],
+     lambda task, velocity, action: task * velocity - 0.05 * np.sum(action ** 2))])
+def test_half_cheetah_rollouts_match_gymnasium(make, tasks, reward_by_hand):
     gym = pytest.importorskip("gymnasium")
-    env, trajectories = half_cheetah_velocity(horizon=30), 2
+    pytest.importorskip("mujoco")
+    env, trajectories = make(horizon=30), 2
     trace = rl_plots.episode_trace(env)
     assert (env.observation_size, env.action_space.size, env.task_size) == (17, 6, 1)
-    tasks, seeds = tf.constant([[0.5], [1.5]]), tf.constant([[1, 2], [3, 4]])
+    tasks, seeds = tf.constant(tasks), tf.constant([[1, 2], [3, 4]])
     result = sample_fn(env, trajectories)(tasks, seeds)
     np.testing.assert_array_equal(result["mask"], 1.0)
     for t, k in np.ndindex(2, trajectories):
         by_hand = gym.make("HalfCheetah-v5", ctrl_cost_weight=0.05)
         seed = gym_bridge.gym_seed(reset_seeds(seeds, trajectories)[t, k])
         observation, _ = by_hand.reset(seed=seed)
+        task = float(tasks[t, 0])
         for step, action in enumerate(result["actions"][t, k].numpy()):
             np.testing.assert_allclose(result["observations"][t, k, step], observation,
                                        rtol=1e-5, atol=1e-5)
-            # The episode figure's velocity: the torso's, MuJoCo's qvel[0].
+            # The episode figure's velocity: the torso's, MuJoCo's qvel[0] (along the goal
+            # direction for the direction task).
             traced = trace.values({"observations": result["observations"][t, k].numpy()},
                                   tasks[t].numpy())
-            assert traced[step] == pytest.approx(by_hand.unwrapped.data.qvel[0], abs=1e-5)
+            velocity = by_hand.unwrapped.data.qvel[0]
+            expected = velocity * (task if make is envs.HalfCheetahDirection else 1.0)
+            assert traced[step] == pytest.approx(expected, abs=1e-5)
             action = np.clip(action, -1.0, 1.0)
             observation, _, _, _, info = by_hand.step(action)
-            reward = -abs(info["x_velocity"] - float(tasks[t, 0])) - 0.05 * np.sum(action ** 2)
-            np.testing.assert_allclose(result["rewards"][t, k, step], reward,
+            np.testing.assert_allclose(result["rewards"][t, k, step],
+                                       reward_by_hand(task, info["x_velocity"], action),
                                        rtol=1e-5, atol=1e-5)
 
 
@@ -271,3 +281,39 @@ def test_half_cheetah_velocity_tasks_and_config():
     assert type(restored) is envs.HalfCheetahVelocity
     assert restored.get_config() == {"horizon": 50, "velocity_range": [0.0, 2.0],
                                      "ctrl_cost_weight": 0.05}
+
+
+@pytest.mark.usefixtures("in_tmp_path")
+def test_half_cheetah_directions_are_forward_or_backward_at_even_odds():
+    pytest.importorskip("mujoco")
+    env = envs.HalfCheetahDirection(horizon=50, ctrl_cost_weight=0.1)
+    directions = env.sample_tasks(1000, tf.constant([0, 1])).numpy()
+    assert directions.shape == (1000, 1) and set(np.unique(directions)) == {-1.0, 1.0}
+    assert 0.45 < np.mean(directions > 0) < 0.55
+    again = env.sample_tasks(1000, tf.constant([0, 1])).numpy()
+    np.testing.assert_array_equal(directions, again)
+    restored = envs.deserialize(json.loads(json.dumps(envs.serialize(env))))
+    assert type(restored) is envs.HalfCheetahDirection
+    assert restored.get_config() == {"horizon": 50, "ctrl_cost_weight": 0.1}
+    with pytest.raises(ValueError, match="ctrl_cost_weight"):
+        envs.HalfCheetahDirection(ctrl_cost_weight=-1)
+
+
+@pytest.mark.usefixtures("in_tmp_path")
+def test_half_cheetah_direction_run_reports_and_draws_its_episodes(tmp_path):
+    pytest.importorskip("mujoco")
+    from configs import half_cheetah as half_cheetah_config  # noqa: PLC0415
+
+    config = half_cheetah_config.get_config("direction")
+    assert config.task == "half_cheetah_direction" and config.env.name == "half_cheetah_direction"
+    config.meta_steps, config.steps_per_epoch, config.meta_batch_size = 2, 1, 2
+    config.trajectories, config.outer_steps, config.env.horizon = 2, 1, 5
+    config.policy.hidden, config.eval_tasks, config.eval_max_steps = (8,), 2, 1
+    config.verbose = 0
+    report = experiment.run(config, str(tmp_path / "run"))
+    for prefix in ("", "pretrained_", "random_"):
+        assert len(report[f"{prefix}return_by_step"]) == 2, prefix
+        assert np.all(np.isfinite(report[f"{prefix}return_by_step"]))
+    assert (tmp_path / "run" / "episodes.png").exists()  # velocity along the goal direction
+    with pytest.raises(ValueError, match="Unknown half-cheetah setting 'jump'"):
+        half_cheetah_config.get_config("jump")

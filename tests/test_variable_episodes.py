@@ -1,7 +1,5 @@
 """Meta-Dataset's variable-way, variable-shot sampler: padded episodes of one shape."""
 
-import os
-
 import keras
 import numpy as np
 import pytest

@@ -26,9 +26,11 @@ from tf_maml.rl.tasks import task_batches
 # Environments a config can name (config.env.name), with their settings as arguments.
 ENVIRONMENTS = {"navigation2d": envs.Navigation2D, "cartpole": envs.CartPole,
                 "half_cheetah_velocity": envs.HalfCheetahVelocity,
+                "half_cheetah_direction": envs.HalfCheetahDirection,
                 "matrix_game_opponents": envs.MatrixGameOpponents,
                 "metaworld_ml1": envs.MetaWorldML1, "highway_traffic": envs.HighwayTraffic}
-TASKS = ("navigation", "cartpole", "half_cheetah_velocity", "opponents", "metaworld", "highway")
+TASKS = ("navigation", "cartpole", "half_cheetah_velocity", "half_cheetah_direction", "opponents",
+         "metaworld", "highway")
 
 
 class ReinforcementTask:
@@ -205,6 +207,7 @@ def evaluate(meta, config, workdir=None, pretrained=None):
 # Tasks as figure titles name them.
 _SETTINGS = {"navigation": "2D navigation", "cartpole": "CartPole, varied dynamics",
              "half_cheetah_velocity": "half-cheetah, goal velocities",
+             "half_cheetah_direction": "half-cheetah, forward or backward",
              "opponents": "rock-paper-scissors opponents", "metaworld": "Meta-World ML1",
              "highway": "highway traffic"}
 

@@ -142,6 +142,9 @@ def episode_trace(env):
         # start of each step (the reward's is the step's mean).
         return Trace(lambda t, task: t["observations"][..., 8], "forward velocity at each "
                      "step's start", lambda task: task[0], "goal velocity")
+    if isinstance(env, envs.HalfCheetahDirection):
+        return Trace(lambda t, task: task[0] * t["observations"][..., 8], "velocity along the "
+                     "goal direction at each step's start", None, None)
     # Meta-World: the goal is the task vector's last 3 numbers (its `_target_pos`; push's
     # goal height is the object's, so push reads x-y only).
     if isinstance(env, envs.MetaWorldML1) and env.env_name == "reach-v3":
