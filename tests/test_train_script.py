@@ -325,6 +325,23 @@ def test_learning_curve_names_a_missing_column_and_too_short_a_fit(tmp_path):
         reporting.log_linear_fit(steps, values, 30)
 
 
+def test_compare_curves_tables_each_run_s_best_and_last_epoch(tmp_path):
+    peaked, steady = tmp_path / "peaked.csv", tmp_path / "steady.csv"
+    _write_history(peaked, [0.2, 0.8, 0.5])
+    _write_history(steady, [0.2, 0.6, 0.7])
+    plot = tmp_path / "curves.png"
+    result = run_script("compare_curves.py", "--metric=val_accuracy", "--steps_per_epoch=25",
+                        f"--runs=peaked={peaked}", f"--runs=steady={steady}",
+                        "--plot_from=50", f"--plot={plot}")
+    assert "| peaked | 0.8 (50) | 0.5 |" in result.stdout
+    assert "| steady | 0.7 (75) | 0.7 |" in result.stdout
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    refused = run_script("compare_curves.py", "--metric=val_accuracy", "--steps_per_epoch=25",
+                         f"--runs=a={peaked}",
+                         f"--runs=a={steady}", returncode=1)
+    assert "Two runs are labelled 'a'" in refused.stderr
+
+
 def test_serving_benchmark_script_times_adapt_and_the_evaluation(tmp_path):
     result = run_script("serving_benchmark.py", "--tasks=3", "--ways=2", "--steps=1",
                         "--meta_batch_size=2", f"--out={tmp_path / 'r.jsonl'}")
