@@ -38,7 +38,7 @@ def get_config(setting="velocity"):
     if setting not in SETTINGS:
         raise ValueError(f"Unknown half-cheetah setting {setting!r}; known: {sorted(SETTINGS)}.")
     return reinforcement_config(
-        f"half_cheetah_{setting}", meta_batch_size=10, inner_lr=0.1, inner_steps=1,
+        SETTINGS[setting]["name"], meta_batch_size=10, inner_lr=0.1, inner_steps=1,
         outer_lr=1e-3, meta_steps=60, steps_per_epoch=10, validation_batches=1,
         # Evaluation: 20 held-out tasks, returns after 0..3 inner steps.
         eval_tasks=20, eval_max_steps=3, env=SETTINGS[setting],

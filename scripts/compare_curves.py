@@ -25,6 +25,8 @@ _STEPS_PER_EPOCH = flags.DEFINE_integer(
 _LOWER_IS_BETTER = flags.DEFINE_bool("lower_is_better", False, "The metric is a loss.")
 _PLOT = flags.DEFINE_string("plot", None, "Write the figure here (PNG).")
 _TITLE = flags.DEFINE_string("title", "", "The figure's title.")
+_XLABEL = flags.DEFINE_string("xlabel", "meta-iterations",
+                              "The x axis' name (meta-steps for supervised runs).")
 _PLOT_FROM = flags.DEFINE_integer("plot_from", 0, "Draw the epochs from these meta-steps on "
                                   "(the first epochs can hide the differences that matter).")
 
@@ -55,10 +57,13 @@ def main(argv):
         print(f"| {label} | {values[i]:.1f} ({steps[i]:,.0f}) | {values[-1]:.1f} |")
     if _PLOT.value:
         shown = steps >= _PLOT_FROM.value
+        if not shown.any():
+            raise app.UsageError(f"--plot_from={_PLOT_FROM.value} is past the last epoch "
+                                 f"({steps[-1]:,.0f} meta-steps).")
         rl_plots.plot_learning_curves(steps[shown], {k: v[shown] for k, v in series.items()},
                                       _PLOT.value,
-                                      ylabel=_METRIC.value,
-                                      title=_TITLE.value)
+                                      ylabel=_METRIC.value, title=_TITLE.value,
+                                      xlabel=_XLABEL.value)
         print(f"Wrote {_PLOT.value}.")
 
 

@@ -223,12 +223,14 @@ def half_cheetah_velocity(horizon):
 
 
 @pytest.mark.usefixtures("in_tmp_path")
-@pytest.mark.parametrize("make, tasks, reward_by_hand", [
+@pytest.mark.parametrize("make, tasks, reward_by_hand, traced_velocity", [
     (envs.HalfCheetahVelocity, [[0.5], [1.5]],
-     lambda task, velocity, action: -abs(velocity - task) - 0.05 * np.sum(action ** 2)),
+     lambda task, velocity, action: -abs(velocity - task) - 0.05 * np.sum(action ** 2),
+     lambda task, velocity: velocity),
     (envs.HalfCheetahDirection, [[1.0], [-1.0]],
-     lambda task, velocity, action: task * velocity - 0.05 * np.sum(action ** 2))])
-def test_half_cheetah_rollouts_match_gymnasium(make, tasks, reward_by_hand):
+     lambda task, velocity, action: task * velocity - 0.05 * np.sum(action ** 2),
+     lambda task, velocity: task * velocity)])  # along the goal direction
+def test_half_cheetah_rollouts_match_gymnasium(make, tasks, reward_by_hand, traced_velocity):
     gym = pytest.importorskip("gymnasium")
     pytest.importorskip("mujoco")
     env, trajectories = make(horizon=30), 2
@@ -245,12 +247,10 @@ def test_half_cheetah_rollouts_match_gymnasium(make, tasks, reward_by_hand):
         for step, action in enumerate(result["actions"][t, k].numpy()):
             np.testing.assert_allclose(result["observations"][t, k, step], observation,
                                        rtol=1e-5, atol=1e-5)
-            # The episode figure's velocity: the torso's, MuJoCo's qvel[0] (along the goal
-            # direction for the direction task).
+            # The episode figure's velocity: the torso's, MuJoCo's qvel[0].
             traced = trace.values({"observations": result["observations"][t, k].numpy()},
                                   tasks[t].numpy())
-            velocity = by_hand.unwrapped.data.qvel[0]
-            expected = velocity * (task if make is envs.HalfCheetahDirection else 1.0)
+            expected = traced_velocity(task, by_hand.unwrapped.data.qvel[0])
             assert traced[step] == pytest.approx(expected, abs=1e-5)
             action = np.clip(action, -1.0, 1.0)
             observation, _, _, _, info = by_hand.step(action)
@@ -269,6 +269,21 @@ def test_half_cheetah_goal_velocity_changes_only_the_reward():
     # Same steps, so the rewards differ by |v| - |v - 2| (the control costs cancel): in [-2, 2].
     gap = slow - fast
     assert np.all(np.abs(gap) <= 2 + 1e-4) and np.abs(gap).max() > 0.01
+
+
+@pytest.mark.usefixtures("in_tmp_path")
+def test_half_cheetah_direction_changes_only_the_sign_of_the_velocity_reward():
+    pytest.importorskip("mujoco")
+    env = envs.HalfCheetahDirection(horizon=20)
+    seeds = tf.constant([[1, 2], [1, 2]])
+    result = sample_fn(env, 1)(tf.constant([[1.0], [-1.0]]), seeds)
+    np.testing.assert_array_equal(result["observations"][0], result["observations"][1])
+    np.testing.assert_array_equal(result["actions"][0], result["actions"][1])
+    forward, backward = result["rewards"].numpy()[:, 0]
+    # v - c and -v - c: their sum is twice the control reward of the (clipped) actions.
+    control = -0.05 * np.sum(np.clip(result["actions"].numpy()[0, 0], -1, 1) ** 2, -1)
+    np.testing.assert_allclose(forward + backward, 2 * control, rtol=1e-4, atol=1e-5)
+    assert np.abs(forward - backward).max() > 0.01  # the velocity, twice
 
 
 @pytest.mark.usefixtures("in_tmp_path")
@@ -292,11 +307,13 @@ def test_half_cheetah_directions_are_forward_or_backward_at_even_odds():
     assert 0.45 < np.mean(directions > 0) < 0.55
     again = env.sample_tasks(1000, tf.constant([0, 1])).numpy()
     np.testing.assert_array_equal(directions, again)
+    assert np.any(env.sample_tasks(1000, tf.constant([0, 2])).numpy() != directions)
     restored = envs.deserialize(json.loads(json.dumps(envs.serialize(env))))
     assert type(restored) is envs.HalfCheetahDirection
     assert restored.get_config() == {"horizon": 50, "ctrl_cost_weight": 0.1}
-    with pytest.raises(ValueError, match="ctrl_cost_weight"):
-        envs.HalfCheetahDirection(ctrl_cost_weight=-1)
+    for bad in (-1, float("inf"), True):
+        with pytest.raises(ValueError, match="ctrl_cost_weight"):
+            envs.HalfCheetahDirection(ctrl_cost_weight=bad)
 
 
 @pytest.mark.usefixtures("in_tmp_path")

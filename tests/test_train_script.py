@@ -336,10 +336,14 @@ def test_compare_curves_tables_each_run_s_best_and_last_epoch(tmp_path):
     assert "| peaked | 0.8 (50) | 0.5 |" in result.stdout
     assert "| steady | 0.7 (75) | 0.7 |" in result.stdout
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    short = tmp_path / "short.csv"
+    _write_history(short, [0.9, 0.1])
     refused = run_script("compare_curves.py", "--metric=val_accuracy", "--steps_per_epoch=25",
-                         f"--runs=a={peaked}",
-                         f"--runs=a={steady}", returncode=1)
+                         f"--runs=a={peaked}", f"--runs=a={steady}", returncode=1)
     assert "Two runs are labelled 'a'" in refused.stderr
+    lowest = run_script("compare_curves.py", "--metric=val_accuracy", "--steps_per_epoch=25",
+                        f"--runs=short={short}", "--lower_is_better")
+    assert "| short | 0.1 (50) | 0.1 |" in lowest.stdout
 
 
 def test_serving_benchmark_script_times_adapt_and_the_evaluation(tmp_path):

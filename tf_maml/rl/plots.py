@@ -77,14 +77,15 @@ def plot_navigation_paths(meta, sampled, tasks, path, num_tasks=2, steps=(0, 1, 
     return save_figure(figure, path)
 
 
-def plot_learning_curves(iterations, series, path, ylabel="average return", title=""):
+def plot_learning_curves(iterations, series, path, ylabel="average return", title="",
+                         xlabel="meta-iterations"):
     """Metrics against meta-iterations (integer ticks): `series` maps a label, which says
     training or validation tasks, to its values. Returns `figure_text` of the figure."""
     figure, axis = plt.subplots(figsize=(6.5, 4))
     for label, values in series.items():
         axis.plot(iterations, values, marker="o", markersize=3, label=label)
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axis.set_xlabel("meta-iterations")
+    axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.legend(fontsize=8)
     axis.set_title(title, fontsize=9)
@@ -138,13 +139,11 @@ Trace = collections.namedtuple("Trace", "values ylabel reference reference_label
 def episode_trace(env):
     """The `Trace` that shows what `env`'s policy does in an episode, or None."""
     if isinstance(env, envs.HalfCheetahVelocity):
-        # HalfCheetah-v5's observation 8: the torso's forward velocity (qvel[0]) at the
-        # start of each step (the reward's is the step's mean).
-        return Trace(lambda t, task: t["observations"][..., 8], "forward velocity at each "
-                     "step's start", lambda task: task[0], "goal velocity")
-    if isinstance(env, envs.HalfCheetahDirection):
-        return Trace(lambda t, task: task[0] * t["observations"][..., 8], "velocity along the "
-                     "goal direction at each step's start", None, None)
+        return Trace(lambda t, task: t["observations"][..., _CHEETAH_VELOCITY], "forward "
+                     "velocity at each step's start", lambda task: task[0], "goal velocity")
+    if isinstance(env, envs.HalfCheetahDirection):  # task[0]: +1 forward, -1 backward
+        return Trace(lambda t, task: task[0] * t["observations"][..., _CHEETAH_VELOCITY],
+                     "velocity along the goal direction at each step's start", None, None)
     # Meta-World: the goal is the task vector's last 3 numbers (its `_target_pos`; push's
     # goal height is the object's, so push reads x-y only).
     if isinstance(env, envs.MetaWorldML1) and env.env_name == "reach-v3":
@@ -157,6 +156,10 @@ def episode_trace(env):
         return Trace(lambda t, task: t["rewards"], "reward a decision", None, None)
     return None
 
+
+# HalfCheetah-v5's observation 8: the torso's forward velocity (qvel[0]) at the start of
+# each step (the reward's is the step's mean).
+_CHEETAH_VELOCITY = 8
 
 # Meta-World's tool centre point (between the fingers, where reach's success is measured)
 # sits this far below the hand its observation 0:3 gives (to 5 mm as the arm moves).

@@ -30,8 +30,10 @@ def goal_direction_reward(task, reward, info, action):
 
 
 def checked_ctrl_cost_weight(ctrl_cost_weight):
-    if not isinstance(ctrl_cost_weight, (int, float)) or not ctrl_cost_weight >= 0:
-        raise ValueError(f"`ctrl_cost_weight` must be a number >= 0; received "
+    """`ctrl_cost_weight` as a float, or an error naming it: a finite number >= 0."""
+    if (isinstance(ctrl_cost_weight, bool) or not isinstance(ctrl_cost_weight, (int, float))
+            or not 0 <= ctrl_cost_weight < float("inf")):
+        raise ValueError(f"`ctrl_cost_weight` must be a finite number >= 0; received "
                          f"{ctrl_cost_weight!r}.")
     return float(ctrl_cost_weight)
 
