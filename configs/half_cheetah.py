@@ -28,9 +28,11 @@ even odds, the reward the velocity along it minus the same control cost.
 from tf_maml.runs.configs import reinforcement_config
 
 # Setting: the environment and its settings.
+# (`workers`: processes that step MuJoCo; 0 steps it in the training process.)
 SETTINGS = {
-    "velocity": {"name": "half_cheetah_velocity", "horizon": 200, "velocity_range": (0.0, 2.0)},
-    "direction": {"name": "half_cheetah_direction", "horizon": 200},
+    "velocity": {"name": "half_cheetah_velocity", "horizon": 200, "velocity_range": (0.0, 2.0),
+                 "workers": 0},
+    "direction": {"name": "half_cheetah_direction", "horizon": 200, "workers": 0},
 }
 
 

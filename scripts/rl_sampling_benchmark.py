@@ -22,8 +22,10 @@ where the environment takes one), each sampled in the graph by
 (`matrix_game_opponents`) and the gymnasium bridge (`half_cheetah_velocity`,
 `metaworld_ml1`, `highway_traffic`); for a bridge, also gymnasium's own
 `step` in a Python loop with random actions, as many steps (the difference
-is what the bridge and the policy add). Steps are those simulated: episodes
-that end early (a crash) count their steps up to the end.
+is what the bridge and the policy add), and with `--workers=0,2` the bridge
+with its environments stepped in 2 worker processes (`GymTaskEnv(workers=2)`).
+Steps are those simulated: episodes that end early (a crash) count their
+steps up to the end.
 
   python scripts/rl_sampling_benchmark.py --out=docs/data/benchmarks/rl_sampling.jsonl
   python scripts/rl_sampling_benchmark.py --environments=matrix_game_opponents,\
@@ -45,6 +47,9 @@ _ENVIRONMENTS = flags.DEFINE_list(
     "environments", ["navigation2d"],
     "Environment paths to time: navigation2d (against the Python loop) and any other "
     "name of tf_maml.rl.experiment.ENVIRONMENTS.")
+_WORKERS = flags.DEFINE_list(
+    "workers", ["0"], "For the gymnasium bridge: worker processes that step the "
+    "environments (0: this process), a row each.")
 
 
 def navigation_vector_env(goals, horizon):
@@ -141,15 +146,19 @@ def time_gymnasium_loop(env, tasks, steps, repeats):
     return timed(run, repeats)
 
 
-def environment(name, horizon):
-    """An environment of `tf_maml.rl.experiment.ENVIRONMENTS` with `horizon` where it has one."""
+def environment(name, horizon, workers=0):
+    """An environment of `tf_maml.rl.experiment.ENVIRONMENTS` with `horizon` where it has one
+    (and `workers`, a bridge's)."""
     import inspect  # noqa: PLC0415
 
     from tf_maml.rl import experiment  # noqa: PLC0415
 
     make = experiment.ENVIRONMENTS[name]
-    takes_horizon = "horizon" in inspect.signature(make).parameters
-    return make(horizon=horizon) if takes_horizon else make()
+    parameters = inspect.signature(make).parameters
+    settings = {"horizon": horizon} if "horizon" in parameters else {}
+    if workers:
+        settings["workers"] = workers
+    return make(**settings)
 
 
 def main(argv):
@@ -173,6 +182,12 @@ def main(argv):
         graph_seconds, steps = time_graph(policy, env, tasks, seeds, _TRAJECTORIES.value,
                                           _REPEATS.value)
         seconds = {"graph" if env.pure else "graph, through the bridge": graph_seconds}
+        for workers in map(int, _WORKERS.value):
+            if workers and not env.pure:
+                pooled = environment(name, _HORIZON.value, workers)
+                seconds[f"graph, through the bridge, workers={workers}"], _ = time_graph(
+                    policy, pooled, tasks, seeds, _TRAJECTORIES.value, _REPEATS.value)
+                pooled.close()
         if name == "navigation2d":  # every environment steps the whole horizon there
             goals = np.repeat(tasks.numpy(), _TRAJECTORIES.value, axis=0)
             seconds["python loop"] = time_python_loop(policy, goals, env.horizon,

@@ -161,6 +161,15 @@ def test_a_run_recorded_before_a_field_existed_resumes_with_its_old_value():
     assert tf_maml.experiment.config_differences(recorded, config) == []
     config.model.normalization = "task"
     assert tf_maml.experiment.config_differences(recorded, config) == ["model.normalization"]
+    from configs import highway  # noqa: PLC0415
+
+    config = highway.get_config()  # a bridged env's workers: the same rollouts either way
+    recorded = json.loads(json.dumps(tf_maml.experiment.flat_config(config)))
+    del recorded["env.workers"]  # config.json of a run from before worker processes
+    config.env.workers = 2
+    assert tf_maml.experiment.config_differences(recorded, config) == []
+    config.env.horizon = 10
+    assert tf_maml.experiment.config_differences(recorded, config) == ["env.horizon"]
 
 
 def test_finished_run_asked_for_more_steps_says_so(uninterrupted):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tf_maml.rl import distributions, envs, experiment, policies, rollouts
-from tf_maml.rl.envs import gym_bridge
+from tf_maml.rl.envs import gym_pools
 from tf_maml.rl import plots as rl_plots
 
 
@@ -152,7 +152,7 @@ def test_bridge_masks_ended_episodes_as_gymnasium_ends_them():
     for t, k in np.ndindex(2, trajectories):
         by_hand = gym.make("CartPole-v1")
         set_pole(by_hand, tasks[t])
-        observation, _ = by_hand.reset(seed=gym_bridge.gym_seed(reset_seeds(seeds, 3)[t, k]))
+        observation, _ = by_hand.reset(seed=gym_pools.gym_seed(reset_seeds(seeds, 3)[t, k]))
         rewards = []
         for action in result["actions"][t, k].numpy():
             np.testing.assert_allclose(result["observations"][t, k, len(rewards)], observation)
@@ -189,6 +189,37 @@ def test_bridge_refuses_interleaved_rollouts():
         env.step(tasks, first, tf.zeros([2], tf.int32))
 
 
+def test_bridge_workers_give_the_rollouts_of_one_process():
+    pytest.importorskip("gymnasium")
+    import multiprocessing  # noqa: PLC0415
+
+    def pole_family(workers):  # lambdas travel to the workers by cloudpickle
+        def set_task(env, task):
+            if task[0] > 10:
+                raise ValueError(f"no pole of mass {task[0]}")
+            set_pole(env, task)
+        return envs.GymTaskEnv("CartPole-v1", set_task, task_range=([0.05, 0.25], [0.5, 1.0]),
+                               reward_fn=lambda task, reward, info, action: reward * task[1],
+                               success_fn=lambda info: not info, horizon=40, workers=workers)
+
+    tasks, seeds = tf.constant([[0.1, 0.3], [0.4, 0.9]]), tf.constant([[5, 6], [7, 8]])
+    keras.utils.set_random_seed(0)  # one policy for both
+    here = sample_fn(pole_family(0), 3)(tasks, seeds)
+    env = pole_family(2)
+    before = len(multiprocessing.active_children())
+    keras.utils.set_random_seed(0)
+    there = sample_fn(env, 3)(tasks, seeds)
+    assert len(multiprocessing.active_children()) == before + 2
+    assert here["mask"].numpy().min() == 0  # some episodes ended early
+    for name in ("observations", "actions", "rewards", "mask", "success"):
+        np.testing.assert_array_equal(here[name], there[name], err_msg=name)
+    with pytest.raises(Exception, match=r"Worker 0 of the gymnasium pool failed(.|\n)*"
+                                        r"no pole of mass 20"):
+        env.reset(tf.constant([[20.0, 0.5]]), tf.zeros([1, 2], tf.int32))
+    env.close()
+    assert len(multiprocessing.active_children()) == before
+
+
 def test_bridge_errors_name_the_value():
     pytest.importorskip("gymnasium")
     with pytest.raises(ValueError, match="one of `task_range` and `sample_tasks_fn`"):
@@ -199,6 +230,8 @@ def test_bridge_errors_name_the_value():
         envs.GymTaskEnv("CartPole-v1", 3, task_range=(0, 1))
     with pytest.raises(TypeError, match="`success_fn`.*3"):
         envs.GymTaskEnv("CartPole-v1", set_pole, task_range=(0, 1), success_fn=3)
+    with pytest.raises(ValueError, match="`workers`.*-1"):
+        envs.GymTaskEnv("CartPole-v1", set_pole, task_range=(0, 1), workers=-1)
 
 
 @pytest.mark.parametrize("module, make, extra", [
@@ -241,7 +274,7 @@ def test_half_cheetah_rollouts_match_gymnasium(make, tasks, reward_by_hand, trac
     np.testing.assert_array_equal(result["mask"], 1.0)
     for t, k in np.ndindex(2, trajectories):
         by_hand = gym.make("HalfCheetah-v5", ctrl_cost_weight=0.05)
-        seed = gym_bridge.gym_seed(reset_seeds(seeds, trajectories)[t, k])
+        seed = gym_pools.gym_seed(reset_seeds(seeds, trajectories)[t, k])
         observation, _ = by_hand.reset(seed=seed)
         task = float(tasks[t, 0])
         for step, action in enumerate(result["actions"][t, k].numpy()):
@@ -295,7 +328,7 @@ def test_half_cheetah_velocity_tasks_and_config():
     restored = envs.deserialize(json.loads(json.dumps(envs.serialize(env))))
     assert type(restored) is envs.HalfCheetahVelocity
     assert restored.get_config() == {"horizon": 50, "velocity_range": [0.0, 2.0],
-                                     "ctrl_cost_weight": 0.05}
+                                     "ctrl_cost_weight": 0.05, "workers": 0}
 
 
 @pytest.mark.usefixtures("in_tmp_path")
@@ -310,7 +343,7 @@ def test_half_cheetah_directions_are_forward_or_backward_at_even_odds():
     assert np.any(env.sample_tasks(1000, tf.constant([0, 2])).numpy() != directions)
     restored = envs.deserialize(json.loads(json.dumps(envs.serialize(env))))
     assert type(restored) is envs.HalfCheetahDirection
-    assert restored.get_config() == {"horizon": 50, "ctrl_cost_weight": 0.1}
+    assert restored.get_config() == {"horizon": 50, "ctrl_cost_weight": 0.1, "workers": 0}
     for bad in (-1, float("inf"), True):
         with pytest.raises(ValueError, match="ctrl_cost_weight"):
             envs.HalfCheetahDirection(ctrl_cost_weight=bad)

@@ -114,7 +114,7 @@ def test_sampling_benchmark_compares_the_graph_with_a_python_loop(tmp_path):
     bridged = ["half_cheetah_velocity"] if importlib.util.find_spec("mujoco") else []
     result = run_script("rl_sampling_benchmark.py", "--tasks=2", "--trajectories=2",
                         "--horizon=5", "--repeats=1", f"--out={tmp_path / 'sampling.jsonl'}",
-                        "--environments=" + ",".join(
+                        "--workers=0,1", "--environments=" + ",".join(
                             ["navigation2d", "matrix_game_opponents"] + bridged))
     records = [json.loads(line) for line in
                (tmp_path / "sampling.jsonl").read_text().splitlines()]
@@ -122,6 +122,7 @@ def test_sampling_benchmark_compares_the_graph_with_a_python_loop(tmp_path):
                 ("matrix_game_opponents", "graph")]
     if bridged:
         expected += [("half_cheetah_velocity", "graph, through the bridge"),
+                     ("half_cheetah_velocity", "graph, through the bridge, workers=1"),
                      ("half_cheetah_velocity", "gymnasium alone, random actions")]
     assert [(r["environment"], r["sampling"]) for r in records] == expected
     # 2 tasks x 2 trajectories x 5 steps: no episode of these ends early.

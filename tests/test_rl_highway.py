@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import tf_maml.rl.experiment
 from tf_maml.rl import envs
-from tf_maml.rl.envs import gym_bridge, highway
+from tf_maml.rl.envs import gym_pools, highway
 
 from test_rl_envs import reset_seeds, sample_fn
 from configs import highway as highway_config  # helpers put the repository on the path
@@ -16,8 +16,9 @@ from configs import highway as highway_config  # helpers put the repository on t
 pytest.importorskip("highway_env")
 
 
-def test_highway_rollouts_match_highway_env_by_hand():
-    env, trajectories = envs.HighwayTraffic(horizon=4), 2
+@pytest.mark.parametrize("workers", [0, 2])  # stepped here, or in two processes
+def test_highway_rollouts_match_highway_env_by_hand(workers):
+    env, trajectories = envs.HighwayTraffic(horizon=4, workers=workers), 2
     assert (env.observation_size, env.action_space.n, env.task_size) == (25, 5, 4)
     tasks = tf.constant([[1.5, 2.4, 0.6, 1.0], [0.7, 3.6, 2.4, 0.0]])  # 2 and 4 lanes
     seeds = tf.constant([[1, 2], [3, 4]])
@@ -28,7 +29,7 @@ def test_highway_rollouts_match_highway_env_by_hand():
         by_hand.unwrapped.configure({"vehicles_density": float(density),
                                      "lanes_count": int(round(lanes))})
         by_hand.time_wanted, by_hand.politeness = float(time_wanted), float(politeness)
-        observation, _ = by_hand.reset(seed=gym_bridge.gym_seed(
+        observation, _ = by_hand.reset(seed=gym_pools.gym_seed(
             reset_seeds(seeds, trajectories)[t, k]))
         road = by_hand.unwrapped.road
         assert len(road.network.lanes_list()) == int(round(lanes))
@@ -42,6 +43,7 @@ def test_highway_rollouts_match_highway_env_by_hand():
                                        observation.reshape(-1), rtol=1e-5, atol=1e-6)
             observation, reward, terminated, truncated, _ = by_hand.step(int(action))
             np.testing.assert_allclose(result["rewards"][t, k, step], reward, rtol=1e-5)
+    env.close()
 
 
 def test_highway_tasks_config_and_errors():

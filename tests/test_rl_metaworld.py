@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_maml.rl.experiment
 from tf_maml.rl import envs, rollouts
 from tf_maml.rl import plots as rl_plots
-from tf_maml.rl.envs import gym_bridge
+from tf_maml.rl.envs import gym_pools
 
 from test_rl_envs import reset_seeds, sample_fn
 from configs import metaworld as metaworld_config  # helpers put the repository on the path
@@ -75,7 +75,7 @@ def test_metaworld_rollouts_match_metaworld_with_its_own_tasks():
     for t, k in np.ndindex(2, trajectories):
         by_hand = benchmark.test_classes["reach-v3"]()
         by_hand.set_task(own[t])
-        observation, _ = by_hand.reset(seed=gym_bridge.gym_seed(
+        observation, _ = by_hand.reset(seed=gym_pools.gym_seed(
             reset_seeds(seeds, trajectories)[t, k]))
         solved = False
         for step, action in enumerate(result["actions"][t, k].numpy()):
@@ -123,7 +123,7 @@ def test_metaworld_tasks_are_drawn_as_ml1_draws_its_goals():
     assert state.shape == (40, 2)
     restored = envs.deserialize(json.loads(json.dumps(envs.serialize(env))))
     assert type(restored) is envs.MetaWorldML1
-    assert restored.get_config() == {"env_name": "push-v3", "horizon": 12}
+    assert restored.get_config() == {"env_name": "push-v3", "horizon": 12, "workers": 0}
 
 
 def test_metaworld_errors_name_the_value():

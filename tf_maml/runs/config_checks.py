@@ -18,10 +18,11 @@ from absl import app, logging
 from tf_maml.runs import checkpoints
 
 
-# Fields that change nothing a run trains: how it reports, where the data is.
+# Fields that change nothing a run trains: how it reports, where the data is, how many
+# processes step a simulator (the same rollouts).
 HARMLESS_FIELDS = frozenset({
     "verbose", "data_dir", "steps_per_execution", "jit_compile", "validation_batches",
-    "eval_tasks", "eval_max_steps", "eval_queries", "eval_inner_steps",
+    "eval_tasks", "eval_max_steps", "eval_queries", "eval_inner_steps", "env.workers",
 })
 
 # Fields that only shape training: evaluating a run's meta.keras takes them from the
@@ -63,7 +64,8 @@ def config_differences(recorded, config):
     old = {**{k: v for k, v in ADDED_FIELDS.items() if k in new}, **recorded}
     return sorted(
         key for key in old.keys() | new.keys()
-        if key.split(".")[0] not in HARMLESS_FIELDS and old.get(key) != new.get(key)
+        if key.split(".")[0] not in HARMLESS_FIELDS and key not in HARMLESS_FIELDS
+        and old.get(key) != new.get(key)
     )
 
 

@@ -3,14 +3,16 @@
 `GymTaskEnv` runs any family of gymnasium environments whose task is a
 parameter (a goal velocity, a mass) outside the graph: `reset` and `step`
 call into Python through `tf.numpy_function`, so `rollouts.sample` drives
-them from inside its `tf.while_loop`. The environments live in one pool in
-Python, and the `state` tensor is only a ticket to it: the bridge is not a
+them from inside its `tf.while_loop`. The environments live in one pool
+(`gym_pools`: in this process, or in worker processes), and the `state`
+tensor is only a ticket to it: the bridge is not a
 pure function of its inputs, it can not run under XLA (not
 `jit_compile=True`), and two rollouts must not step one pool at once: the
 bridge raises an error if they do (`MetaPolicyGradient(parallel_tasks=1)`
 rules it out).
 """
 
+import functools
 import importlib
 import threading
 
@@ -19,6 +21,7 @@ import tensorflow as tf
 
 from tf_maml.learners.arguments import checked_int
 from tf_maml.rl.envs.base import Box, Discrete, TaskEnv, checked_tasks
+from tf_maml.rl.envs.gym_pools import LocalPool, ProcessPool
 
 
 def optional_module(name, needed_by, install):
@@ -39,10 +42,9 @@ def gymnasium():
                            '"gymnasium[mujoco]")')
 
 
-def gym_seed(seed):
-    """The gymnasium `reset` seed (a non-negative int) of a stateless seed: int32 `[2]`."""
-    high, low = np.asarray(seed, np.int32).view(np.uint32).tolist()
-    return (high << 32) | low
+def make_by_id(env_id):
+    """A new gymnasium environment of id `env_id`."""
+    return gymnasium().make(env_id)
 
 
 def checked_task_range(task_range):
@@ -64,7 +66,7 @@ class GymTaskEnv(TaskEnv):
 
     `reset(tasks, seeds)` grows the pool to the batch size `B`, applies each
     task (`set_task`) and resets environment `i` with the gymnasium seed
-    `gym_seed(seeds[i])`; `step` steps each environment, continuous actions
+    `gym_pools.gym_seed(seeds[i])`; `step` steps each environment, continuous actions
     clipped to the gymnasium action space. An episode ends when gymnasium
     says it terminated or was truncated; after that the environment is not
     stepped again and returns its last observation, reward 0 and done.
@@ -89,6 +91,10 @@ class GymTaskEnv(TaskEnv):
         success_fn: `info -> bool`, whether a step's gymnasium `info` says
             the task is solved (Meta-World's `info["success"]`), or None:
             rollouts then report each trajectory's success.
+        workers: 0 to step the environments here, one after the other; `N`
+            to step them in `N` worker processes at once (`gym_pools`:
+            worth it where the simulator, not the policy, takes the time;
+            the rollouts are the same). Spawned at the first `reset`.
 
     Example:
 
@@ -107,7 +113,7 @@ class GymTaskEnv(TaskEnv):
     pure = False
 
     def __init__(self, make_env, set_task=None, task_range=None, sample_tasks_fn=None,
-                 task_size=None, reward_fn=None, horizon=None, success_fn=None):
+                 task_size=None, reward_fn=None, horizon=None, success_fn=None, workers=0):
         if not (isinstance(make_env, str) or callable(make_env)):
             raise TypeError(f"`make_env` must be a gymnasium id or a callable; received "
                             f"{make_env!r}.")
@@ -129,22 +135,31 @@ class GymTaskEnv(TaskEnv):
             self.task_size = len(self._task_low)
         else:
             self.task_size = checked_int(task_size, "task_size", 1)
-        self._envs_lock = threading.Lock()
-        self._envs = [self.make_environment()]  # the first also tells the spaces
-        self._read_spaces(self._envs[0])
+        self.workers = checked_int(workers, "workers", 0)
+        self._pool_lock = threading.Lock()
+        first = self.make_environment()  # it tells the spaces
+        self._read_spaces(first)
+        self._pool = None if self.workers else LocalPool(self._factory(), set_task, reward_fn,
+                                                          success_fn, first)
+        if self._pool is None:
+            first.close()
         if horizon is None:
-            spec = getattr(self._envs[0], "spec", None)
+            spec = getattr(first, "spec", None)
             horizon = getattr(spec, "max_episode_steps", None)
             if horizon is None:
                 raise ValueError(f"{make_env!r} has no max_episode_steps; give `horizon`.")
         self.horizon = checked_int(horizon, "horizon", 1)
         self._generation, self._batch = 0, 0
 
+    def _factory(self):
+        """`() -> ` a new environment, without this env object (pools may pickle it)."""
+        if isinstance(self.make_env, str):
+            return functools.partial(make_by_id, self.make_env)
+        return self.make_env
+
     def make_environment(self):
         """A new gymnasium environment of the family (no task applied)."""
-        if isinstance(self.make_env, str):
-            return gymnasium().make(self.make_env)
-        return self.make_env()
+        return self._factory()()
 
     def _read_spaces(self, env):
         spaces = gymnasium().spaces
@@ -153,7 +168,6 @@ class GymTaskEnv(TaskEnv):
             raise ValueError(f"GymTaskEnv takes Box observations; {self.make_env!r} has "
                              f"{observation_space}.")
         self.observation_size = int(np.prod(observation_space.shape))
-        self._gym_action_space = action_space
         if isinstance(action_space, spaces.Discrete):
             self.action_space = Discrete(action_space.n)
         elif isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
@@ -171,12 +185,6 @@ class GymTaskEnv(TaskEnv):
         if self.success_fn is None:
             return super().succeeded(state)
         return tf.cast(state[:, 1] > 0, tf.float32)
-
-    def _gym_action(self, action):
-        space = self._gym_action_space
-        if self.action_space.discrete:
-            return int(action) + int(space.start)
-        return np.clip(action, space.low, space.high).astype(space.dtype)
 
     def sample_tasks(self, count, seed):
         if self.sample_tasks_fn is not None:
@@ -212,24 +220,19 @@ class GymTaskEnv(TaskEnv):
         if seeds.shape != (len(tasks), 2):
             raise ValueError(f"GymTaskEnv.reset takes one seed [2] per task ({len(tasks)}); "
                              f"received seeds of shape {seeds.shape}.")
-        with self._envs_lock:
-            while len(self._envs) < len(tasks):
-                self._envs.append(self.make_environment())
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ProcessPool(self._factory(), self.set_task, self.reward_fn,
+                                         self.success_fn, self.workers)
+            observations = self._pool.reset(tasks, seeds)
             self._generation += 1
             self._batch = len(tasks)
-            observations = np.zeros([self._batch, self.observation_size], np.float32)
-            for i, (task, seed) in enumerate(zip(tasks, seeds)):
-                if self.set_task is not None:
-                    self.set_task(self._envs[i], task)
-                observations[i] = np.reshape(self._envs[i].reset(seed=gym_seed(seed))[0], -1)
-            self._done = np.zeros(self._batch, bool)
-            self._last = observations
             state = np.zeros([self._batch, 2], np.int32)
             state[:, 0] = self._generation
-            return state, observations.copy()
+            return state, observations
 
     def _step_pool(self, tasks, state, actions):
-        with self._envs_lock:
+        with self._pool_lock:
             if self._generation == 0:
                 raise RuntimeError("GymTaskEnv.step came before any reset.")
             if state.shape != (self._batch, 2) or np.any(state[:, 0] != self._generation):
@@ -239,29 +242,21 @@ class GymTaskEnv(TaskEnv):
                     "two rollouts stepped one pool of gymnasium environments at once. Run them "
                     "one after another (MetaPolicyGradient(parallel_tasks=1)), or give each "
                     "its own GymTaskEnv.")
-            rewards = np.zeros(self._batch, np.float32)
+            observations, rewards, done, succeeded = self._pool.step(tasks, actions)
             state = state.copy()
-            for i in np.flatnonzero(~self._done):
-                action = self._gym_action(actions[i])
-                observation, reward, terminated, truncated, info = self._envs[i].step(action)
-                if self.reward_fn is not None:
-                    reward = self.reward_fn(tasks[i], reward, info, action)
-                self._last[i] = np.reshape(observation, -1)
-                rewards[i] = reward
-                self._done[i] = terminated or truncated
-                if self.success_fn is not None and self.success_fn(info):
-                    state[i, 1] = 1
-            return state, self._last.copy(), rewards, self._done.copy()
+            state[succeeded, 1] = 1
+            return state, observations, rewards, done
 
     def close(self):
-        """Closes the pool's gymnasium environments (the env is not usable after)."""
-        with self._envs_lock:
-            for env in self._envs:
-                env.close()
-            self._envs = []
+        """Closes the pool's gymnasium environments (and its workers); the env is not usable
+        after."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
 
     def get_config(self):
         return {"make_env": self.make_env, "set_task": self.set_task,
                 "task_range": self.task_range, "sample_tasks_fn": self.sample_tasks_fn,
                 "task_size": self.task_size, "reward_fn": self.reward_fn,
-                "horizon": self.horizon, "success_fn": self.success_fn}
+                "horizon": self.horizon, "success_fn": self.success_fn,
+                "workers": self.workers}

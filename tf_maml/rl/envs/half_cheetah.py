@@ -54,6 +54,7 @@ class HalfCheetahVelocity(GymTaskEnv):
         horizon: steps per episode.
         velocity_range: `(low, high)` of the goal velocity.
         ctrl_cost_weight: weight of the squared action in the reward.
+        workers: processes that step the simulator (`GymTaskEnv`'s).
 
     Example:
 
@@ -65,7 +66,7 @@ class HalfCheetahVelocity(GymTaskEnv):
     ```
     """
 
-    def __init__(self, horizon=200, velocity_range=(0.0, 2.0), ctrl_cost_weight=0.05):
+    def __init__(self, horizon=200, velocity_range=(0.0, 2.0), ctrl_cost_weight=0.05, workers=0):
         horizon = checked_int(horizon, "horizon", 1)
         low, high = checked_task_range(velocity_range)
         if low.shape != (1,):
@@ -75,11 +76,11 @@ class HalfCheetahVelocity(GymTaskEnv):
         self.ctrl_cost_weight = checked_ctrl_cost_weight(ctrl_cost_weight)
         super().__init__(functools.partial(make_half_cheetah, self.ctrl_cost_weight, horizon),
                          task_range=(low, high), reward_fn=goal_velocity_reward,
-                         horizon=horizon)
+                         horizon=horizon, workers=workers)
 
     def get_config(self):
         return {"horizon": self.horizon, "velocity_range": list(self.velocity_range),
-                "ctrl_cost_weight": self.ctrl_cost_weight}
+                "ctrl_cost_weight": self.ctrl_cost_weight, "workers": self.workers}
 
 
 def random_directions(count, seed):
@@ -103,14 +104,16 @@ class HalfCheetahDirection(GymTaskEnv):
     Args:
         horizon: steps per episode.
         ctrl_cost_weight: weight of the squared action in the reward.
+        workers: processes that step the simulator (`GymTaskEnv`'s).
     """
 
-    def __init__(self, horizon=200, ctrl_cost_weight=0.05):
+    def __init__(self, horizon=200, ctrl_cost_weight=0.05, workers=0):
         horizon = checked_int(horizon, "horizon", 1)
         self.ctrl_cost_weight = checked_ctrl_cost_weight(ctrl_cost_weight)
         super().__init__(functools.partial(make_half_cheetah, self.ctrl_cost_weight, horizon),
                          sample_tasks_fn=random_directions, task_size=1,
-                         reward_fn=goal_direction_reward, horizon=horizon)
+                         reward_fn=goal_direction_reward, horizon=horizon, workers=workers)
 
     def get_config(self):
-        return {"horizon": self.horizon, "ctrl_cost_weight": self.ctrl_cost_weight}
+        return {"horizon": self.horizon, "ctrl_cost_weight": self.ctrl_cost_weight,
+                "workers": self.workers}

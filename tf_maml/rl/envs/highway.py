@@ -80,9 +80,11 @@ class HighwayTraffic(GymTaskEnv):
     Args:
         horizon: decisions (seconds) an episode.
         task_range: `(low, high)`, four numbers each, in `TASK_FIELDS` order.
+        workers: processes that step highway-env (`GymTaskEnv`'s): its
+            simulation in Python is what takes the time.
     """
 
-    def __init__(self, horizon=30, task_range=DEFAULT_TASK_RANGE):
+    def __init__(self, horizon=30, task_range=DEFAULT_TASK_RANGE, workers=0):
         horizon = checked_int(horizon, "horizon", 1)
         low, high = (np.asarray(v, np.float32) for v in task_range)
         if low.shape != (4,) or high.shape != (4,) or low[1] < 1 or low[0] <= 0:
@@ -90,9 +92,9 @@ class HighwayTraffic(GymTaskEnv):
                              f"with at least 1 lane and a positive density; received "
                              f"{task_range!r}.")
         super().__init__(functools.partial(make_highway, horizon), set_traffic,
-                         task_range=(low, high),
-                         horizon=horizon)
+                         task_range=(low, high), horizon=horizon, workers=workers)
 
     def get_config(self):
         return {"horizon": self.horizon,
-                "task_range": [np.asarray(b).tolist() for b in self.task_range]}
+                "task_range": [np.asarray(b).tolist() for b in self.task_range],
+                "workers": self.workers}

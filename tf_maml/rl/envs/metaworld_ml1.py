@@ -84,6 +84,7 @@ class MetaWorldML1(GymTaskEnv):
     Args:
         env_name: an ML1 skill, one of `metaworld.ML1.ENV_NAMES`.
         horizon: steps per episode (Meta-World's own limit is 500).
+        workers: processes that step the simulator (`GymTaskEnv`'s).
 
     Example:
 
@@ -94,7 +95,7 @@ class MetaWorldML1(GymTaskEnv):
     ```
     """
 
-    def __init__(self, env_name="reach-v3", horizon=150):
+    def __init__(self, env_name="reach-v3", horizon=150, workers=0):
         module = metaworld()
         if env_name not in module.ML1.ENV_NAMES:
             raise ValueError(f"{env_name!r} is not a Meta-World ML1 skill; known: "
@@ -111,11 +112,11 @@ class MetaWorldML1(GymTaskEnv):
         self.task_bounds = self._goals.bounds()
         super().__init__(self._env_class, _TaskSetter(benchmark.train_tasks[0]),
                          sample_tasks_fn=self._sample_goals, task_size=len(self.task_bounds[0]),
-                         horizon=horizon, success_fn=_solved)
+                         horizon=horizon, success_fn=_solved, workers=workers)
 
     def _sample_goals(self, count, seed):
         return tf.numpy_function(self._goals, [count, tf.cast(seed, tf.int64)],
                                  tf.float32, name="metaworld_goals")
 
     def get_config(self):
-        return {"env_name": self.env_name, "horizon": self.horizon}
+        return {"env_name": self.env_name, "horizon": self.horizon, "workers": self.workers}
