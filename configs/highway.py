@@ -22,7 +22,8 @@ def get_config():
         "highway", meta_batch_size=10, inner_lr=0.1, inner_steps=1, outer_lr=1e-3,
         meta_steps=30, steps_per_epoch=5, validation_batches=1,
         eval_tasks=20, eval_max_steps=3,
-        # workers: processes that step highway-env (0: the training process).
-        env={"name": "highway_traffic", "horizon": 30, "workers": 0},
+        # workers: processes that step highway-env (0: the training process); 2 samples
+        # 1.6 times as fast on 2 cores (docs/benchmarks.md), the same rollouts.
+        env={"name": "highway_traffic", "horizon": 30, "workers": 2},
         policy_hidden=(64, 64), trajectories=10, discount=0.99,
     )

@@ -218,6 +218,9 @@ def test_bridge_workers_give_the_rollouts_of_one_process():
         env.reset(tf.constant([[20.0, 0.5]]), tf.zeros([1, 2], tf.int32))
     env.close()
     assert len(multiprocessing.active_children()) == before
+    env.reset(tasks, seeds)  # new workers after a close
+    assert len(multiprocessing.active_children()) == before + 2
+    env.close()
 
 
 def test_bridge_errors_name_the_value():

@@ -1,6 +1,7 @@
 """Success through the gymnasium bridge, Meta-World's ML1 as tasks, and its config's run."""
 
 import json
+import multiprocessing
 import pickle
 
 import numpy as np
@@ -178,7 +179,10 @@ def test_metaworld_run_reports_success_by_step_against_baselines(tmp_path):
     config.trajectories, config.outer_steps, config.env.horizon = 2, 1, 5
     config.policy.hidden, config.eval_tasks, config.eval_max_steps = (8,), 2, 1
     config.verbose = 0
+    assert config.env.workers == 2  # Meta-World steps in two worker processes
+    before = len(multiprocessing.active_children())
     report = tf_maml.rl.experiment.run(config, str(tmp_path))
+    assert len(multiprocessing.active_children()) == before  # they end with the run
     for prefix in ("", "pretrained_", "random_"):
         for measure in ("return", "success"):
             assert len(report[f"{prefix}{measure}_by_step"]) == 2, (prefix, measure)

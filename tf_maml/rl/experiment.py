@@ -112,10 +112,20 @@ def run(config, workdir, allow_config_change=False):
                          config.meta_steps, workdir)
             pretrained, _ = _train(config, os.path.join(workdir, "pretrained"), 0,
                                    allow_config_change)
-        report = evaluate(meta, config, workdir, pretrained)
+        try:
+            report = evaluate(meta, config, workdir, pretrained)
+        finally:  # a bridge's worker processes end with the run
+            for learner in (meta, pretrained):
+                _close_env(learner)
         report.update(training_seconds=training_seconds)
         checkpoints.write_json(os.path.join(workdir, "report.json"), report)
     return checkpoints.finite_or_none(report)
+
+
+def _close_env(learner):
+    close = getattr(getattr(learner, "env", None), "close", None)
+    if close is not None:
+        close()
 
 
 def _by_step(report, prefix, values, measure="return"):
@@ -161,6 +171,8 @@ def evaluate(meta, config, workdir=None, pretrained=None):
         baselines["pretrained"] = pretrained
     for name, baseline in baselines.items():
         measured = baseline.sample_by_step(held_out, steps, keep=False)
+        if name == "random":
+            _close_env(baseline)  # built here
         curves[name] = _by_step(report, f"{name}_", measured["returns"].numpy())
         if "success" in measured:
             successes[name] = _by_step(report, f"{name}_", measured["success"].numpy(),

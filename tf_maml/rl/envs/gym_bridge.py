@@ -94,7 +94,7 @@ class GymTaskEnv(TaskEnv):
         workers: 0 to step the environments here, one after the other; `N`
             to step them in `N` worker processes at once (`gym_pools`:
             worth it where the simulator, not the policy, takes the time;
-            the rollouts are the same). Spawned at the first `reset`.
+            the rollouts are the same). Started at the first `reset`.
 
     Example:
 
@@ -248,11 +248,13 @@ class GymTaskEnv(TaskEnv):
             return state, observations, rewards, done
 
     def close(self):
-        """Closes the pool's gymnasium environments (and its workers); the env is not usable
-        after."""
+        """Closes the pool's gymnasium environments and ends its workers (a later `reset`
+        makes new ones)."""
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.close()
+            if self.workers:
+                self._pool = None
 
     def get_config(self):
         return {"make_env": self.make_env, "set_task": self.set_task,

@@ -11,6 +11,7 @@ each environment is reset with its own task and seed, wherever it lives.
 
 import multiprocessing
 import traceback
+import weakref
 
 import numpy as np
 
@@ -99,8 +100,10 @@ def _serve(connection, pickled_pool):
 class ProcessPool:
     """Gymnasium environments in `workers` processes, each stepping its part of the batch.
 
-    The processes are spawned (a fresh interpreter: forking a process that runs TensorFlow
-    is not safe), so `make_environment` and the task functions travel by cloudpickle
+    The workers are forked from multiprocessing's fork server, a fresh interpreter that
+    has imported this package but run nothing (forking a process that runs TensorFlow is
+    not safe): the first pool of a process pays for one import of TensorFlow, the others
+    start at once. `make_environment` and the task functions travel by cloudpickle
     (gymnasium's dependency): lambdas and closures work, and each worker imports what they
     use. A worker's error is raised here with its traceback.
     """
@@ -110,7 +113,8 @@ class ProcessPool:
 
         pickled = cloudpickle.dumps(LocalPool(make_environment, set_task, reward_fn,
                                               success_fn))
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])  # before its server starts
         self._connections, self._processes = [], []
         for _ in range(workers):
             parent, child = context.Pipe()
@@ -119,6 +123,9 @@ class ProcessPool:
             child.close()
             self._connections.append(parent)
             self._processes.append(process)
+        # Workers end when the pool is closed, or collected, or at exit (daemons).
+        self._finalizer = weakref.finalize(self, _shut_down, self._connections,
+                                           self._processes)
 
     def _call(self, method, *arrays):
         """`method` on each worker with its slice of `arrays` (all workers at once), the
@@ -144,12 +151,17 @@ class ProcessPool:
         return self._call("step", tasks, actions)
 
     def close(self):
-        for connection, process in zip(self._connections, self._processes):
-            try:
-                connection.send(("close",))
-            except (BrokenPipeError, OSError):
-                pass
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-        self._connections, self._processes = [], []
+        self._finalizer()
+
+
+def _shut_down(connections, processes):
+    """Asks each worker to close its environments and exit; ends those that do not."""
+    for connection, process in zip(connections, processes):
+        try:
+            connection.send(("close",))
+        except (BrokenPipeError, OSError):
+            pass
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
+        connection.close()
