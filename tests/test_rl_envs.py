@@ -200,9 +200,11 @@ def test_bridge_workers_give_the_rollouts_of_one_process():
             set_pole(env, task)
         return envs.GymTaskEnv("CartPole-v1", set_task, task_range=([0.05, 0.25], [0.5, 1.0]),
                                reward_fn=lambda task, reward, info, action: reward * task[1],
-                               success_fn=lambda info: not info, horizon=40, workers=workers)
+                               horizon=40, workers=workers)
 
-    tasks, seeds = tf.constant([[0.1, 0.3], [0.4, 0.9]]), tf.constant([[5, 6], [7, 8]])
+    # 3 tasks x 3 trajectories: 9 environments, 5 and 4 in the two workers.
+    tasks = tf.constant([[0.1, 0.3], [0.4, 0.9], [0.2, 0.5]])
+    seeds = tf.constant([[5, 6], [7, 8], [9, 10]])
     keras.utils.set_random_seed(0)  # one policy for both
     here = sample_fn(pole_family(0), 3)(tasks, seeds)
     env = pole_family(2)
@@ -211,16 +213,34 @@ def test_bridge_workers_give_the_rollouts_of_one_process():
     there = sample_fn(env, 3)(tasks, seeds)
     assert len(multiprocessing.active_children()) == before + 2
     assert here["mask"].numpy().min() == 0  # some episodes ended early
-    for name in ("observations", "actions", "rewards", "mask", "success"):
-        np.testing.assert_array_equal(here[name], there[name], err_msg=name)
-    with pytest.raises(Exception, match=r"Worker 0 of the gymnasium pool failed(.|\n)*"
-                                        r"no pole of mass 20"):
-        env.reset(tf.constant([[20.0, 0.5]]), tf.zeros([1, 2], tf.int32))
+
+    def assert_same(sampled):
+        for name in ("observations", "actions", "rewards", "mask"):
+            np.testing.assert_array_equal(here[name], sampled[name], err_msg=name)
+
+    assert_same(there)
+    # Both workers fail: both errors are read and raised, and the pool serves on.
+    with pytest.raises(Exception, match=r"Worker 0 (.|\n)*no pole of mass 20(.|\n)*"
+                                        r"Worker 1 (.|\n)*no pole of mass 30"):
+        env.reset(tf.constant([[20.0, 0.5], [30.0, 0.5]]), tf.zeros([2, 2], tf.int32))
+    keras.utils.set_random_seed(0)
+    assert_same(sample_fn(env, 3)(tasks, seeds))
     env.close()
     assert len(multiprocessing.active_children()) == before
-    env.reset(tasks, seeds)  # new workers after a close
-    assert len(multiprocessing.active_children()) == before + 2
+    others = set(multiprocessing.active_children())
+    state, _ = env.reset(tasks, seeds)  # new workers after a close
+    workers = set(multiprocessing.active_children()) - others
+    assert len(workers) == 2
+    workers.pop().kill()  # a worker dies: the error says so, and a reset starts new ones
+    with pytest.raises(Exception, match="A worker of the gymnasium pool exited"):
+        env.step(tasks, state, tf.zeros([3], tf.int32))
+    keras.utils.set_random_seed(0)
+    assert_same(sample_fn(env, 3)(tasks, seeds))
+    state, _ = env.reset(tasks, seeds)
     env.close()
+    with pytest.raises(Exception, match="after a failed reset or close"):
+        env.step(tasks, state, tf.zeros([3], tf.int32))
+    assert len(multiprocessing.active_children()) == len(others)
 
 
 def test_bridge_errors_name_the_value():

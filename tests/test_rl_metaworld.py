@@ -11,7 +11,7 @@ import tensorflow as tf
 import tf_maml.rl.experiment
 from tf_maml.rl import envs, rollouts
 from tf_maml.rl import plots as rl_plots
-from tf_maml.rl.envs import gym_pools
+from tf_maml.rl.envs import gym_bridge, gym_pools
 
 from test_rl_envs import reset_seeds, sample_fn
 from configs import metaworld as metaworld_config  # helpers put the repository on the path
@@ -172,8 +172,16 @@ def test_episode_traces_read_metaworld_s_own_distance_to_the_goal(skill):
         assert traced[-1] < 0.01  # steered onto the goal: well inside the success radius
 
 
-def test_metaworld_run_reports_success_by_step_against_baselines(tmp_path):
+def test_metaworld_run_reports_success_by_step_against_baselines(tmp_path, monkeypatch):
     pytest.importorskip("metaworld")
+    pools = []
+
+    class CountedPool(gym_bridge.ProcessPool):
+        def __init__(self, *args):
+            super().__init__(*args)
+            pools.append(self)
+
+    monkeypatch.setattr(gym_bridge, "ProcessPool", CountedPool)
     config = metaworld_config.get_config("reach")
     config.meta_steps, config.steps_per_epoch, config.meta_batch_size = 2, 1, 2
     config.trajectories, config.outer_steps, config.env.horizon = 2, 1, 5
@@ -182,7 +190,9 @@ def test_metaworld_run_reports_success_by_step_against_baselines(tmp_path):
     assert config.env.workers == 2  # Meta-World steps in two worker processes
     before = len(multiprocessing.active_children())
     report = tf_maml.rl.experiment.run(config, str(tmp_path))
-    assert len(multiprocessing.active_children()) == before  # they end with the run
+    # MAML's, the pretrained policy's and the random initialization's, each closed.
+    assert len(pools) == 3 and not any(pool.alive for pool in pools)
+    assert len(multiprocessing.active_children()) == before
     for prefix in ("", "pretrained_", "random_"):
         for measure in ("return", "success"):
             assert len(report[f"{prefix}{measure}_by_step"]) == 2, (prefix, measure)

@@ -149,7 +149,7 @@ class GymTaskEnv(TaskEnv):
             if horizon is None:
                 raise ValueError(f"{make_env!r} has no max_episode_steps; give `horizon`.")
         self.horizon = checked_int(horizon, "horizon", 1)
-        self._generation, self._batch = 0, 0
+        self._generation, self._batch, self._ready = 0, 0, False
 
     def _factory(self):
         """`() -> ` a new environment, without this env object (pools may pickle it)."""
@@ -221,20 +221,23 @@ class GymTaskEnv(TaskEnv):
             raise ValueError(f"GymTaskEnv.reset takes one seed [2] per task ({len(tasks)}); "
                              f"received seeds of shape {seeds.shape}.")
         with self._pool_lock:
-            if self._pool is None:
+            if self._pool is None or not getattr(self._pool, "alive", True):
                 self._pool = ProcessPool(self._factory(), self.set_task, self.reward_fn,
                                          self.success_fn, self.workers)
-            observations = self._pool.reset(tasks, seeds)
+            self._ready = False  # until this reset succeeds, nothing steps the pool
             self._generation += 1
             self._batch = len(tasks)
+            observations = self._pool.reset(tasks, seeds)
+            self._ready = True
             state = np.zeros([self._batch, 2], np.int32)
             state[:, 0] = self._generation
             return state, observations
 
     def _step_pool(self, tasks, state, actions):
         with self._pool_lock:
-            if self._generation == 0:
-                raise RuntimeError("GymTaskEnv.step came before any reset.")
+            if not self._ready:
+                raise RuntimeError("GymTaskEnv.step came before a reset (a first one, or one "
+                                   "after a failed reset or close()).")
             if state.shape != (self._batch, 2) or np.any(state[:, 0] != self._generation):
                 raise RuntimeError(
                     f"GymTaskEnv stepped the environments of reset {np.unique(state[:, 0])} (batch "
@@ -255,6 +258,7 @@ class GymTaskEnv(TaskEnv):
                 self._pool.close()
             if self.workers:
                 self._pool = None
+            self._ready = False  # a step needs a reset first
 
     def get_config(self):
         return {"make_env": self.make_env, "set_task": self.set_task,

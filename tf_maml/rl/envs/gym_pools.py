@@ -10,6 +10,7 @@ each environment is reset with its own task and seed, wherever it lives.
 """
 
 import multiprocessing
+import signal
 import traceback
 import weakref
 
@@ -84,6 +85,7 @@ def _serve(connection, pickled_pool):
     result)` or `("error", traceback)` until told to close."""
     import cloudpickle  # noqa: PLC0415 (gymnasium's dependency; only the worker needs it)
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     pool = cloudpickle.loads(pickled_pool)
     while True:
         method, *arguments = connection.recv()
@@ -127,19 +129,33 @@ class ProcessPool:
         self._finalizer = weakref.finalize(self, _shut_down, self._connections,
                                            self._processes)
 
+    @property
+    def alive(self):
+        """False once closed, or after a worker died."""
+        return self._finalizer.alive
+
     def _call(self, method, *arrays):
         """`method` on each worker with its slice of `arrays` (all workers at once), the
-        results concatenated in batch order."""
+        results concatenated in batch order. Every reply is read before an error is raised,
+        so the next call reads its own."""
         parts = [np.array_split(a, len(self._connections)) for a in arrays]
         busy = [k for k in range(len(self._connections)) if len(parts[0][k])]
-        for k in busy:
-            self._connections[k].send((method, *(p[k] for p in parts)))
-        results = []
-        for k in busy:
-            status, result = self._connections[k].recv()
-            if status == "error":
-                raise RuntimeError(f"Worker {k} of the gymnasium pool failed:\n{result}")
-            results.append(result)
+        replies = {}
+        try:
+            for k in busy:
+                self._connections[k].send((method, *(p[k] for p in parts)))
+            for k in busy:
+                replies[k] = self._connections[k].recv()
+        except (EOFError, OSError) as error:  # a worker died: this pool is done
+            codes = [process.exitcode for process in self._processes]
+            self.close()
+            raise RuntimeError(f"A worker of the gymnasium pool exited (exit codes {codes}); "
+                               "the next reset starts new workers.") from error
+        errors = [f"Worker {k} of the gymnasium pool failed:\n{reply[1]}"
+                  for k, reply in replies.items() if reply[0] == "error"]
+        if errors:
+            raise RuntimeError("\n".join(errors))
+        results = [replies[k][1] for k in busy]
         if isinstance(results[0], tuple):
             return tuple(np.concatenate(r) for r in zip(*results))
         return np.concatenate(results)
