@@ -221,7 +221,7 @@ class GymTaskEnv(TaskEnv):
             raise ValueError(f"GymTaskEnv.reset takes one seed [2] per task ({len(tasks)}); "
                              f"received seeds of shape {seeds.shape}.")
         with self._pool_lock:
-            if self._pool is None or not getattr(self._pool, "alive", True):
+            if self._pool is None or not self._pool.alive:
                 self._pool = ProcessPool(self._factory(), self.set_task, self.reward_fn,
                                          self.success_fn, self.workers)
             self._ready = False  # until this reset succeeds, nothing steps the pool
@@ -255,9 +255,7 @@ class GymTaskEnv(TaskEnv):
         makes new ones)."""
         with self._pool_lock:
             if self._pool is not None:
-                self._pool.close()
-            if self.workers:
-                self._pool = None
+                self._pool.close()  # a closed ProcessPool is not alive: reset makes another
             self._ready = False  # a step needs a reset first
 
     def get_config(self):

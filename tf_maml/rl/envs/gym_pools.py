@@ -32,6 +32,8 @@ class LocalPool:
         first: an environment made already (the one whose spaces were read), or None.
     """
 
+    alive = True  # closed, it makes new environments at the next reset
+
     def __init__(self, make_environment, set_task, reward_fn, success_fn, first=None):
         self.make_environment, self.set_task = make_environment, set_task
         self.reward_fn, self.success_fn = reward_fn, success_fn
