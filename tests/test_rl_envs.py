@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import keras
 import numpy as np
@@ -189,7 +190,7 @@ def test_bridge_refuses_interleaved_rollouts():
         env.step(tasks, first, tf.zeros([2], tf.int32))
 
 
-def test_bridge_workers_give_the_rollouts_of_one_process():
+def test_bridge_workers_give_the_rollouts_of_one_process(monkeypatch):
     pytest.importorskip("gymnasium")
     import multiprocessing  # noqa: PLC0415
 
@@ -197,6 +198,8 @@ def test_bridge_workers_give_the_rollouts_of_one_process():
         def set_task(env, task):
             if task[0] > 10:
                 raise ValueError(f"no pole of mass {task[0]}")
+            if task[0] < 0:  # a simulator stuck in a loop
+                time.sleep(60)
             set_pole(env, task)
         return envs.GymTaskEnv("CartPole-v1", set_task, task_range=([0.05, 0.25], [0.5, 1.0]),
                                reward_fn=lambda task, reward, info, action: reward * task[1],
@@ -234,6 +237,16 @@ def test_bridge_workers_give_the_rollouts_of_one_process():
     workers.pop().kill()  # a worker dies: the error says so, and a reset starts new ones
     with pytest.raises(Exception, match="A worker of the gymnasium pool exited"):
         env.step(tasks, state, tf.zeros([3], tf.int32))
+    keras.utils.set_random_seed(0)
+    assert_same(sample_fn(env, 3)(tasks, seeds))
+    # A worker stuck: the error says so at the timeout, its workers end, a reset starts new ones.
+    start = time.monotonic()
+    with monkeypatch.context() as patch, pytest.raises(
+            Exception, match="Worker 1 of the gymnasium pool did not answer `reset` within 2 s"):
+        patch.setattr(gym_pools, "REPLY_TIMEOUT_SECONDS", 2.0)
+        env.reset(tf.constant([[0.1, 0.5], [-1.0, 0.5]]), tf.zeros([2, 2], tf.int32))
+    assert time.monotonic() - start < 30  # not the minute the stuck worker sleeps
+    assert len(multiprocessing.active_children()) == len(others)
     keras.utils.set_random_seed(0)
     assert_same(sample_fn(env, 3)(tasks, seeds))
     state, _ = env.reset(tasks, seeds)

@@ -11,10 +11,15 @@ each environment is reset with its own task and seed, wherever it lives.
 
 import multiprocessing
 import signal
+import time
 import traceback
 import weakref
 
 import numpy as np
+
+# Seconds a worker may take to answer one reset or step of its part of the batch: a
+# simulator stuck in a loop is reported (and its workers ended) instead of waited for.
+REPLY_TIMEOUT_SECONDS = 600.0
 
 
 def gym_seed(seed):
@@ -109,7 +114,9 @@ class ProcessPool:
     not safe): the first pool of a process pays for one import of TensorFlow, the others
     start at once. `make_environment` and the task functions travel by cloudpickle
     (gymnasium's dependency): lambdas and closures work, and each worker imports what they
-    use. A worker's error is raised here with its traceback.
+    use. A worker's error is raised here with its traceback; a worker that dies, or does
+    not answer within `REPLY_TIMEOUT_SECONDS`, ends the pool (the bridge's next reset
+    starts another).
     """
 
     def __init__(self, make_environment, set_task, reward_fn, success_fn, workers):
@@ -143,10 +150,17 @@ class ProcessPool:
         parts = [np.array_split(a, len(self._connections)) for a in arrays]
         busy = [k for k in range(len(self._connections)) if len(parts[0][k])]
         replies = {}
+        deadline = time.monotonic() + REPLY_TIMEOUT_SECONDS
         try:
             for k in busy:
                 self._connections[k].send((method, *(p[k] for p in parts)))
             for k in busy:
+                if not self._connections[k].poll(max(0.0, deadline - time.monotonic())):
+                    self._end_workers()
+                    raise RuntimeError(
+                        f"Worker {k} of the gymnasium pool did not answer `{method}` within "
+                        f"{REPLY_TIMEOUT_SECONDS:g} s (a simulator stuck?); its workers were "
+                        "ended, the next reset starts new ones.")
                 replies[k] = self._connections[k].recv()
         except (EOFError, OSError) as error:  # a worker died: this pool is done
             codes = [process.exitcode for process in self._processes]
@@ -170,6 +184,12 @@ class ProcessPool:
 
     def close(self):
         self._finalizer()
+
+    def _end_workers(self):
+        """Kills the workers (one is stuck: asking it to close would wait) and closes."""
+        for process in self._processes:
+            process.kill()
+        self.close()
 
 
 def _shut_down(connections, processes):
