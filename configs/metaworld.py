@@ -9,7 +9,9 @@ step of the episode) after 0..3 inner steps, against the pretrained baseline.
 Settings: `reach` (reach-v3) and `push` (push-v3). As garage's MAML-TRPO ML1
 examples: episodes of 150 steps, 10 trajectories a task, one inner step of
 0.1, two hidden layers of 100; the meta-batch (10 tasks) and the budget
-(100 meta-iterations) are small ones for a 2-core CPU, not yet measured.
+(100 meta-iterations) are small ones for a 2-core CPU. Measured at 40
+(docs/results.md): reach succeeds after one step in 59.5 % of episodes
+(pretrained 39.0 %); push is not learnt yet (5.0 %, pretrained 1.0 %).
 
   python scripts/train.py --config=configs/metaworld.py:reach --workdir=runs/metaworld_reach
   python scripts/train.py --config=configs/metaworld.py:push --workdir=runs/metaworld_push
