@@ -237,7 +237,7 @@ class GymTaskEnv(TaskEnv):
         with self._pool_lock:
             if not self._ready:
                 raise RuntimeError("GymTaskEnv.step came before a reset (a first one, or one "
-                                   "after a failed reset or close()).")
+                                   "after a failed reset or step, or close()).")
             if state.shape != (self._batch, 2) or np.any(state[:, 0] != self._generation):
                 raise RuntimeError(
                     f"GymTaskEnv stepped the environments of reset {np.unique(state[:, 0])} (batch "
@@ -245,7 +245,9 @@ class GymTaskEnv(TaskEnv):
                     "two rollouts stepped one pool of gymnasium environments at once. Run them "
                     "one after another (MetaPolicyGradient(parallel_tasks=1)), or give each "
                     "its own GymTaskEnv.")
+            self._ready = False  # until this step succeeds (a failed one may end the pool)
             observations, rewards, done, succeeded = self._pool.step(tasks, actions)
+            self._ready = True
             state = state.copy()
             state[succeeded, 1] = 1
             return state, observations, rewards, done

@@ -145,8 +145,9 @@ class ProcessPool:
 
     def _call(self, method, *arrays):
         """`method` on each worker with its slice of `arrays` (all workers at once), the
-        results concatenated in batch order. Every reply is read before an error is raised,
-        so the next call reads its own."""
+        results concatenated in batch order. Every reply is read before a worker's error is
+        raised, so the next call reads its own; a call cut short (a worker dead or not
+        answering in time, Ctrl-C) ends the pool instead, leaving no reply unread."""
         parts = [np.array_split(a, len(self._connections)) for a in arrays]
         busy = [k for k in range(len(self._connections)) if len(parts[0][k])]
         replies = {}
@@ -156,7 +157,6 @@ class ProcessPool:
                 self._connections[k].send((method, *(p[k] for p in parts)))
             for k in busy:
                 if not self._connections[k].poll(max(0.0, deadline - time.monotonic())):
-                    self._end_workers()
                     raise RuntimeError(
                         f"Worker {k} of the gymnasium pool did not answer `{method}` within "
                         f"{REPLY_TIMEOUT_SECONDS:g} s (a simulator stuck?); its workers were "
@@ -167,6 +167,9 @@ class ProcessPool:
             self.close()
             raise RuntimeError(f"A worker of the gymnasium pool exited (exit codes {codes}); "
                                "the next reset starts new workers.") from error
+        except BaseException:  # a timeout or Ctrl-C: unread replies would answer the next call
+            self._end_workers()
+            raise
         errors = [f"Worker {k} of the gymnasium pool failed:\n{reply[1]}"
                   for k, reply in replies.items() if reply[0] == "error"]
         if errors:
