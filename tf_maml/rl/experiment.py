@@ -116,16 +116,11 @@ def run(config, workdir, allow_config_change=False):
             report = evaluate(meta, config, workdir, pretrained)
         finally:  # a bridge's worker processes end with the run
             for learner in (meta, pretrained):
-                _close_env(learner)
+                if learner is not None:
+                    learner.env.close()
         report.update(training_seconds=training_seconds)
         checkpoints.write_json(os.path.join(workdir, "report.json"), report)
     return checkpoints.finite_or_none(report)
-
-
-def _close_env(learner):
-    close = getattr(getattr(learner, "env", None), "close", None)
-    if close is not None:
-        close()
 
 
 def _by_step(report, prefix, values, measure="return"):
@@ -172,7 +167,7 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     for name, baseline in baselines.items():
         measured = baseline.sample_by_step(held_out, steps, keep=False)
         if name == "random":
-            _close_env(baseline)  # built here
+            baseline.env.close()  # built here
         curves[name] = _by_step(report, f"{name}_", measured["returns"].numpy())
         if "success" in measured:
             successes[name] = _by_step(report, f"{name}_", measured["success"].numpy(),

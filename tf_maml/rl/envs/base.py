@@ -56,7 +56,8 @@ class TaskEnv(Configurable):
     An environment whose tasks can be solved or not (Meta-World's) sets
     `reports_success` and implements `succeeded(state)`: `[B]` float32, 1.0
     where the episode reached success at some step up to `state`; rollouts
-    then report each trajectory's `success`.
+    then report each trajectory's `success`. One that holds something outside
+    the graph frees it in `close()`.
     """
 
     observation_size = None
@@ -79,6 +80,10 @@ class TaskEnv(Configurable):
 
     def succeeded(self, state):
         raise NotImplementedError(f"{type(self).__name__} reports no success.")
+
+    def close(self):
+        """Frees what the environment holds outside the graph (the gymnasium bridge's
+        simulators and worker processes); an in-graph environment holds nothing."""
 
 
 def serialize(env):
