@@ -146,17 +146,20 @@ def test_navigation_figures_say_what_they_show(uninterrupted, tmp_path, monkeypa
     for name in ("meta.keras", "history.csv", "pretrained"):
         os.symlink(os.path.join(workdir, name), tmp_path / name)
     meta = keras.models.load_model(os.path.join(workdir, "meta.keras"))
-    tf_maml.rl.experiment.evaluate(meta, tiny_config(), str(tmp_path))
+    config = tiny_config()
+    config.inner_steps = 2  # the curves name the config's steps (sampling takes its own)
+    tf_maml.rl.experiment.evaluate(meta, config, str(tmp_path))
     title = "2D navigation: MAML after 4 meta-iterations"
     assert texts["return_by_step.png"]["panels"][0]["title"] == f"{title}, 3 held-out tasks"
     assert texts["navigation_paths.png"]["title"] == title
     paths = texts["navigation_paths.png"]["panels"][0]
     assert paths["legend"] == ["pre-update", "1 grad step(s)", "goal", "start"]
     curves = texts["learning_curves.png"]["panels"][0]
-    assert curves["legend"] == ["MAML after adaptation, training tasks",
-                                "MAML after adaptation, validation tasks",
+    # Training returns after the meta-training steps, validation ones after eval_max_steps.
+    assert curves["legend"] == ["MAML after 2 steps, training tasks",
+                                "MAML after 1 step, validation tasks",
                                 "MAML before adaptation, validation tasks",
-                                "pretrained, validation tasks"]
+                                "pretrained after 1 step, validation tasks"]
     assert all(tick == int(tick) for tick in curves["xticks"])
 
 

@@ -219,13 +219,20 @@ _SETTINGS = {"navigation": "2D navigation", "cartpole": "CartPole, varied dynami
              "highway": "highway traffic"}
 
 
+def _steps(count):
+    return f"{count} step" + ("" if count == 1 else "s")
+
+
 def _plot_learning_curves(workdir, config, title):
     series = {}
+    # Training returns are after the meta-training steps, validation returns after the
+    # evaluation's (test_step adapts with eval_inner_steps = eval_max_steps).
+    trained, evaluated = _steps(config.inner_steps), _steps(config.eval_max_steps)
     for label, part, column in (
-            ("MAML after adaptation, training tasks", "", "return"),
-            ("MAML after adaptation, validation tasks", "", "val_return"),
+            (f"MAML after {trained}, training tasks", "", "return"),
+            (f"MAML after {evaluated}, validation tasks", "", "val_return"),
             ("MAML before adaptation, validation tasks", "", "val_pre_adaptation_return"),
-            ("pretrained, validation tasks", "pretrained", "val_return")):
+            (f"pretrained after {evaluated}, validation tasks", "pretrained", "val_return")):
         path = os.path.join(workdir, part, "history.csv")
         if os.path.exists(path):
             with open(path) as f:
