@@ -9,10 +9,10 @@ crashes end the episode). The policy adapts to new traffic from 10
 episodes (one policy-gradient step of 0.1), against the policy trained on
 all traffic jointly. highway-env simulates in Python, the slowest of the
 bridged environments (docs/rl.md): the default budget (10 tasks a
-meta-batch, 30 meta-iterations, about 70 minutes with the baseline on 2
-cores) is a small one, at which MAML does not yet adapt: 12.6 before and
-13.0 after one step against the pretrained policy's 13.5 and 13.5, of at
-most 30 (docs/results.md).
+meta-batch, 30 meta-iterations, about 70 minutes with the baseline and
+the evaluation on 2 cores) is a small one, at which MAML does not yet
+adapt: 12.6 before and 13.0 after one step against the pretrained
+policy's 13.5 and 13.5, of at most 30 (docs/results.md).
 
   python scripts/train.py --config=configs/highway.py --workdir=runs/highway
 """
