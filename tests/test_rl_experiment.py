@@ -1,5 +1,6 @@
 """A meta-reinforcement-learning run from configs/navigation.py, small: report, figures, reruns."""
 
+import csv
 import importlib.util
 import json
 import os
@@ -70,13 +71,13 @@ def _weights(path):
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted,
                                                             monkeypatch):
-    original = tf_maml.experiment.WallTime.on_epoch_end
+    original = keras.callbacks.CSVLogger.on_epoch_end
 
-    def interrupted(self, epoch, logs=None):  # after the backup of the first epoch
+    def interrupted(self, epoch, logs=None):  # after the first epoch's backup and history
         original(self, epoch, logs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tf_maml.experiment.WallTime, "on_epoch_end", interrupted)
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tf_maml.rl.experiment.run(tiny_config(), str(tmp_path))
     monkeypatch.undo()
@@ -90,6 +91,11 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, uninterru
         for got, want in zip(_weights(tmp_path / part), _weights(os.path.join(reference, part))):
             np.testing.assert_array_equal(got, want)
     assert report["return_by_step"] == reference_report["return_by_step"]
+    # The training time counts both processes' epochs, as the history's wall time does.
+    with open(tmp_path / "history.csv") as f:
+        wall_times = [float(row["wall_time"]) for row in csv.DictReader(f)]
+    assert len(wall_times) == 2 and 0 < wall_times[0] < wall_times[1]
+    assert wall_times[1] - 0.1 <= report["training_seconds"] < wall_times[1] + 5  # rounded
 
 
 def test_unknown_environment_is_refused():

@@ -124,13 +124,15 @@ def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
     `train_data(start_batch)` gives the training stream from batch
     `start_batch`, so that a resumed run sees the same batches as an
     uninterrupted one. The backup is kept until `workdir/meta.keras` is
-    safely written. Returns the seconds this call trained.
+    safely written. Returns the seconds of training, those of the processes
+    a resumed run ran in before included (as the history's `wall_time`; an
+    epoch a kill cut short is not counted).
     """
     backup_dir = os.path.join(workdir, "backup")
     start_batch = checkpoints.latest_backup_epoch(backup_dir) * config.steps_per_epoch
     history_path = os.path.join(workdir, "history.csv")
     drop_partial_history_line(history_path)
-    start = time.time()
+    wall_time = WallTime(history_path)
     meta_learner.fit(
         train_data(start_batch),
         epochs=num_epochs(config),
@@ -139,13 +141,12 @@ def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
         callbacks=[
             checkpoints.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
             keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
-            WallTime(history_path),  # before CSVLogger, which writes the logs it sees
+            wall_time,  # before CSVLogger, which writes the logs it sees
             keras.callbacks.CSVLogger(history_path, append=True),
         ],
         verbose=config.verbose,
     )
-    # Wall time of this call's fit (a resumed run counts its own part only).
-    training_seconds = round(time.time() - start, 1)
+    training_seconds = round(time.time() - wall_time.start, 1)
     checkpoints.save_model(meta_learner, os.path.join(workdir, "meta.keras"))
     shutil.rmtree(backup_dir, ignore_errors=True)
     return training_seconds
