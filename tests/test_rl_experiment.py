@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import tf_maml.rl.experiment
+from tf_maml.runs import checkpoints
 from tf_maml.runs.experiment import ConfigMismatchError
 
 from helpers import run_script
@@ -73,15 +74,19 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, uninterru
                                                             monkeypatch):
     original = keras.callbacks.CSVLogger.on_epoch_end
 
-    def interrupted(self, epoch, logs=None):  # after the first epoch's backup and history
+    def interrupted(self, epoch, logs=None):  # the second epoch: its line, not its backup
         original(self, epoch, logs)
-        raise KeyboardInterrupt
+        if epoch == 1:
+            raise KeyboardInterrupt
 
     monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tf_maml.rl.experiment.run(tiny_config(), str(tmp_path))
     monkeypatch.undo()
     assert (tmp_path / "backup").exists() and not (tmp_path / "meta.keras").exists()
+    history = tmp_path / "history.csv"
+    assert [row["epoch"] for row in csv.DictReader(history.open())] == ["0", "1"]
+    assert checkpoints.latest_backup_epoch(str(tmp_path / "backup")) == 1  # line first
     # Resumed by scripts/train.py, which runs navigation configs through tf_maml.rl.
     run_script("train.py", "--config=configs/navigation.py", f"--workdir={tmp_path}",
                *TINY_FLAGS)
@@ -91,10 +96,12 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, uninterru
         for got, want in zip(_weights(tmp_path / part), _weights(os.path.join(reference, part))):
             np.testing.assert_array_equal(got, want)
     assert report["return_by_step"] == reference_report["return_by_step"]
-    # The training time counts both processes' epochs, as the history's wall time does.
-    with open(tmp_path / "history.csv") as f:
-        wall_times = [float(row["wall_time"]) for row in csv.DictReader(f)]
-    assert len(wall_times) == 2 and 0 < wall_times[0] < wall_times[1]
+    # The second epoch trained again: its line once, after the first's; the training time
+    # counts both processes' epochs (not the one cut short), as the history's wall time.
+    rows = list(csv.DictReader(history.open()))
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    wall_times = [float(row["wall_time"]) for row in rows]
+    assert 0 < wall_times[0] < wall_times[1]
     assert wall_times[1] - 0.1 <= report["training_seconds"] < wall_times[1] + 5  # rounded
 
 

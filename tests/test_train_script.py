@@ -259,6 +259,20 @@ def test_wall_time_of_a_resumed_run_goes_on_from_its_history(tmp_path):
     assert 0.0 <= logs["wall_time"] < 10.0
 
 
+def test_a_resumed_history_keeps_the_epochs_its_backup_trained(tmp_path):
+    """A kill after an epoch's line and before its backup, or while a line was written:
+    the resumed run writes those epochs again, once."""
+    history = tmp_path / "history.csv"
+    lines = "loss,epoch,wall_time\n1.0,0,100.0\n0.9,1,250.5\n0.8,2,400.0\n0.7,3,4"
+    history.write_text(lines)
+    tf_maml.experiment.history_until(str(history), 2)
+    assert history.read_text() == "loss,epoch,wall_time\n1.0,0,100.0\n0.9,1,250.5\n"
+    tf_maml.experiment.history_until(str(history), 2)  # nothing to drop: unchanged
+    assert history.read_text() == "loss,epoch,wall_time\n1.0,0,100.0\n0.9,1,250.5\n"
+    tf_maml.experiment.history_until(str(history), 0)  # no backup: training starts afresh
+    assert history.read_text() == "loss,epoch,wall_time\n"
+
+
 def test_config_dtype_policy_trains_in_mixed_precision(tmp_path):
     try:
         report = tf_maml.experiment.run(tiny_config(dtype_policy="mixed_bfloat16"), str(tmp_path))

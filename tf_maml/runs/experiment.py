@@ -107,15 +107,22 @@ def num_epochs(config):
     return config.meta_steps // config.steps_per_epoch
 
 
-def drop_partial_history_line(history_path):
-    """A kill while CSVLogger appended can leave a cut line: drop it before appending."""
+def history_until(history_path, epochs):
+    """Keeps the history's lines of the first `epochs` epochs, those the backup a resumed
+    run starts from has trained: a kill can cut CSVLogger's last line, or come after it
+    and before the backup (that epoch is trained again)."""
     if not os.path.exists(history_path):
         return
-    with open(history_path, "rb") as f:
+    with open(history_path, newline="") as f:
         content = f.read()
-    if content and not content.endswith(b"\n"):
-        with checkpoints.atomic_path(history_path) as partial, open(partial, "wb") as f:
-            f.write(content[: content.rfind(b"\n") + 1])
+    lines = content[: content.rfind("\n") + 1].splitlines(keepends=True)
+    if lines:
+        column = next(csv.reader(lines[:1])).index("epoch")
+        lines = lines[:1] + [line for line in lines[1:]
+                             if int(next(csv.reader([line]))[column]) < epochs]
+    if "".join(lines) != content:
+        with checkpoints.atomic_path(history_path) as partial, open(partial, "w") as f:
+            f.write("".join(lines))
 
 
 def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
@@ -129,20 +136,23 @@ def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
     epoch a kill cut short is not counted).
     """
     backup_dir = os.path.join(workdir, "backup")
-    start_batch = checkpoints.latest_backup_epoch(backup_dir) * config.steps_per_epoch
+    start_epoch = checkpoints.latest_backup_epoch(backup_dir)
+    start_batch = start_epoch * config.steps_per_epoch
     history_path = os.path.join(workdir, "history.csv")
-    drop_partial_history_line(history_path)
+    history_until(history_path, start_epoch)
     wall_time = WallTime(history_path)
     meta_learner.fit(
         train_data(start_batch),
         epochs=num_epochs(config),
         steps_per_epoch=config.steps_per_epoch,
         validation_data=validation_data,
+        # At an epoch's end: its history line first, then its backup (a kill between
+        # them leaves a line history_until drops when resuming).
         callbacks=[
-            checkpoints.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
-            keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
             wall_time,  # before CSVLogger, which writes the logs it sees
             keras.callbacks.CSVLogger(history_path, append=True),
+            keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+            checkpoints.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
         ],
         verbose=config.verbose,
     )
