@@ -10,6 +10,7 @@ import os
 import signal
 
 import keras
+import ml_collections
 import numpy as np
 import pytest
 
@@ -68,6 +69,7 @@ def test_kills_while_a_backup_and_meta_keras_are_written_lose_nothing(tmp_path, 
     train_killed_in("save_weights", 2, tmp_path)
     assert checkpoints.latest_backup_epoch(tmp_path / "backup") == 1  # the first is intact
     history = tmp_path / "history.csv"
+    assert len(history.read_text().splitlines()) == 3  # the second epoch's line came first
     history.write_text(history.read_text() + "1,0.5,0.")  # and a history row cut mid-write
     # ... the resumed run is killed while it writes meta.keras ...
     train_killed_in("save", 1, tmp_path)
@@ -101,6 +103,19 @@ def test_damaged_backups_are_named_and_the_older_one_is_used(tmp_path, caplog):
         path.write_bytes(b"")
     with pytest.raises(checkpoints.DamagedFileError, match="Every backup in .* is damaged"):
         fit(5)
+    # A run's history outlives its damaged backups (repaired, they resume with it).
+    run = tmp_path / "run"
+    os.makedirs(run / "backup")
+    for path in (latest, older):
+        os.replace(path, run / "backup" / path.name)
+    lines = "epoch,loss,wall_time\r\n0,1.0,1.0\r\n1,0.9,2.0\r\n"
+    (run / "history.csv").write_bytes(lines.encode())
+    config = ml_collections.ConfigDict({"meta_steps": 6, "steps_per_epoch": 2, "verbose": 0})
+    maml = tf_maml.MAML(tf_maml.nets.mlp(hidden=(4,)), inner_lr=0.01)
+    maml.compile(optimizer="adam", loss="mse")
+    with pytest.raises(checkpoints.DamagedFileError, match="Every backup in .* is damaged"):
+        tf_maml.experiment.fit_resumably(maml, config, str(run), lambda _: episodes, None)
+    assert (run / "history.csv").read_bytes().decode() == lines
 
 
 def test_damaged_meta_keras_is_named_as_damaged(tmp_path, uninterrupted):

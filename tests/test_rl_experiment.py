@@ -160,7 +160,8 @@ def test_navigation_figures_say_what_they_show(uninterrupted, tmp_path, monkeypa
         os.symlink(os.path.join(workdir, name), tmp_path / name)
     meta = keras.models.load_model(os.path.join(workdir, "meta.keras"))
     config = tiny_config()
-    config.inner_steps = 2  # the curves name the config's steps (sampling takes its own)
+    config.inner_steps = 2  # the curves name the learner's steps, not a later config's
+    meta.eval_inner_steps = 3  # (as trained with eval_max_steps=3; evaluate takes config's)
     tf_maml.rl.experiment.evaluate(meta, config, str(tmp_path))
     title = "2D navigation: MAML after 4 meta-iterations"
     assert texts["return_by_step.png"]["panels"][0]["title"] == f"{title}, 3 held-out tasks"
@@ -169,10 +170,10 @@ def test_navigation_figures_say_what_they_show(uninterrupted, tmp_path, monkeypa
     assert paths["legend"] == ["pre-update", "1 grad step(s)", "goal", "start"]
     curves = texts["learning_curves.png"]["panels"][0]
     # Training returns after the meta-training steps, validation ones after eval_max_steps.
-    assert curves["legend"] == ["MAML after 2 steps, training tasks",
-                                "MAML after 1 step, validation tasks",
+    assert curves["legend"] == ["MAML after 1 step, training tasks",
+                                "MAML after 3 steps, validation tasks",
                                 "MAML before adaptation, validation tasks",
-                                "pretrained after 1 step, validation tasks"]
+                                "pretrained after 3 steps, validation tasks"]
     assert all(tick == int(tick) for tick in curves["xticks"])
 
 

@@ -261,16 +261,26 @@ def test_wall_time_of_a_resumed_run_goes_on_from_its_history(tmp_path):
 
 def test_a_resumed_history_keeps_the_epochs_its_backup_trained(tmp_path):
     """A kill after an epoch's line and before its backup, or while a line was written:
-    the resumed run writes those epochs again, once."""
+    the resumed run writes those epochs again, once. As CSVLogger writes: CRLF lines."""
     history = tmp_path / "history.csv"
-    lines = "loss,epoch,wall_time\n1.0,0,100.0\n0.9,1,250.5\n0.8,2,400.0\n0.7,3,4"
-    history.write_text(lines)
-    tf_maml.experiment.history_until(str(history), 2)
-    assert history.read_text() == "loss,epoch,wall_time\n1.0,0,100.0\n0.9,1,250.5\n"
-    tf_maml.experiment.history_until(str(history), 2)  # nothing to drop: unchanged
-    assert history.read_text() == "loss,epoch,wall_time\n1.0,0,100.0\n0.9,1,250.5\n"
-    tf_maml.experiment.history_until(str(history), 0)  # no backup: training starts afresh
-    assert history.read_text() == "loss,epoch,wall_time\n"
+    header, rows = "loss,epoch,wall_time\r\n", ["1.0,0,100.0\r\n", "0.9,1,250.5\r\n"]
+
+    def kept(content, epochs):
+        history.write_bytes(content.encode())
+        tf_maml.experiment.history_until(str(history), epochs)
+        return history.read_bytes().decode() if history.exists() else None
+
+    assert kept(header + "".join(rows) + "0.8,2,400.0\r\n0.7,3,4", 2) == header + "".join(rows)
+    assert kept(header + "".join(rows) + "0.8,2,40\r", 2) == header + "".join(rows)
+    assert kept(header + "".join(rows), 2) == header + "".join(rows)  # nothing to drop
+    assert kept(header + rows[0], 2) == header + rows[0]
+    assert kept(header, 2) == header and kept("", 2) == "" and kept("loss,ep", 2) == ""
+    assert kept(header + "".join(rows), 0) is None  # no backup: training starts afresh
+    for damaged in (header + "\r\n" + rows[0], "loss,wall_time\r\n1.0,100.0\r\n",
+                    header + "1.0,zero,100.0\r\n"):
+        with pytest.raises(checkpoints.DamagedFileError, match="history.csv is damaged"):
+            kept(damaged, 2)
+        assert history.read_bytes().decode() == damaged  # left as it was
 
 
 def test_config_dtype_policy_trains_in_mixed_precision(tmp_path):

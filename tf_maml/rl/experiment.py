@@ -207,7 +207,7 @@ def evaluate(meta, config, workdir=None, pretrained=None):
         if trace is not None:
             rl_plots.plot_episodes(sampled, held_out["tasks"], trace,
                                    os.path.join(workdir, "episodes.png"), title=title)
-        _plot_learning_curves(workdir, config, title)
+        _plot_learning_curves(workdir, config, title, meta, pretrained)
     return report
 
 
@@ -223,16 +223,18 @@ def _steps(count):
     return f"{count} step" + ("" if count == 1 else "s")
 
 
-def _plot_learning_curves(workdir, config, title):
+def _plot_learning_curves(workdir, config, title, meta, pretrained=None):
     series = {}
-    # Training returns are after the meta-training steps, validation returns after the
-    # evaluation's (test_step adapts with eval_inner_steps = eval_max_steps).
-    trained, evaluated = _steps(config.inner_steps), _steps(config.eval_max_steps)
+    # Training returns are after the meta-training steps, validation returns after
+    # test_step's (eval_inner_steps): the learners' own, whatever a later config says.
+    pretrained = pretrained or meta  # (built alike)
     for label, part, column in (
-            (f"MAML after {trained}, training tasks", "", "return"),
-            (f"MAML after {evaluated}, validation tasks", "", "val_return"),
+            (f"MAML after {_steps(meta.inner_steps)}, training tasks", "", "return"),
+            (f"MAML after {_steps(meta.eval_inner_steps)}, validation tasks", "",
+             "val_return"),
             ("MAML before adaptation, validation tasks", "", "val_pre_adaptation_return"),
-            (f"pretrained after {evaluated}, validation tasks", "pretrained", "val_return")):
+            (f"pretrained after {_steps(pretrained.eval_inner_steps)}, validation tasks",
+             "pretrained", "val_return")):
         path = os.path.join(workdir, part, "history.csv")
         if os.path.exists(path):
             with open(path) as f:

@@ -110,19 +110,28 @@ def num_epochs(config):
 def history_until(history_path, epochs):
     """Keeps the history's lines of the first `epochs` epochs, those the backup a resumed
     run starts from has trained: a kill can cut CSVLogger's last line, or come after it
-    and before the backup (that epoch is trained again)."""
+    and before the backup (that epoch is trained again). With no epoch, no history."""
     if not os.path.exists(history_path):
+        return
+    if not epochs:
+        os.remove(history_path)
         return
     with open(history_path, newline="") as f:
         content = f.read()
     lines = content[: content.rfind("\n") + 1].splitlines(keepends=True)
-    if lines:
-        column = next(csv.reader(lines[:1])).index("epoch")
-        lines = lines[:1] + [line for line in lines[1:]
-                             if int(next(csv.reader([line]))[column]) < epochs]
-    if "".join(lines) != content:
-        with checkpoints.atomic_path(history_path) as partial, open(partial, "w") as f:
-            f.write("".join(lines))
+    try:
+        rows = list(csv.reader(lines))
+        column = rows[0].index("epoch") if rows else 0
+        kept = lines[:1] + [line for line, row in zip(lines[1:], rows[1:])
+                            if int(row[column]) < epochs]
+    except (ValueError, IndexError) as error:  # no epoch column, a blank or odd line
+        raise checkpoints.DamagedFileError(
+            f"{history_path} is damaged ({error!r}); repair or remove it to resume (without "
+            "it, the history and training_seconds start at the resumed epoch).") from error
+    if "".join(kept) != content:
+        with checkpoints.atomic_path(history_path) as partial:
+            with open(partial, "w", newline="") as f:
+                f.write("".join(kept))
 
 
 def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
@@ -131,15 +140,18 @@ def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
     `train_data(start_batch)` gives the training stream from batch
     `start_batch`, so that a resumed run sees the same batches as an
     uninterrupted one. The backup is kept until `workdir/meta.keras` is
-    safely written. Returns the seconds of training, those of the processes
-    a resumed run ran in before included (as the history's `wall_time`; an
-    epoch a kill cut short is not counted).
+    safely written. Returns the seconds of training, from the start of
+    `fit`'s first epoch, those of the processes a resumed run ran in before
+    included (as the history's `wall_time`; the time of an epoch a kill cut
+    short is not counted).
     """
     backup_dir = os.path.join(workdir, "backup")
     start_epoch = checkpoints.latest_backup_epoch(backup_dir)
     start_batch = start_epoch * config.steps_per_epoch
     history_path = os.path.join(workdir, "history.csv")
-    history_until(history_path, start_epoch)
+    if start_epoch or not any(os.path.exists(os.path.join(backup_dir, name))
+                              for name in checkpoints.BACKUP_FILES):
+        history_until(history_path, start_epoch)  # (every backup damaged: fit refuses)
     wall_time = WallTime(history_path)
     meta_learner.fit(
         train_data(start_batch),
@@ -151,8 +163,8 @@ def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
         callbacks=[
             wall_time,  # before CSVLogger, which writes the logs it sees
             keras.callbacks.CSVLogger(history_path, append=True),
-            keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
             checkpoints.AtomicBackupAndRestore(backup_dir, delete_checkpoint=False),
+            keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
         ],
         verbose=config.verbose,
     )
