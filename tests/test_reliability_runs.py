@@ -114,6 +114,8 @@ def test_damaged_backups_are_named_and_the_older_one_is_used(tmp_path, caplog):
     maml = tf_maml.MAML(tf_maml.nets.mlp(hidden=(4,)), inner_lr=0.01)
     maml.compile(optimizer="adam", loss="mse")
     with pytest.raises(checkpoints.DamagedFileError, match="Every backup in .* is damaged"):
+        checkpoints.latest_backup_epoch(str(run / "backup"))  # before any training
+    with pytest.raises(checkpoints.DamagedFileError, match="Every backup in .* is damaged"):
         tf_maml.experiment.fit_resumably(maml, config, str(run), lambda _: episodes, None)
     assert (run / "history.csv").read_bytes().decode() == lines
 

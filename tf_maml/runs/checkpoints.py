@@ -162,10 +162,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             set_initial_epoch(self.model, metadata["epoch"])
             return
         if any(os.path.exists(p) for p in candidates):
-            raise DamagedFileError(
-                f"Every backup in {self.backup_dir} is damaged (see the warnings above); "
-                f"delete {self.backup_dir} to start training afresh."
-            )
+            raise every_backup_damaged(self.backup_dir)
 
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -190,13 +187,22 @@ def read_backup_metadata(path):
         ) from error
 
 
+def every_backup_damaged(backup_dir):
+    return DamagedFileError(f"Every backup in {backup_dir} is damaged; delete {backup_dir} "
+                            "to start training afresh.")
+
+
 def latest_backup_epoch(backup_dir):
-    """The epoch the newest readable backup in `backup_dir` ends (0 if none)."""
+    """The epoch the newest readable backup in `backup_dir` ends (0 if there is none);
+    raises `DamagedFileError` if every backup there is damaged."""
+    damage = None
     for name in BACKUP_FILES:
         path = os.path.join(backup_dir, name)
         if os.path.exists(path):
             try:
                 return int(read_backup_metadata(path)["epoch"])
-            except DamagedFileError:
-                continue
+            except DamagedFileError as error:
+                damage = error
+    if damage is not None:
+        raise every_backup_damaged(backup_dir) from damage
     return 0

@@ -146,12 +146,10 @@ def fit_resumably(meta_learner, config, workdir, train_data, validation_data):
     short is not counted).
     """
     backup_dir = os.path.join(workdir, "backup")
-    start_epoch = checkpoints.latest_backup_epoch(backup_dir)
+    start_epoch = checkpoints.latest_backup_epoch(backup_dir)  # every one damaged: raises
     start_batch = start_epoch * config.steps_per_epoch
     history_path = os.path.join(workdir, "history.csv")
-    if start_epoch or not any(os.path.exists(os.path.join(backup_dir, name))
-                              for name in checkpoints.BACKUP_FILES):
-        history_until(history_path, start_epoch)  # (every backup damaged: fit refuses)
+    history_until(history_path, start_epoch)
     wall_time = WallTime(history_path)
     meta_learner.fit(
         train_data(start_batch),
