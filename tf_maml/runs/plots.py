@@ -84,7 +84,7 @@ def plot_by_step(mean, confidence, path, ylabel, label="MAML", others=None, titl
     """
     series = {label: (mean, confidence), **(others or {})}
     steps = np.arange(len(mean))
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = plt.subplots(figsize=(6, 4.6))
     for index, (name, (values, interval)) in enumerate(series.items()):
         color = f"C{index}"
         if len(values) == 1 and len(steps) > 1:
@@ -97,7 +97,9 @@ def plot_by_step(mean, confidence, path, ylabel, label="MAML", others=None, titl
     axis.set_xlabel("number of gradient steps")
     axis.set_ylabel(ylabel)
     axis.set_xticks(steps)
-    axis.legend(title=INTERVAL, fontsize=8, title_fontsize=8)
+    # Below the axes: inside, it covered the top or bottom error bars.
+    axis.legend(title=INTERVAL, fontsize=8, title_fontsize=8, loc="upper center",
+                bbox_to_anchor=(0.5, -0.15), ncol=min(len(series), 3))
     axis.set_title(title, fontsize=9)
     return save_figure(figure, path)
 
