@@ -46,6 +46,15 @@ def test_navigation_run_reports_returns_by_step_against_baselines(uninterrupted,
         assert len(report[f"{prefix}return_confidence_95"]) == 2
         assert all(-8.0 <= r < 0 for r in report[f"{prefix}return_by_step"])
     assert report["meta_iterations"] == 4 and report["tasks"] == 3
+    # Paired task by task: the mean difference is the difference of means, and its
+    # interval no wider than the two intervals together (std(a - b) <= std(a) + std(b)).
+    for step in range(2):
+        assert report["maml_minus_pretrained_return_by_step"][step] == pytest.approx(
+            report["return_by_step"][step] - report["pretrained_return_by_step"][step],
+            abs=2e-3)
+        assert 0 < report["maml_minus_pretrained_return_confidence_95"][step] <= (
+            report["return_confidence_95"][step]
+            + report["pretrained_return_confidence_95"][step] + 2e-3)
     for name in ("return_by_step.png", "navigation_paths.png", "learning_curves.png",
                  "meta.keras", "pretrained/meta.keras", "report.json"):
         assert os.path.exists(os.path.join(workdir, name)), name

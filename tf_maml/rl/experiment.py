@@ -138,7 +138,8 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     `pretrained_return_by_step` (the policy trained on all tasks jointly,
     adapted with the same inner step) and `random_return_by_step` (a
     random initialization, adapted alike). Every policy meets the same
-    tasks and seeds. For an environment that knows its best response to
+    tasks and seeds, so `maml_minus_pretrained_return_by_step` (and its
+    interval) is the paired difference, task by task. For an environment that knows its best response to
     each task (`best_response_returns`), `best_response_return` and its
     interval too; for one that reports success (Meta-World),
     `success_by_step` (the fraction of episodes that succeeded, mean over
@@ -169,6 +170,9 @@ def evaluate(meta, config, workdir=None, pretrained=None):
         if name == "random":
             baseline.env.close()  # built here
         curves[name] = _by_step(report, f"{name}_", measured["returns"].numpy())
+        if name == "pretrained":  # paired over the same tasks: the spread between them cancels
+            _by_step(report, "maml_minus_pretrained_",
+                     sampled["returns"].numpy() - measured["returns"].numpy())
         if "success" in measured:
             successes[name] = _by_step(report, f"{name}_", measured["success"].numpy(),
                                        "success")
