@@ -10,9 +10,11 @@ trajectories a task before and after, two hidden layers of 100 ReLU,
 discount 0.99, GAE lambda 1 with the linear feature baseline. The paper
 meta-trained 40 tasks a meta-batch for hundreds of TRPO iterations; the
 default budget here is a small one for a 2-core CPU (10 tasks a meta-batch,
-60 meta-iterations, ProMP's outer step; its time and result in
-docs/results.md where measured); --config.meta_batch_size=40
---config.meta_steps=500 is the paper's.
+60 meta-iterations, ProMP's outer step: it does not yet adapt;
+docs/results.md); --config.meta_batch_size=20 --config.meta_steps=300
+adapts (about 2 h here: -149 before, -114 after one step, the pretrained
+policy -147 after it); --config.meta_batch_size=40 --config.meta_steps=500
+is the paper's.
 
 The `:direction` setting is the paper's other half-cheetah
 (`tf_maml.rl.envs.HalfCheetahDirection`): a task is forward or backward at
