@@ -139,9 +139,9 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     adapted with the same inner step) and `random_return_by_step` (a
     random initialization, adapted alike). Every policy meets the same
     tasks and seeds, so `maml_minus_pretrained_return_by_step` (and its
-    interval) is the paired difference, task by task. For an environment that knows its best response to
-    each task (`best_response_returns`), `best_response_return` and its
-    interval too; for one that reports success (Meta-World),
+    interval) is the paired difference, task by task. For an environment
+    that knows its best response to each task (`best_response_returns`),
+    `best_response_return` and its interval too; for one that reports success (Meta-World),
     `success_by_step` (the fraction of episodes that succeeded, mean over
     tasks) and its interval for each policy alike. With a `workdir`, writes
     the figures.
