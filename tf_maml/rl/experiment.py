@@ -141,10 +141,10 @@ def evaluate(meta, config, workdir=None, pretrained=None):
     tasks and seeds, so `maml_minus_pretrained_return_by_step` (and its
     interval) is the paired difference, task by task. For an environment
     that knows its best response to each task (`best_response_returns`),
-    `best_response_return` and its interval too; for one that reports success (Meta-World),
-    `success_by_step` (the fraction of episodes that succeeded, mean over
-    tasks) and its interval for each policy alike. With a `workdir`, writes
-    the figures.
+    `best_response_return` and its interval too; for one that reports
+    success (Meta-World), `success_by_step` (the fraction of episodes that
+    succeeded, mean over tasks) and its interval for each policy alike.
+    With a `workdir`, writes the figures.
     """
     env = meta.env
     logging.info("Evaluating on %d held-out tasks after 0..%d inner steps: MAML, a random "
@@ -158,7 +158,8 @@ def evaluate(meta, config, workdir=None, pretrained=None):
               "config": experiment.flat_config(config), "tasks": config.eval_tasks,
               "trajectories": meta.trajectories}
     curves, successes = {}, {}
-    mean, confidence = _by_step(report, "", sampled["returns"].numpy())
+    maml_returns = sampled["returns"].numpy()
+    mean, confidence = _by_step(report, "", maml_returns)
     if "success" in sampled:
         successes["MAML"] = _by_step(report, "", sampled["success"].numpy(), "success")
     keras.utils.set_random_seed(config.seed)
@@ -172,7 +173,7 @@ def evaluate(meta, config, workdir=None, pretrained=None):
         curves[name] = _by_step(report, f"{name}_", measured["returns"].numpy())
         if name == "pretrained":  # paired over the same tasks: the spread between them cancels
             _by_step(report, "maml_minus_pretrained_",
-                     sampled["returns"].numpy() - measured["returns"].numpy())
+                     maml_returns - measured["returns"].numpy())
         if "success" in measured:
             successes[name] = _by_step(report, f"{name}_", measured["success"].numpy(),
                                        "success")
